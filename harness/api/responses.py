@@ -1,0 +1,48 @@
+"""JSON responses for the API: every error is `{"error": code, "detail": ...}` with a 4xx status."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.http import JsonResponse
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, detail: Any) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+def error_response(status: int, code: str, detail: Any) -> JsonResponse:
+    return JsonResponse({"error": code, "detail": detail}, status=status)
+
+
+def json_body(request, *, required: bool = True) -> dict[str, Any]:
+    """The request's JSON object body. An empty body is `{}` when the body is optional."""
+    if len(request.body) > MAX_BODY_BYTES:
+        raise ApiError(413, "body_too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes")
+    if not request.body.strip():
+        if required:
+            raise ApiError(400, "invalid_json", "a JSON object body is required")
+        return {}
+    try:
+        data = json.loads(request.body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "body must be a JSON object")
+    return data
+
+
+def field(data: dict[str, Any], name: str, kind: type, *, required: bool = True, default: Any = None) -> Any:
+    if name not in data or data[name] is None:
+        if required:
+            raise ApiError(400, "missing_field", f"{name!r} is required")
+        return default
+    value = data[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ApiError(400, "invalid_field", f"{name!r} must be a {kind.__name__}")
+    return value

@@ -1,0 +1,202 @@
+"""Settings for the agent harness.
+
+Everything comes from the environment with an embedded default, so `make run` works on a fresh machine
+(SQLite + the in-memory channel layer + the scripted model) and the same code scales out by configuration
+alone (PostgreSQL via DATABASE_URL, Redis via REDIS_URL). Every variable is documented in README.md.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlparse
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("HARNESS_VAR_DIR", BASE_DIR / "var"))
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def database_from_url(url: str) -> dict:
+    """Translate DATABASE_URL (sqlite:///path or postgres://user:pass@host:port/name) into Django's dict."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        # sqlite:///relative.db is relative to the project, sqlite:////abs/path.db is absolute.
+        raw_path = unquote(parsed.path[1:] if parsed.path.startswith("/") else parsed.path)
+        path = Path(raw_path) if Path(raw_path).is_absolute() else BASE_DIR / raw_path
+        return _sqlite_database(path)
+    if parsed.scheme in {"postgres", "postgresql", "pgsql"}:
+        options = dict(parse_qsl(parsed.query))
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(parsed.path.lstrip("/")),
+            "USER": unquote(parsed.username or ""),
+            "PASSWORD": unquote(parsed.password or ""),
+            "HOST": parsed.hostname or "",
+            "PORT": str(parsed.port or ""),
+            "OPTIONS": options,
+            "CONN_MAX_AGE": 60,
+            "CONN_HEALTH_CHECKS": True,
+        }
+    raise ImproperlyConfigured(f"DATABASE_URL scheme {parsed.scheme!r} is not supported (sqlite or postgres)")
+
+
+def _sqlite_database(path: Path) -> dict:
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(path),
+        # WAL lets readers run beside the one writer; IMMEDIATE transactions take the write lock at BEGIN,
+        # so two writers queue on busy_timeout instead of failing with "database is locked" on upgrade.
+        "OPTIONS": {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
+        },
+        # One process owns the file; reconnecting (and re-running the PRAGMAs) per ORM call is wasted work.
+        "CONN_MAX_AGE": None,
+        # Tests get their own file (not :memory:): the engine's DB thread and the test thread need real
+        # connections to one WAL database.
+        "TEST": {"NAME": str(path.with_name(path.stem + "-test.sqlite3"))},
+    }
+
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "dev-insecure-harness-key-change-me-in-production-0123456789")
+DEBUG = _env_bool("DEBUG", False)
+ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "orchestrator",
+    "harness.portal",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "harness.urls"
+ASGI_APPLICATION = "harness.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": database_from_url(os.environ["DATABASE_URL"])
+    if os.environ.get("DATABASE_URL")
+    else _sqlite_database(VAR_DIR / "harness.sqlite3")
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "staticfiles"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
+    "loggers": {"orchestrator": {"level": os.environ.get("HARNESS_LOG_LEVEL", "INFO")}},
+}
+
+# --- The harness -----------------------------------------------------------------------------------------
+
+# Which model drives runs: "scripted" (embedded default); real providers arrive with issue #4.
+HARNESS_MODEL = os.environ.get("HARNESS_MODEL", "scripted")
+# A run ends with a visible "stopped: max turns (N) reached" message after this many assistant turns.
+HARNESS_MAX_TURNS = int(_env_float("HARNESS_MAX_TURNS", 20))
+# A pending approval expires after this long; the run then continues with the call denied.
+HARNESS_APPROVAL_TTL_SECONDS = _env_float("HARNESS_APPROVAL_TTL_SECONDS", 600)
+# An executor's lease on a run; renewed every third of it. A dead worker's runs are resumed after it lapses.
+HARNESS_LEASE_TTL_SECONDS = _env_float("HARNESS_LEASE_TTL_SECONDS", 10)
+# While streaming or running a tool the executor re-reads the stop flag this often, so a lost wake-up
+# message still stops the run within a second.
+HARNESS_STOP_POLL_SECONDS = _env_float("HARNESS_STOP_POLL_SECONDS", 0.5)
+# How often the worker looks for orphaned runs and overdue approvals.
+HARNESS_RECOVERY_INTERVAL_SECONDS = _env_float("HARNESS_RECOVERY_INTERVAL_SECONDS", 2)
+# Streaming text reaches the database at least this often (and on every exit).
+HARNESS_CHECKPOINT_SECONDS = _env_float("HARNESS_CHECKPOINT_SECONDS", 0.25)
+# Streaming deltas are coalesced into one event per message at most this often.
+HARNESS_DELTA_COALESCE_SECONDS = _env_float("HARNESS_DELTA_COALESCE_SECONDS", 0.05)
+# Each session gets a workspace directory below this root (shell, read_file, write_file run there).
+HARNESS_WORKSPACE_ROOT = Path(os.environ.get("HARNESS_WORKSPACE_ROOT", VAR_DIR / "workspaces"))
+# The shell tool is killed after this long.
+HARNESS_SHELL_TIMEOUT_SECONDS = _env_float("HARNESS_SHELL_TIMEOUT_SECONDS", 60)
+# Extra tools: comma-separated dotted paths to `orchestrator.tools.registry.Tool` instances.
+HARNESS_EXTRA_TOOLS = _env_list("HARNESS_EXTRA_TOOLS", [])
+# Limit on a user message / steering message, in bytes of UTF-8.
+HARNESS_MAX_TEXT_BYTES = 32 * 1024

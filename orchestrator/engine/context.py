@@ -1,0 +1,178 @@
+"""What a state handler works with: the run's lease, its stop signal, and one way to persist a transition.
+
+A handler does its I/O (model stream, tool) with `await ctx.preemptible(...)`, then persists everything it
+learned *and* the next state in one transaction with `await ctx.advance(write)`. `write(tx)` runs on the
+database thread inside `transaction.atomic()` with the run row locked, and returns the next state (or
+`PARK`). Events it emits are published only after the commit, so no client ever sees a state the database
+does not hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from channels.db import database_sync_to_async
+from django.db import transaction
+from django.utils import timezone
+
+from .. import events
+from ..models import Message, MessageRole, MessageStatus, Run, RunState
+from ..providers.base import Provider
+from ..tools.registry import ToolRegistry
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Returned by a write function: release the lease and stop driving (the run waits on approvals).
+PARK = "__park__"
+
+
+class LeaseLost(Exception):
+    """Another executor owns the run now (or it vanished); stop driving it at once, write nothing."""
+
+
+class Interrupt:
+    """Why preemptible work must end now: the run was stopped, or this executor lost its lease.
+
+    Set by the worker when a stop wake-up arrives, and by the executor's watcher when it sees the stop
+    flag in the database (so a lost wake-up still lands within HARNESS_STOP_POLL_SECONDS).
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.stop_seen_at = None
+        self.lease_lost = False
+
+    def stop(self) -> None:
+        if self.stop_seen_at is None:
+            self.stop_seen_at = timezone.now()
+        self._event.set()
+
+    def lose_lease(self) -> None:
+        self.lease_lost = True
+        self._event.set()
+
+    @property
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+@dataclass
+class Tx:
+    """The transaction a write function runs in: the locked run, the time, and events to publish."""
+
+    run: Run
+    now: Any
+    emitted: list[events.Event] = field(default_factory=list)
+
+    def emit(self, *new: events.Event) -> None:
+        self.emitted.extend(new)
+
+    def add_message(self, *, role: str, text: str, status: str = MessageStatus.COMPLETE, **fields: Any) -> Message:
+        message = Message.objects.create(
+            session_id=self.run.session_id, run=self.run, role=role, text=text, status=status,
+            created_at=self.now, updated_at=self.now, **fields,
+        )
+        if status != MessageStatus.STREAMING:
+            self.emit(events.message_completed(message=message))
+        return message
+
+    def add_notice(self, text: str) -> Message:
+        """A system message the user sees in the transcript (never sent to the model)."""
+        return self.add_message(role=MessageRole.SYSTEM, text=text)
+
+    @property
+    def stopped_by(self) -> str:
+        user = self.run.stop_requested_by
+        return user.get_username() if user else "the system"
+
+
+@dataclass
+class StepContext:
+    run_id: Any
+    owner: str
+    interrupt: Interrupt
+    provider: Provider
+    tools: ToolRegistry
+    parked: bool = False
+
+    async def advance(self, write: Callable[[Tx], str]) -> Run:
+        """Run `write` in one transaction with the run locked; persist the state it returns; publish."""
+        run, emitted = await database_sync_to_async(self._advance_sync)(write)
+        if run.stop_requested_at:
+            self.interrupt.stop()
+        if emitted:
+            await events.publish(run.session_id, *emitted)
+        return run
+
+    def _advance_sync(self, write: Callable[[Tx], str]) -> tuple[Run, list[events.Event]]:
+        with transaction.atomic():
+            run = (
+                Run.objects.select_for_update()
+                .select_related("stop_requested_by")
+                .filter(pk=self.run_id, lease_owner=self.owner)
+                .first()
+            )
+            if run is None:
+                raise LeaseLost(self.run_id)
+            tx = Tx(run=run, now=timezone.now())
+            if run.stop_requested_at and not run.stop_acknowledged_at:
+                # The first step this executor persists after the stop: the stop's "accepted" timing.
+                run.stop_acknowledged_at = tx.now
+            previous = run.state
+            next_state = write(tx)
+            if next_state == PARK:
+                run.lease_owner, run.lease_channel, run.lease_expires_at = "", "", None
+                self.parked = True
+            elif next_state != previous:
+                run.prev_state, run.state = previous, next_state
+                tx.emit(
+                    events.run_state(
+                        run_id=run.id, state=run.state, prev_state=previous, turn_count=run.turn_count,
+                        stop_requested=run.stop_requested,
+                    )
+                )
+            if run.state in (RunState.COMPLETED, RunState.STOPPED, RunState.FAILED):
+                run.lease_owner, run.lease_channel, run.lease_expires_at = "", "", None
+            run.save()
+            # Events are ordered as emitted; the terminal `run.finished` (emitted by tearing_down) goes last.
+            tx.emitted.sort(key=lambda event: event["type"] == "run.finished")
+            return run, tx.emitted
+
+    async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await database_sync_to_async(fn)(*args, **kwargs)
+
+    async def preemptible(self, work: Awaitable[T]) -> tuple[bool, T | None]:
+        """Run `work` until it finishes or the run is interrupted; on interruption cancel it and wait for it.
+
+        Returns (interrupted, result). Exceptions from `work` propagate. A lost lease raises LeaseLost.
+        """
+        task = asyncio.ensure_future(work)
+        waiter = asyncio.ensure_future(self.interrupt.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            waiter.cancel()
+        if task.done():
+            return False, task.result()
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # it failed while being cancelled; the stop wins
+            logger.info("preempted work of run %s raised while cancelling", self.run_id, exc_info=True)
+        if self.interrupt.lease_lost:
+            raise LeaseLost(self.run_id)
+        return True, None

@@ -1,0 +1,99 @@
+"""The drive loop: one executor per run, stepping it through the state table until it ends or parks.
+
+While it drives, a watcher task renews the lease and re-reads the stop flag, so a stop whose wake-up
+message was lost still interrupts a model stream or a tool within HARNESS_STOP_POLL_SECONDS, and an
+executor that lost its lease stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import DatabaseError
+
+from ..models import TERMINAL_STATES, Run, RunState
+from ..providers.registry import get_provider
+from ..tools.registry import get_registry
+from .context import Interrupt, LeaseLost, StepContext
+from .lease import lease_acquire, lease_release, lease_renew
+from .step import HANDLERS, fail_write, force_fail
+
+logger = logging.getLogger(__name__)
+
+
+class RunExecutor:
+    def __init__(self, *, run_id: str, owner: str, channel: str = "") -> None:
+        self.run_id = run_id
+        self.owner = owner
+        self.channel = channel
+        self.interrupt = Interrupt()
+
+    def signal_stop(self) -> None:
+        self.interrupt.stop()
+
+    async def drive(self) -> None:
+        if not await database_sync_to_async(lease_acquire)(run_id=self.run_id, owner=self.owner, channel=self.channel):
+            return
+        ctx = StepContext(
+            run_id=self.run_id, owner=self.owner, interrupt=self.interrupt, provider=get_provider(),
+            tools=get_registry(),
+        )
+        watcher = asyncio.ensure_future(self._watch())
+        release = True
+        try:
+            run = await database_sync_to_async(Run.objects.get)(pk=self.run_id)
+            if run.stop_requested:
+                self.interrupt.stop()
+            while run is not None and run.state not in TERMINAL_STATES and not ctx.parked:
+                run = await self._step(ctx, run)
+            release = False  # terminal and parked transitions released the lease in their transaction
+        except LeaseLost:
+            release = False
+            logger.warning("run %s: lease lost; this executor stops driving it", self.run_id)
+        finally:
+            watcher.cancel()
+            if release:
+                # Cancelled (shutdown) or broken: let another executor take over without waiting for expiry.
+                await asyncio.shield(database_sync_to_async(lease_release)(run_id=self.run_id, owner=self.owner))
+
+    async def _step(self, ctx: StepContext, run: Run) -> Run | None:
+        handler = HANDLERS[RunState(run.state)]
+        try:
+            return await handler(ctx, run)
+        except (LeaseLost, asyncio.CancelledError):
+            raise
+        except DatabaseError:
+            # The store is unavailable: nothing can be recorded now. Keep the lease until it lapses and let
+            # recovery resume the run from its last committed state.
+            logger.exception("run %s: database error in %s", self.run_id, run.state)
+            raise LeaseLost(self.run_id) from None
+        except Exception as exc:
+            logger.exception("run %s: handler for %s failed", self.run_id, run.state)
+            if run.state == RunState.TEARING_DOWN:
+                await ctx.db(force_fail, run_id=self.run_id, owner=self.owner, error=f"internal error: {exc}")
+                return None
+            return await ctx.advance(fail_write(f"internal error in {run.state}: {exc}"))
+
+    async def _watch(self) -> None:
+        poll = settings.HARNESS_STOP_POLL_SECONDS
+        renew_every = settings.HARNESS_LEASE_TTL_SECONDS / 3
+        last_renewal = time.monotonic()
+        while True:
+            await asyncio.sleep(poll)
+            try:
+                if time.monotonic() - last_renewal >= renew_every:
+                    if not await database_sync_to_async(lease_renew)(run_id=self.run_id, owner=self.owner):
+                        self.interrupt.lose_lease()
+                        return
+                    last_renewal = time.monotonic()
+                if not self.interrupt.is_set and await database_sync_to_async(self._stop_flag_set)():
+                    self.interrupt.stop()
+            except DatabaseError:
+                logger.warning("run %s: watcher could not reach the database", self.run_id, exc_info=True)
+
+    def _stop_flag_set(self) -> bool:
+        return Run.objects.filter(pk=self.run_id, stop_requested_at__isnull=False).exists()

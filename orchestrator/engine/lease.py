@@ -1,0 +1,59 @@
+"""The lease: exactly one executor drives a run.
+
+Taken and renewed with conditional UPDATEs (never read-then-write), so two workers racing for one run
+cannot both win, and a worker whose lease was taken over finds out at its next renewal or transition.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Exists, OuterRef, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from ..models import TERMINAL_STATES, Approval, ApprovalStatus, Run, RunState
+
+
+def lease_ttl() -> timedelta:
+    return timedelta(seconds=settings.HARNESS_LEASE_TTL_SECONDS)
+
+
+def lease_acquire(*, run_id, owner: str, channel: str = "") -> bool:
+    now = timezone.now()
+    taken = (
+        Run.objects.filter(pk=run_id)
+        .exclude(state__in=TERMINAL_STATES)
+        .filter(Q(lease_owner="") | Q(lease_owner=owner) | Q(lease_expires_at__lt=now))
+        .update(
+            lease_owner=owner, lease_channel=channel, lease_expires_at=now + lease_ttl(),
+            started_at=Coalesce("started_at", now),
+        )
+    )
+    return taken == 1
+
+
+def lease_renew(*, run_id, owner: str) -> bool:
+    return Run.objects.filter(pk=run_id, lease_owner=owner).update(lease_expires_at=timezone.now() + lease_ttl()) == 1
+
+
+def lease_release(*, run_id, owner: str) -> None:
+    Run.objects.filter(pk=run_id, lease_owner=owner).update(lease_owner="", lease_channel="", lease_expires_at=None)
+
+
+def runs_without_executor(*, limit: int = 100) -> list[str]:
+    """Non-terminal runs nobody drives: lease free or lapsed — except runs rightly parked on an approval."""
+    now = timezone.now()
+    waiting_on_a_person = Exists(
+        Approval.objects.filter(run=OuterRef("pk"), status=ApprovalStatus.PENDING, expires_at__gt=now)
+    )
+    parked = Q(state=RunState.AWAITING_APPROVAL, stop_requested_at__isnull=True) & waiting_on_a_person
+    return [
+        str(pk)
+        for pk in Run.objects.exclude(state__in=TERMINAL_STATES)
+        .filter(Q(lease_owner="") | Q(lease_expires_at__lt=now))
+        .exclude(parked)
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:limit]
+    ]

@@ -1,0 +1,106 @@
+"""This process's executors: at most one driving task per run, plus the recovery scan.
+
+The worker consumer only translates channel messages into calls here, so its handlers return at once and
+a stop is never queued behind a running turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import DatabaseError
+
+from .executor import RunExecutor
+from .lease import runs_without_executor
+
+logger = logging.getLogger(__name__)
+
+
+class ExecutorPool:
+    def __init__(self) -> None:
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.channel_name = ""
+        self.executors: dict[str, RunExecutor] = {}
+        self.tasks: dict[str, asyncio.Task] = {}
+        self._rewake: set[str] = set()
+        self._recovery: asyncio.Task | None = None
+
+    def ensure_driving(self, run_id: str) -> None:
+        run_id = str(run_id)
+        task = self.tasks.get(run_id)
+        if task is not None and not task.done():
+            # It may be just parking or ending: look again once it has.
+            self._rewake.add(run_id)
+            return
+        executor = RunExecutor(run_id=run_id, owner=self.owner, channel=self.channel_name)
+        self.executors[run_id] = executor
+        task = asyncio.get_running_loop().create_task(executor.drive(), name=f"run {run_id}")
+        self.tasks[run_id] = task
+        task.add_done_callback(lambda t, run_id=run_id: self._finished(run_id, t))
+
+    def _finished(self, run_id: str, task: asyncio.Task) -> None:
+        if self.tasks.get(run_id) is task:
+            del self.tasks[run_id]
+            del self.executors[run_id]
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("executor of run %s crashed", run_id, exc_info=task.exception())
+        if run_id in self._rewake and not task.cancelled():
+            self._rewake.discard(run_id)
+            self.ensure_driving(run_id)
+
+    def signal_stop(self, run_id: str) -> bool:
+        """Interrupt the local executor of a run; False if this process does not drive it."""
+        executor = self.executors.get(str(run_id))
+        if executor is None:
+            return False
+        executor.signal_stop()
+        return True
+
+    def start_recovery(self) -> None:
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.get_running_loop().create_task(self._recover_forever(), name="run recovery")
+
+    async def recover_once(self) -> list[str]:
+        """Drive every run nobody drives (new runs whose wake-up was lost, lapsed leases, resolved approvals)."""
+        orphans = await database_sync_to_async(runs_without_executor)()
+        for run_id in orphans:
+            self.ensure_driving(run_id)
+        return orphans
+
+    async def _recover_forever(self) -> None:
+        while True:
+            try:
+                await self.recover_once()
+            except DatabaseError:
+                logger.warning("recovery scan could not reach the database", exc_info=True)
+            await asyncio.sleep(settings.HARNESS_RECOVERY_INTERVAL_SECONDS)
+
+    async def shutdown(self) -> None:
+        if self._recovery is not None:
+            self._recovery.cancel()
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+_pool: ExecutorPool | None = None
+
+
+def get_pool() -> ExecutorPool:
+    global _pool
+    if _pool is None:
+        _pool = ExecutorPool()
+    return _pool
+
+
+def reset_pool() -> None:
+    """For tests: forget this process's executors (each test runs on a fresh event loop)."""
+    global _pool
+    _pool = None

@@ -1,0 +1,172 @@
+"""assistant_streaming: call the model and stream its answer — preemptible.
+
+The stream runs in a task of its own that a stop cancels at once (closing the provider's stream). Text is
+checkpointed to the database at least every HARNESS_CHECKPOINT_SECONDS and on every exit, and published
+to clients as coalesced deltas, so a stop or a crash keeps what the user already saw.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.utils import timezone
+
+from ... import events
+from ...models import FunctionCall, Message, MessageRole, MessageStatus, Run, RunOutcome, RunState
+from ...providers.base import Finish, ModelRequest, ProviderError, TextDelta, ToolCall, Usage, estimate_tokens
+from ..context import LeaseLost, StepContext, Tx
+from ..transcript import build_model_request
+
+
+@dataclass
+class StreamBuffer:
+    message_id: int
+    parts: list[str] = field(default_factory=list)
+    length: int = 0
+    published: int = 0  # characters already sent to clients as deltas
+    calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage | None = None
+    finish: str = ""
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def append(self, text: str) -> None:
+        self.parts.append(text)
+        self.length += len(text)
+
+
+async def handle(ctx: StepContext, run: Run) -> Run:
+    opened: dict[str, Message] = {}
+
+    def open_turn(tx: Tx) -> str:
+        # A message still `streaming` here was left by an executor that died mid-stream: keep its text
+        # (the user saw it), close it, and ask the model again.
+        for leftover in Message.objects.filter(run=tx.run, role=MessageRole.ASSISTANT, status=MessageStatus.STREAMING):
+            leftover.status = MessageStatus.ERROR
+            leftover.updated_at = tx.now
+            leftover.save(update_fields=["status", "updated_at"])
+            tx.emit(events.message_completed(message=leftover))
+            tx.add_notice("The worker streaming this answer stopped; the model was asked again.")
+        opened["message"] = tx.add_message(role=MessageRole.ASSISTANT, text="", status=MessageStatus.STREAMING)
+        return RunState.ASSISTANT_STREAMING
+
+    run = await ctx.advance(open_turn)
+    buffer = StreamBuffer(message_id=opened["message"].id)
+    request = await ctx.db(build_model_request, run=run, tools=ctx.tools)
+    try:
+        interrupted, _ = await ctx.preemptible(_consume(ctx, run, request, buffer))
+    except ProviderError as exc:
+        return await ctx.advance(_failed(buffer, request, str(exc)))
+    if interrupted:
+        return await ctx.advance(_stopped(buffer, request))
+    return await ctx.advance(_finished(buffer, request))
+
+
+async def _consume(ctx: StepContext, run: Run, request: ModelRequest, buffer: StreamBuffer) -> None:
+    coalesce = settings.HARNESS_DELTA_COALESCE_SECONDS
+    checkpoint_every = settings.HARNESS_CHECKPOINT_SECONDS
+    last_publish = last_checkpoint = time.monotonic()
+    async with aclosing(ctx.provider.stream(request)) as stream:
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                buffer.append(event.text)
+                now = time.monotonic()
+                if now - last_publish >= coalesce:
+                    await _publish_delta(run, buffer)
+                    last_publish = now
+                if now - last_checkpoint >= checkpoint_every:
+                    await ctx.db(_checkpoint, ctx, buffer.message_id, buffer.text)
+                    last_checkpoint = now
+            elif isinstance(event, ToolCall):
+                buffer.calls.append(event)
+            elif isinstance(event, Usage):
+                buffer.usage = event
+            elif isinstance(event, Finish):
+                buffer.finish = event.reason
+                break
+    await _publish_delta(run, buffer)
+
+
+async def _publish_delta(run: Run, buffer: StreamBuffer) -> None:
+    if buffer.published >= buffer.length:
+        return
+    text = buffer.text
+    delta = events.message_delta(
+        run_id=run.id, message_id=buffer.message_id, offset=buffer.published, text=text[buffer.published:]
+    )
+    buffer.published = len(text)
+    await events.publish(run.session_id, delta)
+
+
+def _checkpoint(ctx: StepContext, message_id: int, text: str) -> None:
+    saved = Message.objects.filter(pk=message_id, run__lease_owner=ctx.owner).update(
+        text=text, updated_at=timezone.now()
+    )
+    if not saved:
+        raise LeaseLost(ctx.run_id)
+
+
+def _close_message(tx: Tx, buffer: StreamBuffer, request: ModelRequest, status: str) -> Message:
+    """Save the answer's final text and status, and account for its tokens (estimated if not reported)."""
+    text = buffer.text
+    usage = buffer.usage or Usage(
+        input_tokens=estimate_tokens("".join(m.text for m in request.messages)),
+        output_tokens=estimate_tokens(text),
+        estimated=True,
+    )
+    message = Message.objects.get(pk=buffer.message_id)
+    message.text = text
+    message.status = status
+    message.input_tokens = usage.input_tokens
+    message.output_tokens = usage.output_tokens
+    message.usage_estimated = usage.estimated
+    message.updated_at = tx.now
+    message.save()
+    run = tx.run
+    run.input_tokens += usage.input_tokens
+    run.output_tokens += usage.output_tokens
+    run.usage_estimated = run.usage_estimated or usage.estimated
+    tx.emit(events.message_completed(message=message))
+    return message
+
+
+def _finished(buffer: StreamBuffer, request: ModelRequest):
+    def write(tx: Tx) -> str:
+        message = _close_message(tx, buffer, request, MessageStatus.COMPLETE)
+        seen: set[str] = set()
+        for position, call in enumerate(buffer.calls):
+            call_id = call.call_id or f"call_{tx.run.turn_count}_{position}"
+            if call_id in seen or FunctionCall.objects.filter(run=tx.run, call_id=call_id).exists():
+                call_id = f"{call_id}_{tx.run.turn_count}_{position}"  # models do repeat ids
+            seen.add(call_id)
+            FunctionCall.objects.create(
+                run=tx.run, message=message, call_id=call_id, position=position, name=call.name,
+                arguments=call.arguments, created_at=tx.now,
+            )
+        return RunState.ASSISTANT_FINISHED
+
+    return write
+
+
+def _stopped(buffer: StreamBuffer, request: ModelRequest):
+    def write(tx: Tx) -> str:
+        _close_message(tx, buffer, request, MessageStatus.STOPPED)
+        return RunState.STEERING_CHECK
+
+    return write
+
+
+def _failed(buffer: StreamBuffer, request: ModelRequest, error: str):
+    def write(tx: Tx) -> str:
+        _close_message(tx, buffer, request, MessageStatus.ERROR)
+        tx.run.error = error
+        tx.run.outcome = RunOutcome.FAILED
+        tx.add_notice(f"Run failed: {error}")
+        return RunState.TEARING_DOWN
+
+    return write

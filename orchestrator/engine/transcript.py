@@ -1,0 +1,73 @@
+"""What the model is sent: the session's history as provider-neutral messages.
+
+- Partial answers kept by a stop are sent as they are (the model sees what the user saw).
+- Every tool call has a result, because stop repair and crash repair write synthetic ones.
+- After a run that was stopped or failed, a short note tells the model it was interrupted.
+- System messages in the transcript are notices for people (errors, limits) and are not sent.
+"""
+
+from __future__ import annotations
+
+from ..models import FunctionCall, Message, MessageRole, MessageStatus, Run, RunOutcome
+from ..providers.base import ModelMessage, ModelRequest, ToolCallRequest, ToolSpec
+from ..tools.registry import ToolRegistry
+
+
+def interruption_note(run: Run) -> str | None:
+    if run.outcome == RunOutcome.STOPPED and run.stop_reason != "max_turns":
+        return (
+            "Note: the previous run was interrupted: the user stopped it before it finished. "
+            "Tool calls marked cancelled did not complete."
+        )
+    if run.outcome == RunOutcome.FAILED:
+        return f"Note: the previous run was interrupted by an error: {run.error}"
+    return None
+
+
+def build_model_request(*, run: Run, tools: ToolRegistry) -> ModelRequest:
+    messages = list(
+        Message.objects.filter(session_id=run.session_id)
+        .exclude(role=MessageRole.SYSTEM)
+        .select_related("function_call")
+        .order_by("id")
+    )
+    calls_by_message: dict[int, list[FunctionCall]] = {}
+    for call in FunctionCall.objects.filter(run__session_id=run.session_id).order_by("created_at", "position"):
+        calls_by_message.setdefault(call.message_id, []).append(call)
+    earlier_runs = {r.id: r for r in Run.objects.filter(session_id=run.session_id).exclude(pk=run.pk)}
+
+    history: list[ModelMessage] = []
+    run_input = ""
+    for index, message in enumerate(messages):
+        if message.run_id == run.id and message.role == MessageRole.USER and not run_input:
+            run_input = message.text
+        converted = _convert(message, calls_by_message.get(message.id, []))
+        if converted is not None:
+            history.append(converted)
+        following = messages[index + 1] if index + 1 < len(messages) else None
+        finished_run = earlier_runs.get(message.run_id)
+        if finished_run and (following is None or following.run_id != message.run_id):
+            note = interruption_note(finished_run)
+            if note:
+                history.append(ModelMessage(role="system", text=note))
+    return ModelRequest(
+        messages=tuple(history),
+        tools=tuple(ToolSpec(name=t.name, description=t.description, parameters=t.parameters) for t in tools),
+        run_input=run_input,
+        turn=run.turn_count,
+    )
+
+
+def _convert(message: Message, calls: list[FunctionCall]) -> ModelMessage | None:
+    if message.role == MessageRole.TOOL:
+        call = message.function_call
+        return ModelMessage(role="tool", text=message.text, tool_call_id=call.call_id if call else "",
+                            name=call.name if call else "")
+    if message.role == MessageRole.ASSISTANT:
+        if message.status == MessageStatus.STREAMING or (not message.text and not calls):
+            return None
+        return ModelMessage(
+            role="assistant", text=message.text,
+            tool_calls=tuple(ToolCallRequest(call_id=c.call_id, name=c.name, arguments=c.arguments) for c in calls),
+        )
+    return ModelMessage(role="user", text=message.text)

@@ -1,0 +1,96 @@
+"""Every state change a client can see, defined once and published to the session's group.
+
+Events are a fast, lossy notification: a client that missed some converges by taking a fresh snapshot
+(`orchestrator.selectors.session_snapshot`). Publishing never fails a run; a full or unreachable channel
+layer is logged and the database stays the truth.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+
+# Channel message type consumers handle (`def session_event(self, message)`).
+CHANNEL_MESSAGE_TYPE = "session.event"
+
+
+def session_group(session_id: Any) -> str:
+    return f"session.{session_id}"
+
+
+def run_state(*, run_id: Any, state: str, prev_state: str, turn_count: int, stop_requested: bool) -> Event:
+    return {
+        "type": "run.state", "run_id": str(run_id), "state": state, "prev_state": prev_state,
+        "turn_count": turn_count, "stop_requested": stop_requested,
+    }
+
+
+def message_delta(*, run_id: Any, message_id: int, offset: int, text: str) -> Event:
+    return {"type": "message.delta", "run_id": str(run_id), "message_id": message_id, "offset": offset, "text": text}
+
+
+def message_completed(*, message: Any) -> Event:
+    return {
+        "type": "message.completed", "message_id": message.id, "run_id": str(message.run_id or ""),
+        "role": message.role, "status": message.status, "text": message.text,
+    }
+
+
+def function_started(*, call: Any) -> Event:
+    return {"type": "function.started", "run_id": str(call.run_id), "call_id": call.call_id, "name": call.name,
+            "status": call.status}
+
+
+def function_finished(*, call: Any) -> Event:
+    return {"type": "function.finished", "run_id": str(call.run_id), "call_id": call.call_id, "name": call.name,
+            "status": call.status}
+
+
+def function_finishing(*, call: Any) -> Event:
+    """A must_finish tool keeps running after a stop; clients show "finishing <tool>…"."""
+    return {"type": "function.finishing", "run_id": str(call.run_id), "call_id": call.call_id, "name": call.name}
+
+
+def approval_requested(*, approval: Any, call: Any) -> Event:
+    return {
+        "type": "approval.requested", "approval_id": str(approval.id), "run_id": str(approval.run_id),
+        "call_id": call.call_id, "name": call.name, "arguments": call.arguments,
+        "expires_at": approval.expires_at.isoformat(),
+    }
+
+
+def approval_resolved(*, approval_id: Any, status: str, reason: str = "") -> Event:
+    return {"type": "approval.resolved", "approval_id": str(approval_id), "status": status, "reason": reason}
+
+
+def steering_changed(*, steering: Any) -> Event:
+    return {"type": "steering.updated", "steering_id": str(steering.id), "run_id": str(steering.run_id),
+            "status": steering.status, "text": steering.text, "reason": steering.reason}
+
+
+def run_finished(*, run: Any) -> Event:
+    return {"type": "run.finished", "run_id": str(run.id), "outcome": run.outcome, "receipt": run.receipt}
+
+
+async def publish(session_id: Any, *events: Event) -> None:
+    layer = get_channel_layer()
+    if layer is None or not events:
+        return
+    try:
+        for event in events:
+            await layer.group_send(session_group(session_id), {"type": CHANNEL_MESSAGE_TYPE, "event": event})
+    except Exception:  # the layer is an optimisation; never let it fail a run
+        logger.warning("could not publish %d event(s) for session %s", len(events), session_id, exc_info=True)
+
+
+def publish_on_commit(session_id: Any, *events: Event) -> None:
+    """From synchronous service code: publish once the surrounding transaction has committed."""
+    transaction.on_commit(lambda: async_to_sync(publish)(session_id, *events))

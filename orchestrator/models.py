@@ -1,0 +1,276 @@
+"""What a run leaves behind: the database is the truth about every session, run, message and call.
+
+Services (`orchestrator.services`) are the only writers; the engine writes through its state handlers.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class RunState(models.TextChoices):
+    PROVISIONING = "provisioning"
+    AWAITING_ASSISTANT = "awaiting_assistant"
+    ASSISTANT_STREAMING = "assistant_streaming"
+    ASSISTANT_FINISHED = "assistant_finished"
+    FUNCTION_PREPARE = "function_prepare"
+    AWAITING_APPROVAL = "awaiting_approval"
+    FUNCTION_EXECUTE = "function_execute"
+    FUNCTION_FINALIZE = "function_finalize"
+    STEERING_CHECK = "steering_check"
+    TEARING_DOWN = "tearing_down"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+TERMINAL_STATES = frozenset({RunState.COMPLETED, RunState.STOPPED, RunState.FAILED})
+
+
+class RunOutcome(models.TextChoices):
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class MessageRole(models.TextChoices):
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+    SYSTEM = "system"
+
+
+class MessageStatus(models.TextChoices):
+    STREAMING = "streaming"
+    COMPLETE = "complete"
+    STOPPED = "stopped"
+    ERROR = "error"
+
+
+class CallStatus(models.TextChoices):
+    PENDING = "pending"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    DENIED = "denied"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+
+# A call in one of these states has its result; the others still owe the model one.
+CALL_FINISHED_STATES = frozenset(
+    {CallStatus.DENIED, CallStatus.SUCCEEDED, CallStatus.FAILED, CallStatus.CANCELLED, CallStatus.INTERRUPTED}
+)
+
+
+class ApprovalStatus(models.TextChoices):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    SWEPT = "swept"
+    EXPIRED = "expired"
+
+
+class SteeringStatus(models.TextChoices):
+    QUEUED = "queued"
+    APPLIED = "applied"
+    DISCARDED = "discarded"
+
+
+class Session(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agent_sessions")
+    title = models.CharField(max_length=200, default="New session")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["owner", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.id})"
+
+
+class Run(models.Model):
+    """The turn record. Its `state` column is the truth; the lease says who may drive it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="runs")
+    state = models.CharField(max_length=32, choices=RunState.choices, default=RunState.PROVISIONING)
+    prev_state = models.CharField(max_length=32, choices=RunState.choices, blank=True, default="")
+    outcome = models.CharField(max_length=16, choices=RunOutcome.choices, blank=True, default="")
+    turn_count = models.PositiveIntegerField(default=0)
+    max_turns = models.PositiveIntegerField()
+    error = models.TextField(blank=True, default="")
+
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    # The stop flag is run-scoped: nothing ever clears it, and a new run starts with its own.
+    stop_requested_at = models.DateTimeField(null=True, blank=True)
+    stop_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    stop_reason = models.CharField(max_length=64, blank=True, default="")
+    # When the executor first acted on the stop flag; with stop_requested_at and finished_at these are the
+    # stop timings (requested → accepted → terminal).
+    stop_acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    # Exactly one executor drives a run: the holder of an unexpired lease (taken by conditional UPDATE).
+    lease_owner = models.CharField(max_length=128, blank=True, default="")
+    lease_channel = models.CharField(max_length=200, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    usage_estimated = models.BooleanField(default=False)
+    receipt = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # At most one run in flight per session: the database, not a read-then-write, enforces it.
+            models.UniqueConstraint(
+                fields=["session"],
+                condition=~Q(state__in=[s.value for s in TERMINAL_STATES]),
+                name="one_active_run_per_session",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["state", "lease_expires_at"]),
+            models.Index(fields=["session", "-created_at"]),
+        ]
+        permissions = [("stop_run", "Can stop runs")]
+
+    def __str__(self) -> str:
+        return f"run {self.id} [{self.state}]"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop_requested_at is not None
+
+    @property
+    def stop_latency_ms(self) -> float | None:
+        if self.stop_requested_at and self.finished_at and self.outcome == RunOutcome.STOPPED:
+            return round((self.finished_at - self.stop_requested_at).total_seconds() * 1000, 3)
+        return None
+
+
+class Message(models.Model):
+    # An integer key: messages of a session are ordered by it (they are written one at a time under the
+    # run's lock), and clients merge streaming deltas by it.
+    id = models.BigAutoField(primary_key=True)
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="messages")
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=16, choices=MessageRole.choices)
+    text = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=16, choices=MessageStatus.choices, default=MessageStatus.COMPLETE)
+    # A tool message answers exactly one function call.
+    function_call = models.OneToOneField(
+        "FunctionCall", null=True, blank=True, on_delete=models.CASCADE, related_name="result_message"
+    )
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    usage_estimated = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.role} message {self.id} [{self.status}]"
+
+
+class FunctionCall(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="function_calls")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="function_calls")
+    call_id = models.CharField(max_length=128)
+    position = models.PositiveIntegerField(default=0)
+    name = models.CharField(max_length=128)
+    arguments = models.JSONField(default=dict)
+    status = models.CharField(max_length=24, choices=CallStatus.choices, default=CallStatus.PENDING)
+    result = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "position"]
+        constraints = [models.UniqueConstraint(fields=["run", "call_id"], name="unique_call_id_per_run")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.call_id}) [{self.status}]"
+
+    @property
+    def has_result(self) -> bool:
+        return self.status in CALL_FINISHED_STATES
+
+
+class Approval(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="approvals")
+    function_call = models.OneToOneField(FunctionCall, on_delete=models.CASCADE, related_name="approval")
+    status = models.CharField(max_length=16, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    reason = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["status", "expires_at"])]
+
+    def __str__(self) -> str:
+        return f"approval {self.id} [{self.status}]"
+
+
+class SteeringMessage(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="steering_messages")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steering_messages")
+    text = models.TextField()
+    status = models.CharField(max_length=16, choices=SteeringStatus.choices, default=SteeringStatus.QUEUED)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    # Why a discarded message was not applied ("run_stopped", "run_completed", "run_failed").
+    reason = models.CharField(max_length=64, blank=True, default="")
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"steering {self.id} [{self.status}]"
+
+
+class ApiToken(models.Model):
+    """A bearer token for programs. Only its SHA-256 digest is stored; the token is shown once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    digest = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=12)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"token {self.prefix}… for {self.user}"

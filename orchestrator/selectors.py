@@ -1,0 +1,166 @@
+"""Reads: what every client's snapshot comes from (HTTP, and later the WebSocket APIs and the portal)."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from .models import (
+    TERMINAL_STATES,
+    Approval,
+    ApprovalStatus,
+    FunctionCall,
+    Message,
+    Run,
+    Session,
+    SteeringMessage,
+    SteeringStatus,
+)
+from .services.ids import parse_uuid
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def session_for_user(*, session_id, user: AbstractBaseUser) -> Session | None:
+    session_uuid = parse_uuid(session_id)
+    return Session.objects.filter(pk=session_uuid, owner=user).first() if session_uuid else None
+
+
+def run_for_user(*, run_id, user: AbstractBaseUser) -> Run | None:
+    run_uuid = parse_uuid(run_id)
+    if run_uuid is None:
+        return None
+    return Run.objects.select_related("session", "stop_requested_by").filter(pk=run_uuid, session__owner=user).first()
+
+
+def sessions_for_user(*, user: AbstractBaseUser) -> list[dict]:
+    return [session_summary(s) for s in Session.objects.filter(owner=user).order_by("-updated_at")]
+
+
+def session_summary(session: Session) -> dict:
+    return {
+        "id": str(session.id),
+        "title": session.title,
+        "created_at": _iso(session.created_at),
+        "updated_at": _iso(session.updated_at),
+    }
+
+
+def message_data(message: Message) -> dict:
+    call = message.function_call
+    return {
+        "id": message.id,
+        "run_id": str(message.run_id) if message.run_id else None,
+        "role": message.role,
+        "text": message.text,
+        "status": message.status,
+        "call_id": call.call_id if call else None,
+        "tool_name": call.name if call else None,
+        "usage": (
+            {"input_tokens": message.input_tokens, "output_tokens": message.output_tokens,
+             "estimated": message.usage_estimated}
+            if message.output_tokens is not None
+            else None
+        ),
+        "created_at": _iso(message.created_at),
+    }
+
+
+def run_summary(run: Run) -> dict:
+    return {
+        "id": str(run.id),
+        "state": run.state,
+        "outcome": run.outcome or None,
+        "turn_count": run.turn_count,
+        "max_turns": run.max_turns,
+        "stop_requested": run.stop_requested,
+        "created_at": _iso(run.created_at),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+    }
+
+
+def call_data(call: FunctionCall) -> dict:
+    return {
+        "call_id": call.call_id,
+        "name": call.name,
+        "arguments": call.arguments,
+        "status": call.status,
+        "result": call.result if call.has_result else None,
+        "created_at": _iso(call.created_at),
+        "started_at": _iso(call.started_at),
+        "finished_at": _iso(call.finished_at),
+    }
+
+
+def approval_data(approval: Approval) -> dict:
+    call = approval.function_call
+    return {
+        "id": str(approval.id),
+        "run_id": str(approval.run_id),
+        "call_id": call.call_id,
+        "name": call.name,
+        "arguments": call.arguments,
+        "status": approval.status,
+        "reason": approval.reason or None,
+        "created_at": _iso(approval.created_at),
+        "expires_at": _iso(approval.expires_at),
+    }
+
+
+def steering_data(steering: SteeringMessage) -> dict:
+    return {
+        "id": str(steering.id),
+        "run_id": str(steering.run_id),
+        "text": steering.text,
+        "status": steering.status,
+        "reason": steering.reason or None,
+        "created_at": _iso(steering.created_at),
+    }
+
+
+def session_snapshot(session: Session) -> dict:
+    """The whole live state of a session: a client that applies later events to it stays current."""
+    latest = Run.objects.filter(session=session).order_by("-created_at").first()
+    active = latest if latest is not None and latest.state not in TERMINAL_STATES else None
+    messages = Message.objects.filter(session=session).select_related("function_call").order_by("id")
+    pending = (
+        Approval.objects.filter(run__session=session, status=ApprovalStatus.PENDING)
+        .select_related("function_call")
+        .order_by("created_at")
+    )
+    steering = SteeringMessage.objects.filter(session=session)
+    steering = steering.filter(run=latest) if latest else steering.none()
+    return {
+        **session_summary(session),
+        "messages": [message_data(m) for m in messages],
+        "active_run": run_summary(active) if active else None,
+        "latest_run": run_summary(latest) if latest else None,
+        "pending_approvals": [approval_data(a) for a in pending],
+        "steering": [
+            steering_data(s) for s in steering.filter(status__in=[SteeringStatus.QUEUED, SteeringStatus.DISCARDED])
+        ],
+    }
+
+
+def run_detail(run: Run) -> dict:
+    calls = FunctionCall.objects.filter(run=run).order_by("created_at", "position")
+    approvals = Approval.objects.filter(run=run).select_related("function_call").order_by("created_at")
+    return {
+        **run_summary(run),
+        "session_id": str(run.session_id),
+        "error": run.error or None,
+        "stop": {
+            "requested": run.stop_requested,
+            "requested_at": _iso(run.stop_requested_at),
+            "requested_by": run.stop_requested_by.get_username() if run.stop_requested_by else None,
+            "reason": run.stop_reason or None,
+            "acknowledged_at": _iso(run.stop_acknowledged_at),
+            "latency_ms": run.stop_latency_ms,
+        },
+        "usage": {"input_tokens": run.input_tokens, "output_tokens": run.output_tokens, "estimated": run.usage_estimated},
+        "function_calls": [call_data(c) for c in calls],
+        "approvals": [approval_data(a) for a in approvals],
+        "receipt": run.receipt,
+    }

@@ -1,0 +1,35 @@
+"""Errors services raise for the caller to translate (HTTP 4xx, WebSocket error frames)."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    code = "error"
+    status = 400
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(ServiceError):
+    """Unknown, or not the caller's: the two are indistinguishable on purpose."""
+
+    code = "not_found"
+    status = 404
+
+
+class Conflict(ServiceError):
+    status = 409
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+class InvalidInput(ServiceError):
+    status = 400
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code

@@ -1,0 +1,157 @@
+"""Starting, stopping and steering runs — the one implementation behind HTTP, WebSocket and the admin."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import DatabaseError, IntegrityError, transaction
+from django.utils import timezone
+
+from .. import events
+from ..models import TERMINAL_STATES, Message, MessageRole, Run, Session, SteeringMessage
+from ..wakeups import RUN_START, RUN_STOP, wake_on_commit
+from .approvals import approval_sweep
+from .errors import Conflict, InvalidInput, NotFound
+from .ids import parse_uuid
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StopResult:
+    """The stop contract: never a false success."""
+
+    accepted: bool
+    reason: str | None
+    prior_state: str | None
+    run_id: str | None
+
+    def as_dict(self) -> dict:
+        return {"accepted": self.accepted, "reason": self.reason, "prior_state": self.prior_state, "run_id": self.run_id}
+
+
+NO_RECORD = StopResult(accepted=False, reason="no_record", prior_state=None, run_id=None)
+
+
+def validate_text(text) -> str:
+    if not isinstance(text, str):
+        raise InvalidInput("invalid_text", "text must be a string")
+    if not text.strip():
+        raise InvalidInput("invalid_text", "text must not be empty")
+    if len(text.encode("utf-8")) > settings.HARNESS_MAX_TEXT_BYTES:
+        raise InvalidInput("text_too_long", f"text is limited to {settings.HARNESS_MAX_TEXT_BYTES} bytes")
+    return text
+
+
+def _owned_session(session_id, user: AbstractBaseUser) -> Session:
+    session_uuid = parse_uuid(session_id)
+    session = Session.objects.filter(pk=session_uuid, owner=user).first() if session_uuid else None
+    if session is None:
+        raise NotFound("no such session")
+    return session
+
+
+def start_run(*, session_id, user: AbstractBaseUser, text: str) -> Run:
+    """Open a run with the user's message. 409 `run_in_progress` while another run of the session is live."""
+    text = validate_text(text)
+    with transaction.atomic():
+        session = _owned_session(session_id, user)
+        if Run.objects.filter(session=session).exclude(state__in=TERMINAL_STATES).exists():
+            raise Conflict("run_in_progress", "a run is already in progress in this session")
+        now = timezone.now()
+        try:
+            with transaction.atomic():  # the partial unique index is the real guard against a racing start
+                run = Run.objects.create(session=session, max_turns=settings.HARNESS_MAX_TURNS, created_at=now)
+        except IntegrityError:
+            raise Conflict("run_in_progress", "a run is already in progress in this session") from None
+        message = Message.objects.create(
+            session=session, run=run, role=MessageRole.USER, text=text, created_at=now, updated_at=now
+        )
+        fields = ["updated_at"]
+        session.updated_at = now
+        if session.title == Session._meta.get_field("title").default:
+            session.title = _title_from(text)
+            fields.append("title")
+        session.save(update_fields=fields)
+        events.publish_on_commit(
+            session.id,
+            events.message_completed(message=message),
+            events.run_state(run_id=run.id, state=run.state, prev_state="", turn_count=0, stop_requested=False),
+        )
+        wake_on_commit(RUN_START, run.id)
+    return run
+
+
+def _title_from(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 60 else line[:59] + "…"
+
+
+def stop_run(*, session_id, requested_by: AbstractBaseUser, run_id=None, as_admin: bool = False) -> StopResult:
+    """Request a stop of the session's latest run (or of `run_id` only, so a stale click never stops a newer run).
+
+    The run-scoped flag and the sweep of its pending approvals commit together or not at all; the
+    executor is woken after the commit. `as_admin` skips the ownership check (the admin's action).
+    """
+    try:
+        return _stop_run(session_id=session_id, requested_by=requested_by, run_id=run_id, as_admin=as_admin)
+    except DatabaseError:
+        logger.exception("stop of session %s could not be recorded", session_id)
+        return StopResult(accepted=False, reason="store_unavailable", prior_state=None, run_id=None)
+
+
+def _stop_run(*, session_id, requested_by: AbstractBaseUser, run_id, as_admin: bool) -> StopResult:
+    session_uuid = parse_uuid(session_id)
+    if session_uuid is None or (run_id is not None and parse_uuid(run_id) is None):
+        return NO_RECORD
+    with transaction.atomic():
+        sessions = Session.objects.filter(pk=session_uuid)
+        if not as_admin:
+            sessions = sessions.filter(owner=requested_by)
+        if not sessions.exists():
+            return NO_RECORD
+        runs = Run.objects.select_for_update().filter(session_id=session_uuid)
+        run = (runs.filter(pk=parse_uuid(run_id)) if run_id is not None else runs.order_by("-created_at")).first()
+        if run is None:
+            return NO_RECORD
+        result = StopResult(accepted=True, reason=None, prior_state=run.state, run_id=str(run.id))
+        if run.is_terminal:
+            return StopResult(accepted=False, reason="already_stopped", prior_state=run.state, run_id=str(run.id))
+        now = timezone.now()
+        flagged = Run.objects.filter(pk=run.pk, stop_requested_at__isnull=True).exclude(state__in=TERMINAL_STATES).update(
+            stop_requested_at=now, stop_requested_by=requested_by, stop_reason="user"
+        )
+        if not flagged:
+            return StopResult(accepted=True, reason="already_stopping", prior_state=run.state, run_id=str(run.id))
+        swept = approval_sweep(run=run, reason="run_stopped", now=now)
+        events.publish_on_commit(
+            run.session_id,
+            events.run_state(run_id=run.id, state=run.state, prev_state=run.state, turn_count=run.turn_count,
+                             stop_requested=True),
+            *swept,
+        )
+        wake_on_commit(RUN_STOP, run.id, run.lease_channel)
+    return result
+
+
+def steer_run(*, session_id, user: AbstractBaseUser, text: str) -> SteeringMessage:
+    """Queue a message for the live run; it is applied at the run's next steering check."""
+    text = validate_text(text)
+    with transaction.atomic():
+        session = _owned_session(session_id, user)
+        run = (
+            Run.objects.select_for_update()
+            .filter(session=session)
+            .exclude(state__in=TERMINAL_STATES)
+            .first()
+        )
+        if run is None:
+            raise Conflict("no_active_run", "no run is in progress in this session")
+        if run.stop_requested:
+            raise Conflict("run_stopping", "the run is stopping; send a new message once it has stopped")
+        steering = SteeringMessage.objects.create(session=session, run=run, text=text, created_by=user)
+        events.publish_on_commit(session.id, events.steering_changed(steering=steering))
+    return steering

@@ -1,0 +1,37 @@
+"""Wake-up messages to the orchestrator worker.
+
+A wake-up only makes things fast; the database is the guarantee. If one is lost the executor still sees
+the stop flag within HARNESS_STOP_POLL_SECONDS, and the worker's recovery scan still finds runs that
+nobody drives. So sending one never fails the command that asked for it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+ORCHESTRATOR_CHANNEL = "orchestrator"
+
+RUN_START = "run.start"  # a new run: drive it
+RUN_WAKE = "run.wake"  # something it waits on changed (an approval was decided): drive it again
+RUN_STOP = "run.stop"  # stop requested: interrupt its executor (or drive a parked run to `stopped`)
+
+
+async def send_wakeup(kind: str, run_id, channel: str = "") -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        await layer.send(channel or ORCHESTRATOR_CHANNEL, {"type": kind, "run_id": str(run_id)})
+    except Exception:
+        logger.warning("wake-up %s for run %s was not delivered; the database flag still holds", kind, run_id,
+                       exc_info=True)
+
+
+def wake_on_commit(kind: str, run_id, channel: str = "") -> None:
+    transaction.on_commit(lambda: async_to_sync(send_wakeup)(kind, run_id, channel))
