@@ -1,0 +1,40 @@
+# Two commands for a newcomer: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ADDR ?= 127.0.0.1:8000
+
+.PHONY: run test bench install install-test migrate clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-test: requirements.txt requirements-test.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-test.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+migrate: install
+	$(BIN)/python manage.py migrate --noinput
+
+# Everything in one process on http://$(ADDR): HTTP, WebSocket and the orchestrator worker.
+run: migrate
+	$(BIN)/python manage.py ensure_demo_user
+	$(BIN)/python manage.py serve $(ADDR)
+
+test: install-test
+	$(BIN)/python -m pytest
+
+bench: install-test migrate
+	$(BIN)/python bench/stop_latency.py
+
+clean:
+	rm -rf $(VENV) var

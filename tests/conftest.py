@@ -1,0 +1,95 @@
+"""Shared fixtures: a fresh in-memory channel layer and executor pool per test, users, sessions, and the
+real orchestrator worker (a Channels `Worker` on the `orchestrator` channel) on the test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+
+import pytest
+import pytest_asyncio
+from channels.layers import channel_layers, get_channel_layer
+from channels.routing import get_default_application
+from channels.worker import Worker
+from django.conf import settings
+from django.contrib.auth import get_user_model
+
+from orchestrator.engine import pool as pool_module
+from orchestrator.services.sessions import session_create
+from orchestrator.wakeups import ORCHESTRATOR_CHANNEL
+
+TEST_TOOLS = [
+    "tests.tools.side_effect",
+    "tests.tools.forbidden",
+    "tests.tools.finishing",
+]
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory):
+    """Each pytest session gets its own SQLite test file (WAL needs a file, and parallel sessions must not
+    share one)."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_harness(settings, tmp_path):
+    settings.HARNESS_WORKSPACE_ROOT = tmp_path / "workspaces"
+    settings.HARNESS_EXTRA_TOOLS = TEST_TOOLS
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # The layer and the pool hold asyncio objects bound to one event loop; every test has its own loop.
+    channel_layers.backends = {}
+    pool_module.reset_pool()
+    yield
+    channel_layers.backends = {}
+    pool_module.reset_pool()
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(username="alice", password="alice-password-1")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user(username="mallory", password="mallory-password-1")
+
+
+@pytest.fixture
+def session(user):
+    return session_create(owner=user, title="test session")
+
+
+@asynccontextmanager
+async def running_worker():
+    """The real worker (the project's ASGI application's `orchestrator` channel) on this test's loop."""
+    layer = get_channel_layer()
+    server = Worker(application=get_default_application(), channels=[ORCHESTRATOR_CHANNEL], channel_layer=layer)
+    listener = asyncio.ensure_future(server.handle())
+    await layer.send(ORCHESTRATOR_CHANNEL, {"type": "worker.boot"})
+    pool = pool_module.get_pool()
+    try:
+        yield pool
+    finally:
+        await pool.shutdown()
+        listener.cancel()
+        instances = [details["future"] for details in server.application_instances.values()]
+        for future in instances:
+            future.cancel()
+        await asyncio.gather(listener, *instances, return_exceptions=True)
+
+
+@pytest_asyncio.fixture
+async def worker():
+    async with running_worker() as pool:
+        yield pool
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    def make(username: str):
+        return get_user_model().objects.create_user(username=username, password=f"{username}-password-1")
+
+    return make

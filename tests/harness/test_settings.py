@@ -1,0 +1,38 @@
+"""Settings from the environment, and the embedded SQLite configured for concurrent runs."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
+
+from harness.settings import BASE_DIR, database_from_url
+
+
+def test_sqlite_urls_relative_and_absolute():
+    assert database_from_url("sqlite:///var/x.sqlite3")["NAME"] == str(BASE_DIR / "var/x.sqlite3")
+    absolute = database_from_url("sqlite:////tmp/h.sqlite3")
+    assert absolute["NAME"] == "/tmp/h.sqlite3"
+    assert absolute["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+
+
+def test_postgres_url():
+    db = database_from_url("postgres://u%40x:p%2Fw@db.example:5433/harness?sslmode=require")
+    assert (db["ENGINE"], db["NAME"], db["USER"], db["PASSWORD"], db["HOST"], db["PORT"]) == (
+        "django.db.backends.postgresql", "harness", "u@x", "p/w", "db.example", "5433")
+    assert db["OPTIONS"] == {"sslmode": "require"}
+
+
+def test_unknown_scheme_is_a_clear_error():
+    with pytest.raises(ImproperlyConfigured, match="mysql"):
+        database_from_url("mysql://x/y")
+
+
+@pytest.mark.django_db
+def test_the_embedded_database_runs_in_wal_mode_with_immediate_transactions():
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"
+        cursor.execute("PRAGMA busy_timeout")
+        assert cursor.fetchone()[0] >= 5000
+    assert connection.settings_dict["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
