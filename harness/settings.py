@@ -183,6 +183,8 @@ HARNESS_MAX_TURNS = int(_env_float("HARNESS_MAX_TURNS", 20))
 HARNESS_APPROVAL_TTL_SECONDS = _env_float("HARNESS_APPROVAL_TTL_SECONDS", 600)
 # An executor's lease on a run; renewed every third of it. A dead worker's runs are resumed after it lapses.
 HARNESS_LEASE_TTL_SECONDS = _env_float("HARNESS_LEASE_TTL_SECONDS", 10)
+# A run taken over from a lapsed lease more often than this is finalized as failed instead of resumed.
+HARNESS_MAX_RESUMES = int(_env_float("HARNESS_MAX_RESUMES", 5))
 # While streaming or running a tool the executor re-reads the stop flag this often, so a lost wake-up
 # message still stops the run within a second.
 HARNESS_STOP_POLL_SECONDS = _env_float("HARNESS_STOP_POLL_SECONDS", 0.5)

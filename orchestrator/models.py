@@ -129,6 +129,8 @@ class Run(models.Model):
     lease_owner = models.CharField(max_length=128, blank=True, default="")
     lease_channel = models.CharField(max_length=200, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # How many times an executor took the run over from one whose lease lapsed (a crash or a hang).
+    resume_count = models.PositiveIntegerField(default=0)
 
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)

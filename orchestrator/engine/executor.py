@@ -48,6 +48,8 @@ class RunExecutor:
             run = await database_sync_to_async(Run.objects.get)(pk=self.run_id)
             if run.stop_requested:
                 self.interrupt.stop()
+            if run.resume_count > settings.HARNESS_MAX_RESUMES:
+                run = await self._give_up(ctx, run)
             while run is not None and run.state not in TERMINAL_STATES and not ctx.parked:
                 run = await self._step(ctx, run)
             release = False  # terminal and parked transitions released the lease in their transaction
@@ -59,6 +61,13 @@ class RunExecutor:
             if release:
                 # Cancelled (shutdown) or broken: let another executor take over without waiting for expiry.
                 await asyncio.shield(database_sync_to_async(lease_release)(run_id=self.run_id, owner=self.owner))
+
+    async def _give_up(self, ctx: StepContext, run: Run) -> Run | None:
+        error = f"the run was interrupted {run.resume_count} times (its worker kept stopping); not resuming it again"
+        if run.state == RunState.TEARING_DOWN:
+            await ctx.db(force_fail, run_id=self.run_id, owner=self.owner, error=error)
+            return None
+        return await ctx.advance(fail_write(error))
 
     async def _step(self, ctx: StepContext, run: Run) -> Run | None:
         handler = HANDLERS[RunState(run.state)]

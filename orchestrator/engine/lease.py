@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -22,16 +22,19 @@ def lease_ttl() -> timedelta:
 
 def lease_acquire(*, run_id, owner: str, channel: str = "") -> bool:
     now = timezone.now()
-    taken = (
-        Run.objects.filter(pk=run_id)
-        .exclude(state__in=TERMINAL_STATES)
-        .filter(Q(lease_owner="") | Q(lease_owner=owner) | Q(lease_expires_at__lt=now))
-        .update(
-            lease_owner=owner, lease_channel=channel, lease_expires_at=now + lease_ttl(),
-            started_at=Coalesce("started_at", now),
-        )
+    live = Run.objects.filter(pk=run_id).exclude(state__in=TERMINAL_STATES)
+    lease = {
+        "lease_owner": owner, "lease_channel": channel, "lease_expires_at": now + lease_ttl(),
+        "started_at": Coalesce("started_at", now),
+    }
+    if live.filter(Q(lease_owner="") | Q(lease_owner=owner)).update(**lease):
+        return True
+    # Taking over from an executor whose lease lapsed: it died or hung mid-step. Count it, so a run that
+    # keeps killing its workers is finalized instead of resumed forever.
+    taken_over = live.exclude(lease_owner="").filter(lease_expires_at__lt=now).update(
+        resume_count=F("resume_count") + 1, **lease
     )
-    return taken == 1
+    return taken_over == 1
 
 
 def lease_renew(*, run_id, owner: str) -> bool:

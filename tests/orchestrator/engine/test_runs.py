@@ -360,3 +360,25 @@ async def test_events_tell_the_story_and_finish_only_after_the_transcript_is_sav
         rebuilt += delta["text"]
     assert rebuilt == "alpha beta gamma delta"
     assert received[-1]["receipt"]["outcome"] == "completed"
+
+
+async def test_a_run_that_keeps_killing_its_workers_is_finalized_not_resumed_forever(worker, session, user, settings):
+    settings.HARNESS_MAX_RESUMES = 2
+    run = await start(session, user, script({"calls": [{"name": "side_effect", "arguments": {"seconds": 30}}]}))
+    await wait_until(lambda: call_status(run.id, "side_effect") == "running", what="the tool to start")
+    await kill_executor(worker, run.id)
+    await worker.recover_once()  # takeover 1 of 2 allowed: resumed
+    resumed = await wait_terminal(run.id)
+    assert (resumed.outcome, resumed.resume_count) == ("completed", 1)
+
+    second = await start(session, user, script({"calls": [{"name": "side_effect", "arguments": {"seconds": 30}}]}))
+    await wait_until(lambda: call_status(second.id, "side_effect") == "running", what="the tool to start")
+    await kill_executor(worker, second.id)
+    await db(Run.objects.filter(pk=second.id).update, resume_count=2)  # it already crashed twice before
+    await worker.recover_once()
+    second = await wait_terminal(second.id)
+    assert (second.outcome, second.resume_count) == ("failed", 3)
+    assert second.error == "the run was interrupted 3 times (its worker kept stopping); not resuming it again"
+    call = await db(FunctionCall.objects.get, run=second)
+    assert call.status == "interrupted"  # closed by teardown, never re-run
+    assert side_effects(workspace(settings, session)) == ["effect", "effect"]  # once per run

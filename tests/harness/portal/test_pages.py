@@ -1,0 +1,42 @@
+"""The server-rendered pages: login required, own sessions only, transcript escaped."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.models import Message, Run
+from orchestrator.services.sessions import session_create
+
+pytestmark = pytest.mark.django_db
+
+
+def test_pages_require_login(client, session):
+    for url in ("/", f"/sessions/{session.id}/"):
+        response = client.get(url)
+        assert response.status_code == 302 and response.url.startswith("/login/")
+
+
+def test_home_lists_only_my_sessions(client, user, other_user):
+    session_create(owner=user, title="mine")
+    session_create(owner=other_user, title="theirs")
+    client.force_login(user)
+    body = client.get("/").content.decode()
+    assert "mine" in body and "theirs" not in body
+
+
+def test_session_page_shows_the_transcript_escaped_with_statuses(client, user, session, other_user):
+    run = Run.objects.create(session=session, state="stopped", outcome="stopped", max_turns=5)
+    Message.objects.create(session=session, run=run, role="user", text="<script>alert(1)</script>")
+    Message.objects.create(session=session, run=run, role="assistant", text="half an answ", status="stopped")
+    client.force_login(user)
+    body = client.get(f"/sessions/{session.id}/").content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "<script>alert(1)" not in body
+    assert "half an answ" in body and "stopped" in body
+    client.force_login(other_user)
+    assert client.get(f"/sessions/{session.id}/").status_code == 404
+
+
+def test_login_page_logs_in(client, user):
+    assert client.get("/login/").status_code == 200
+    response = client.post("/login/", {"username": "alice", "password": "alice-password-1"})
+    assert response.status_code == 302 and client.get("/").status_code == 200
