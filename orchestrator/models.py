@@ -143,7 +143,7 @@ class Run(models.Model):
             # At most one run in flight per session: the database, not a read-then-write, enforces it.
             models.UniqueConstraint(
                 fields=["session"],
-                condition=~Q(state__in=[s.value for s in TERMINAL_STATES]),
+                condition=~Q(state__in=sorted(s.value for s in TERMINAL_STATES)),
                 name="one_active_run_per_session",
             ),
         ]

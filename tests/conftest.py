@@ -36,6 +36,8 @@ def django_db_modify_db_settings(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _isolated_harness(settings, tmp_path):
+    # Users are created in most tests; the production hasher's deliberate slowness is not under test.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.HARNESS_WORKSPACE_ROOT = tmp_path / "workspaces"
     settings.HARNESS_EXTRA_TOOLS = TEST_TOOLS
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

@@ -30,7 +30,9 @@ def api_view(*methods: str) -> Callable:
         @wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             if request.method not in methods:
-                return error_response(405, "method_not_allowed", f"use {' or '.join(methods)}")
+                response = error_response(405, "method_not_allowed", f"use {' or '.join(methods)}")
+                response["Allow"] = ", ".join(methods)
+                return response
             header = request.headers.get("Authorization", "")
             if header:
                 scheme, _, token = header.partition(" ")

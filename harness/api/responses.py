@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 
 MAX_BODY_BYTES = 64 * 1024
@@ -22,14 +23,31 @@ def error_response(status: int, code: str, detail: Any) -> JsonResponse:
 
 def json_body(request, *, required: bool = True) -> dict[str, Any]:
     """The request's JSON object body. An empty body is `{}` when the body is optional."""
-    if len(request.body) > MAX_BODY_BYTES:
-        raise ApiError(413, "body_too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes")
-    if not request.body.strip():
+    too_large = ApiError(413, "body_too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes")
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > MAX_BODY_BYTES:
+        raise too_large  # refuse before reading it
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        raise too_large from None
+    if len(body) > MAX_BODY_BYTES:
+        raise too_large
+    if not body.strip():
         if required:
             raise ApiError(400, "invalid_json", "a JSON object body is required")
         return {}
     try:
-        data = json.loads(request.body)
+        data = json.loads(body)
+        # Lone surrogates ("\ud800") are valid JSON but not storable text: refuse them here, once.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "body is nested too deeply") from None
+    except UnicodeEncodeError:
+        raise ApiError(400, "invalid_json", "body contains invalid Unicode (a lone surrogate)") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -116,7 +116,8 @@ class StepContext:
     def _advance_sync(self, write: Callable[[Tx], str]) -> tuple[Run, list[events.Event]]:
         with transaction.atomic():
             run = (
-                Run.objects.select_for_update()
+                # of=("self",): PostgreSQL cannot lock the nullable side of the outer join to the stopper.
+                Run.objects.select_for_update(of=("self",))
                 .select_related("stop_requested_by")
                 .filter(pk=self.run_id, lease_owner=self.owner)
                 .first()

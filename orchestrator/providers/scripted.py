@@ -134,8 +134,22 @@ async def _play(turn: ScriptTurn, request: ModelRequest) -> AsyncIterator[Provid
     yield Finish("tool_calls" if turn.calls else "stop")
 
 
-_SUM = re.compile(r"(-?\d+(?:\.\d+)?(?:\s*[-+*/%]\s*\(?\s*-?\d+(?:\.\d+)?\s*\)?)+)")
+_ARITHMETIC = re.compile(r"[\d\s+\-*/%().]+")
 _TIME = re.compile(r"\b(time|clock|date)\b", re.IGNORECASE)
+
+
+def _arithmetic_in(text: str) -> str | None:
+    """The longest run of arithmetic in a message ("what is (3 + 4) * 2?" → "(3 + 4) * 2"), if any."""
+    candidates = []
+    for match in _ARITHMETIC.finditer(text):
+        candidate = match.group(0).strip().rstrip(".")
+        while candidate.count("(") > candidate.count(")") and candidate.startswith("("):
+            candidate = candidate[1:].strip()
+        while candidate.count(")") > candidate.count("(") and candidate.endswith(")"):
+            candidate = candidate[:-1].strip()
+        if re.search(r"\d", candidate) and re.search(r"\d\s*[-+*/%]+\s*[-(]*\s*\d", candidate):
+            candidates.append(candidate)
+    return max(candidates, key=len) if candidates else None
 
 
 def _demo_turn(messages: tuple[ModelMessage, ...]) -> ScriptTurn:
@@ -149,11 +163,9 @@ def _demo_turn(messages: tuple[ModelMessage, ...]) -> ScriptTurn:
     text = last.text
     if _TIME.search(text):
         return ScriptTurn(text="Let me look at the clock.", delay_ms=25, calls=(("clock", {}),))
-    match = _SUM.search(text)
-    if match and any(op in match.group(1) for op in "+-*/%"):
-        return ScriptTurn(
-            text="Let me work that out.", delay_ms=25, calls=(("calculator", {"expression": match.group(1)}),)
-        )
+    expression = _arithmetic_in(text)
+    if expression:
+        return ScriptTurn(text="Let me work that out.", delay_ms=25, calls=(("calculator", {"expression": expression}),))
     return ScriptTurn(
         text=(
             "Hello! I am the scripted demo model, so I cannot really think, but I can stream, call tools and be "

@@ -41,7 +41,13 @@ def validate_text(text) -> str:
         raise InvalidInput("invalid_text", "text must be a string")
     if not text.strip():
         raise InvalidInput("invalid_text", "text must not be empty")
-    if len(text.encode("utf-8")) > settings.HARNESS_MAX_TEXT_BYTES:
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("invalid_text", "text contains invalid Unicode (a lone surrogate)") from None
+    if "\x00" in text:
+        raise InvalidInput("invalid_text", "text must not contain NUL characters")
+    if len(encoded) > settings.HARNESS_MAX_TEXT_BYTES:
         raise InvalidInput("text_too_long", f"text is limited to {settings.HARNESS_MAX_TEXT_BYTES} bytes")
     return text
 

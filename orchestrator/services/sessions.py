@@ -17,6 +17,12 @@ def _clean_title(title) -> str:
     if not isinstance(title, str):
         raise InvalidInput("invalid_title", "title must be a string")
     title = " ".join(title.split())
+    try:
+        title.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("invalid_title", "title contains invalid Unicode (a lone surrogate)") from None
+    if "\x00" in title:
+        raise InvalidInput("invalid_title", "title must not contain NUL characters")
     if len(title) > MAX_TITLE:
         raise InvalidInput("invalid_title", f"title is limited to {MAX_TITLE} characters")
     return title

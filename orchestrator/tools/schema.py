@@ -6,6 +6,7 @@ read, instead of reaching the tool.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -35,6 +36,9 @@ def validate_arguments(arguments: Any, schema: dict[str, Any]) -> list[str]:
         expected = spec.get("type")
         if expected and not _is_type(value, expected):
             errors.append(f"argument {name!r} must be of type {expected}")
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            errors.append(f"argument {name!r} must be a finite number")
             continue
         if "minimum" in spec and value < spec["minimum"]:
             errors.append(f"argument {name!r} must be at least {spec['minimum']}")

@@ -4,6 +4,7 @@ evaluated — never `eval`."""
 from __future__ import annotations
 
 import ast
+import math
 import operator
 from typing import Any
 
@@ -25,15 +26,24 @@ MAX_MAGNITUDE = 10**100
 
 def evaluate(expression: str) -> int | float:
     try:
-        tree = ast.parse(expression, mode="eval")
+        tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError:
         raise ToolError(f"not an arithmetic expression: {expression!r}") from None
-    return _eval(tree.body)
+    try:
+        return _eval(tree.body)
+    except RecursionError:
+        raise ToolError("expression is nested too deeply") from None
+
+
+def _in_range(value: object) -> int | float:
+    if isinstance(value, complex) or (isinstance(value, float) and not math.isfinite(value)) or abs(value) > MAX_MAGNITUDE:
+        raise ToolError("result out of range")
+    return value
 
 
 def _eval(node: ast.AST) -> int | float:
     if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
-        return node.value
+        return _in_range(node.value)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_eval(node.operand))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
@@ -44,9 +54,9 @@ def _eval(node: ast.AST) -> int | float:
             value = _BINARY[type(node.op)](left, right)
         except ZeroDivisionError:
             raise ToolError("division by zero") from None
-        if isinstance(value, complex) or abs(value) > MAX_MAGNITUDE:
-            raise ToolError("result out of range")
-        return value
+        except OverflowError:
+            raise ToolError("result out of range") from None
+        return _in_range(value)
     raise ToolError("only numbers and + - * / // % ** and parentheses are allowed")
 
 

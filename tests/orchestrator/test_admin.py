@@ -1,0 +1,365 @@
+"""The admin: a read-only view of sessions, runs and their records, plus the "Stop selected runs" action
+(which goes through `stop_run`, so it behaves exactly as a user's stop does)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib import admin as django_admin
+from django.contrib import messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from orchestrator.admin import MessageInline, RunAdmin, format_ms
+from orchestrator.models import (
+    Approval,
+    ApprovalStatus,
+    CallStatus,
+    FunctionCall,
+    Message,
+    MessageRole,
+    Run,
+    RunOutcome,
+    RunState,
+    Session,
+    SteeringMessage,
+)
+from orchestrator.services.sessions import session_create
+
+pytestmark = pytest.mark.django_db
+
+RUNS_URL = reverse("admin:orchestrator_run_changelist")
+
+
+def run_url(run: Run) -> str:
+    return reverse("admin:orchestrator_run_change", args=[run.pk])
+
+
+def make_run(owner, state: str = RunState.AWAITING_ASSISTANT, *, title: str = "a session", **fields) -> Run:
+    """A run in its own session: the database allows one non-terminal run per session."""
+    session = session_create(owner=owner, title=title)
+    return Run.objects.create(session=session, state=state, max_turns=5, **fields)
+
+
+def listed_ids(response) -> set:
+    assert response.status_code == 200, response  # a rejected lookup would redirect with ?e=1
+    return {run.pk for run in response.context["cl"].queryset}
+
+
+def stop(client, *runs: Run):
+    """Run the action and follow its redirect, so its messages are shown (and consumed) by that page."""
+    data = {"action": "stop_selected", ACTION_CHECKBOX_NAME: [str(r.pk) for r in runs]}
+    return client.post(RUNS_URL, data, follow=True)
+
+
+def reported(response) -> list[tuple[int, str]]:
+    return [(m.level, m.message) for m in response.context["messages"]]
+
+
+@pytest.fixture
+def superuser(django_user_model):
+    return django_user_model.objects.create_superuser(username="root", password="root-password-1")
+
+
+@pytest.fixture
+def su_client(client, superuser):
+    client.force_login(superuser)
+    return client
+
+
+@pytest.fixture
+def staff_with(django_user_model, client):
+    """A client logged in as a staff user holding exactly the given orchestrator permissions."""
+
+    def make(*codenames: str):
+        staff = django_user_model.objects.create_user(username="staff", password="staff-password-1", is_staff=True)
+        staff.user_permissions.set(
+            Permission.objects.filter(content_type__app_label="orchestrator", codename__in=codenames)
+        )
+        client.force_login(staff)
+        return client, staff
+
+    return make
+
+
+# --- The runs changelist -----------------------------------------------------------------------------------
+
+
+def test_changelist_shows_session_owner_state_and_timings(su_client, user):
+    started = timezone.now() - timedelta(minutes=5)
+    run = make_run(
+        user, RunState.STOPPED, title="the stopped one", outcome=RunOutcome.STOPPED, turn_count=3,
+        started_at=started, finished_at=started + timedelta(milliseconds=2500),
+        stop_requested_at=started + timedelta(milliseconds=2250),
+    )
+    response = su_client.get(RUNS_URL)
+    assert listed_ids(response) == {run.pk}
+    html = response.content.decode()
+    assert str(run.pk) in html
+    assert "the stopped one" in html and "alice" in html
+    assert ">stopped<" in html  # the raw state value, as plain text
+    assert "2.5 s" in html  # duration: finished - started
+    assert "250 ms" in html  # stop latency: finished - stop requested
+
+
+def test_duration_and_latency_formatting(user):
+    model_admin = RunAdmin(Run, django_admin.site)
+    now = timezone.now()
+    assert format_ms(None) is None and format_ms(12.4) == "12 ms" and format_ms(1500) == "1.5 s"
+    assert model_admin.duration(Run(state=RunState.PROVISIONING, max_turns=5)) is None  # not started
+    running = Run(state=RunState.FUNCTION_EXECUTE, max_turns=5, started_at=now - timedelta(seconds=30))
+    shown = model_admin.duration(running)
+    assert shown.endswith(" s (running)") and float(shown.split()[0]) >= 30
+    completed = Run(state=RunState.COMPLETED, outcome=RunOutcome.COMPLETED, max_turns=5,
+                    started_at=now, finished_at=now + timedelta(milliseconds=40), stop_requested_at=now)
+    assert model_admin.duration(completed) == "40 ms"
+    assert model_admin.stop_latency(completed) is None  # completed despite the request: no stop latency
+
+
+@pytest.fixture
+def assorted_runs(user, other_user):
+    now = timezone.now()
+    past, future = now - timedelta(minutes=1), now + timedelta(minutes=1)
+    return {
+        "expired": make_run(user, RunState.AWAITING_ASSISTANT, lease_owner="w1", lease_expires_at=past),
+        "held": make_run(user, RunState.FUNCTION_EXECUTE, lease_owner="w2", lease_expires_at=future),
+        "parked": make_run(other_user, RunState.AWAITING_APPROVAL),  # no lease, no expiry
+        "unowned_past": make_run(other_user, RunState.PROVISIONING, lease_expires_at=past),
+        "stopped": make_run(user, RunState.STOPPED, outcome=RunOutcome.STOPPED, lease_owner="w1",
+                            lease_expires_at=past),  # a stale lease on a finished run is no concern
+        "completed": make_run(other_user, RunState.COMPLETED, outcome=RunOutcome.COMPLETED),
+        "failed": make_run(user, RunState.FAILED, outcome=RunOutcome.FAILED),
+    }
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({}, {"expired", "held", "parked", "unowned_past", "stopped", "completed", "failed"}),
+        ({"state__exact": "awaiting_assistant"}, {"expired"}),
+        ({"state__exact": "stopped"}, {"stopped"}),
+        ({"outcome__exact": "completed"}, {"completed"}),
+        ({"outcome__exact": "failed"}, {"failed"}),
+        ({"lease_expired": "yes"}, {"expired"}),
+        ({"lease_expired": "no"}, {"held", "parked", "unowned_past", "stopped", "completed", "failed"}),
+        ({"lease_expired": "yes", "state__exact": "function_execute"}, set()),
+    ],
+)
+def test_filters_narrow_the_changelist(su_client, assorted_runs, query, expected):
+    assert listed_ids(su_client.get(RUNS_URL, query)) == {assorted_runs[name].pk for name in expected}
+
+
+def test_date_filter_narrows_by_created_at(su_client, user):
+    recent = make_run(user, RunState.COMPLETED, outcome=RunOutcome.COMPLETED)
+    make_run(user, RunState.COMPLETED, outcome=RunOutcome.COMPLETED, created_at=timezone.now() - timedelta(days=30))
+    # The "Past 7 days" link's parameters, built as DateFieldListFilter builds them (aware midnights).
+    today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    query = {"created_at__gte": str(today - timedelta(days=7)), "created_at__lt": str(today + timedelta(days=1))}
+    assert listed_ids(su_client.get(RUNS_URL, query)) == {recent.pk}
+
+
+def test_search_by_run_id_session_title_and_owner(su_client, user, other_user):
+    mine = make_run(user, title="deploy the thing")
+    theirs = make_run(other_user, title="write a poem")
+    assert listed_ids(su_client.get(RUNS_URL, {"q": str(theirs.pk)})) == {theirs.pk}
+    assert listed_ids(su_client.get(RUNS_URL, {"q": "deploy"})) == {mine.pk}
+    assert listed_ids(su_client.get(RUNS_URL, {"q": "mallory"})) == {theirs.pk}
+    assert listed_ids(su_client.get(RUNS_URL, {"q": "not-a-uuid-nor-a-title"})) == set()
+
+
+def test_changelist_queries_do_not_grow_with_rows(su_client, make_user):
+    make_run(make_user("owner0"))
+    with CaptureQueriesContext(connection) as one_row:
+        assert su_client.get(RUNS_URL).status_code == 200
+    for i in range(1, 6):
+        make_run(make_user(f"owner{i}"), RunState.COMPLETED, outcome=RunOutcome.COMPLETED)
+    with CaptureQueriesContext(connection) as six_rows:
+        response = su_client.get(RUNS_URL)
+    assert len(response.context["cl"].result_list) == 6
+    assert len(six_rows.captured_queries) == len(one_row.captured_queries)
+
+
+# --- The run change page -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def run_with_records(user):
+    run = make_run(user, RunState.AWAITING_APPROVAL, title="with records")
+    Message.objects.create(session=run.session, run=run, role=MessageRole.USER, text="please list the files")
+    assistant = Message.objects.create(session=run.session, run=run, role=MessageRole.ASSISTANT, text="on it")
+    call = FunctionCall.objects.create(run=run, message=assistant, call_id="call_1", name="shell_tool_x",
+                                       arguments={"cmd": "ls"}, status=CallStatus.AWAITING_APPROVAL)
+    approval = Approval.objects.create(run=run, function_call=call, expires_at=timezone.now() + timedelta(minutes=5))
+    return run, call, approval
+
+
+def test_change_page_shows_inlines_and_links_to_all_records(su_client, run_with_records):
+    run, call, approval = run_with_records
+    response = su_client.get(run_url(run))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "please list the files" in html and "on it" in html  # message inline
+    assert "shell_tool_x" in html and "call_1" in html  # function call inline (and approval's tool)
+    assert "awaiting_approval" in html
+    assert f"?run__id__exact={run.pk}" in html
+    assert "2 <a" in html  # "2 messages" leads to the filtered changelist
+    # Read-only inlines: no rows can be added, none deleted, nothing is an input.
+    for prefix in ("messages", "function_calls", "approvals"):
+        assert f'name="{prefix}-MAX_NUM_FORMS" value="0"' in html
+        assert f'name="{prefix}-0-DELETE"' not in html
+    assert 'name="messages-0-text"' not in html and "<textarea" not in html
+
+
+def test_records_link_filters_the_message_changelist(su_client, run_with_records, user):
+    run, _, _ = run_with_records
+    other = make_run(user, RunState.COMPLETED, outcome=RunOutcome.COMPLETED)
+    Message.objects.create(session=other.session, run=other, role=MessageRole.USER, text="another run's message")
+    response = su_client.get(reverse("admin:orchestrator_message_changelist"), {"run__id__exact": str(run.pk)})
+    assert response.status_code == 200
+    assert {m.run_id for m in response.context["cl"].queryset} == {run.pk}
+    assert response.context["cl"].queryset.count() == 2
+
+
+def test_inline_shows_at_most_its_limit(su_client, user, monkeypatch):
+    monkeypatch.setattr(MessageInline, "max_shown", 3)
+    run = make_run(user)
+    Message.objects.bulk_create(
+        Message(session=run.session, run=run, role=MessageRole.USER, text=f"message number {i:02d}") for i in range(5)
+    )
+    html = su_client.get(run_url(run)).content.decode()
+    assert "message number 02" in html  # the first three, in order
+    assert "message number 03" not in html and "message number 04" not in html
+    assert "5 <a" in html  # the records line still counts (and links to) all of them
+
+
+# --- Read-only -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", [Session, Run, Message, FunctionCall, Approval, SteeringMessage])
+def test_every_registered_record_is_view_only_even_for_superusers(rf, superuser, model):
+    model_admin = django_admin.site._registry[model]
+    request = rf.get("/")
+    request.user = superuser
+    assert model_admin.has_view_permission(request)
+    assert not model_admin.has_add_permission(request)
+    assert not model_admin.has_change_permission(request)
+    assert not model_admin.has_delete_permission(request)
+    for inline in model_admin.get_inline_instances(request):
+        assert not inline.has_add_permission(request, None)
+        assert not inline.has_change_permission(request)
+        assert not inline.has_delete_permission(request)
+
+
+def test_add_change_and_delete_are_refused(su_client, user):
+    run = make_run(user, RunState.FUNCTION_EXECUTE, turn_count=1)
+    assert su_client.get(reverse("admin:orchestrator_run_add")).status_code == 403
+    assert su_client.get(reverse("admin:orchestrator_session_add")).status_code == 403
+    response = su_client.post(run_url(run), {"state": "completed", "turn_count": "9", "max_turns": "5"})
+    assert response.status_code == 403
+    assert su_client.post(reverse("admin:orchestrator_run_delete", args=[run.pk]), {"post": "yes"}).status_code == 403
+    run.refresh_from_db()
+    assert (run.state, run.turn_count) == (RunState.FUNCTION_EXECUTE, 1)
+    # The bulk delete action is not offered either.
+    assert "delete_selected" not in su_client.get(RUNS_URL).content.decode()
+
+
+def test_other_admin_pages_render(su_client, run_with_records):
+    run, call, approval = run_with_records
+    for url in (
+        reverse("admin:orchestrator_session_changelist"),
+        reverse("admin:orchestrator_session_change", args=[run.session_id]),
+        reverse("admin:orchestrator_approval_changelist"),
+        reverse("admin:orchestrator_approval_change", args=[approval.pk]),
+        reverse("admin:orchestrator_functioncall_changelist"),
+        reverse("admin:orchestrator_functioncall_change", args=[call.pk]),
+        reverse("admin:orchestrator_message_changelist"),
+        reverse("admin:orchestrator_steeringmessage_changelist"),
+    ):
+        assert su_client.get(url).status_code == 200, url
+
+
+def test_session_page_lists_its_runs_and_shows_the_live_one(su_client, user):
+    session = session_create(owner=user, title="busy session")
+    done = Run.objects.create(session=session, state=RunState.COMPLETED, outcome=RunOutcome.COMPLETED, max_turns=5)
+    live = Run.objects.create(session=session, state=RunState.FUNCTION_EXECUTE, max_turns=5)
+    html = su_client.get(reverse("admin:orchestrator_session_change", args=[session.pk])).content.decode()
+    assert str(done.pk) in html and str(live.pk) in html
+    assert f"?session__id__exact={session.pk}" in html and "all 2 runs" in html
+    changelist = su_client.get(reverse("admin:orchestrator_session_changelist")).content.decode()
+    assert f'{run_url(live)}">function_execute</a>' in changelist
+
+
+def test_approval_changelist_shows_the_tool_and_filters_by_status(su_client, run_with_records, user):
+    run, call, pending = run_with_records
+    other = make_run(user, RunState.COMPLETED, outcome=RunOutcome.COMPLETED)
+    message = Message.objects.create(session=other.session, run=other, role=MessageRole.ASSISTANT)
+    denied_call = FunctionCall.objects.create(run=other, message=message, call_id="c", name="forbidden_tool_y")
+    denied = Approval.objects.create(run=other, function_call=denied_call, status=ApprovalStatus.DENIED,
+                                     expires_at=timezone.now())
+    url = reverse("admin:orchestrator_approval_changelist")
+    response = su_client.get(url)
+    assert "shell_tool_x" in response.content.decode() and "forbidden_tool_y" in response.content.decode()
+    assert {a.pk for a in su_client.get(url, {"status__exact": "pending"}).context["cl"].queryset} == {pending.pk}
+    assert {a.pk for a in su_client.get(url, {"status__exact": "denied"}).context["cl"].queryset} == {denied.pk}
+
+
+# --- The stop action -----------------------------------------------------------------------------------------
+
+
+def test_superuser_is_offered_the_stop_action(su_client, rf, superuser, user):
+    make_run(user)
+    request = rf.get(RUNS_URL)
+    request.user = superuser
+    assert list(django_admin.site._registry[Run].get_actions(request)) == ["stop_selected"]
+    html = su_client.get(RUNS_URL).content.decode()
+    assert '<option value="stop_selected">Stop selected runs</option>' in html
+
+
+def test_stop_action_stops_a_live_run_and_reports_already_stopped_for_a_finished_one(
+    su_client, superuser, run_with_records, user
+):
+    live, call, approval = run_with_records
+    finished = make_run(user, RunState.COMPLETED, outcome=RunOutcome.COMPLETED)
+    response = stop(su_client, live, finished)
+    assert response.redirect_chain == [(RUNS_URL, 302)]
+    assert sorted(reported(response)) == sorted([
+        (messages.SUCCESS, f"run {live.pk}: accepted"),
+        (messages.WARNING, f"run {finished.pk}: not accepted (already_stopped)"),
+    ])
+    live.refresh_from_db()
+    assert live.stop_requested_at is not None and live.stop_requested_by == superuser
+    approval.refresh_from_db()
+    assert approval.status == ApprovalStatus.SWEPT  # the service's sweep ran with the flag
+    finished.refresh_from_db()
+    assert finished.stop_requested_at is None
+
+    # A second click: the run is already stopping; it is still accepted, and says so.
+    flagged_at = live.stop_requested_at
+    assert reported(stop(su_client, live)) == [(messages.SUCCESS, f"run {live.pk}: accepted (already_stopping)")]
+    live.refresh_from_db()
+    assert live.stop_requested_at == flagged_at
+
+
+def test_staff_without_the_stop_permission_can_view_but_not_stop(staff_with, user):
+    run = make_run(user)
+    client, _ = staff_with("view_run")
+    response = client.get(RUNS_URL)
+    assert response.status_code == 200 and str(run.pk) in response.content.decode()
+    assert "stop_selected" not in response.content.decode()
+    stop(client, run)
+    run.refresh_from_db()
+    assert run.stop_requested_at is None
+
+
+def test_staff_with_view_and_stop_permissions_stops_another_users_run(staff_with, other_user):
+    run = make_run(other_user, RunState.FUNCTION_EXECUTE)  # not the staff member's session
+    client, staff = staff_with("view_run", "stop_run")
+    assert "stop_selected" in client.get(RUNS_URL).content.decode()
+    assert reported(stop(client, run)) == [(messages.SUCCESS, f"run {run.pk}: accepted")]
+    run.refresh_from_db()
+    assert run.stop_requested_at is not None and run.stop_requested_by == staff
