@@ -15,8 +15,9 @@ from ..tools.registry import ToolRegistry
 
 def interruption_note(run: Run) -> str | None:
     if run.outcome == RunOutcome.STOPPED and run.stop_reason != "max_turns":
+        who = "an administrator" if run.stop_reason == "admin" else "the user"
         return (
-            "Note: the previous run was interrupted: the user stopped it before it finished. "
+            f"Note: the previous run was interrupted: {who} stopped it before it finished. "
             "Tool calls marked cancelled did not complete."
         )
     if run.outcome == RunOutcome.FAILED:

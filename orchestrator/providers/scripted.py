@@ -124,6 +124,8 @@ async def _play(turn: ScriptTurn, request: ModelRequest) -> AsyncIterator[Provid
     for index, word in enumerate(words):
         if delay:
             await asyncio.sleep(delay)
+        elif index % 64 == 0:
+            await asyncio.sleep(0)  # a zero-delay script still lets a stop (and everyone else) in
         piece = word if index == 0 else " " + word
         emitted.append(piece)
         yield TextDelta(piece)

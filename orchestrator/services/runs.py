@@ -128,7 +128,7 @@ def _stop_run(*, session_id, requested_by: AbstractBaseUser, run_id, as_admin: b
             return StopResult(accepted=False, reason="already_stopped", prior_state=run.state, run_id=str(run.id))
         now = timezone.now()
         flagged = Run.objects.filter(pk=run.pk, stop_requested_at__isnull=True).exclude(state__in=TERMINAL_STATES).update(
-            stop_requested_at=now, stop_requested_by=requested_by, stop_reason="user"
+            stop_requested_at=now, stop_requested_by=requested_by, stop_reason="admin" if as_admin else "user"
         )
         if not flagged:
             return StopResult(accepted=True, reason="already_stopping", prior_state=run.state, run_id=str(run.id))

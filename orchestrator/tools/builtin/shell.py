@@ -36,9 +36,9 @@ async def _shell(arguments: dict[str, Any], context: ToolContext) -> str:
     except asyncio.CancelledError:
         await kill_process_group(process)
         raise
-    text = output.decode("utf-8", errors="replace")
-    if len(text) > MAX_OUTPUT:
-        text = text[:MAX_OUTPUT] + f"\n… ({len(output) - MAX_OUTPUT} more bytes)"
+    text = output[:MAX_OUTPUT].decode("utf-8", errors="replace")
+    if len(output) > MAX_OUTPUT:
+        text += f"\n… ({len(output) - MAX_OUTPUT} more bytes)"
     return f"exit code {process.returncode}\n{text}"
 
 

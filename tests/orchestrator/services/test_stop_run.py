@@ -179,6 +179,8 @@ def test_admin_stop_skips_the_ownership_check(session, other_user):
     assert stop_run(session_id=session.id, requested_by=other_user) == run_services.NO_RECORD
     result = stop_run(session_id=session.id, requested_by=other_user, run_id=str(run.id), as_admin=True)
     assert (result.accepted, result.reason) == (True, None)
+    run.refresh_from_db()
+    assert (run.stop_requested_by, run.stop_reason) == (other_user, "admin")
 
 
 def test_stop_on_another_users_session_with_the_same_title_is_no_record(user, other_user):
