@@ -12,7 +12,9 @@ from django.views.decorators.csrf import csrf_exempt
 from orchestrator.services.errors import ServiceError
 from orchestrator.services.tokens import user_for_token
 
-from .responses import ApiError, error_response
+from harness.commands import CommandError
+
+from .responses import error_response
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -23,7 +25,7 @@ def _csrf_failure(request: HttpRequest) -> str | None:
 
 
 def api_view(*methods: str) -> Callable:
-    """Authenticate, allow only `methods`, and turn ApiError/ServiceError into JSON 4xx responses."""
+    """Authenticate, allow only `methods`, and turn CommandError/ServiceError into JSON 4xx responses."""
 
     def decorator(view: Callable) -> Callable:
         @csrf_exempt
@@ -47,7 +49,7 @@ def api_view(*methods: str) -> Callable:
                 return error_response(401, "unauthenticated", "send Authorization: Bearer <token> or log in")
             try:
                 return view(request, *args, **kwargs)
-            except ApiError as exc:
+            except CommandError as exc:
                 return error_response(exc.status, exc.code, exc.detail)
             except ServiceError as exc:
                 return error_response(exc.status, exc.code, exc.detail)

@@ -8,13 +8,9 @@ from typing import Any
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 
+from harness.commands import CommandError
+
 MAX_BODY_BYTES = 64 * 1024
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: Any) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
 
 
 def error_response(status: int, code: str, detail: Any) -> JsonResponse:
@@ -23,7 +19,7 @@ def error_response(status: int, code: str, detail: Any) -> JsonResponse:
 
 def json_body(request, *, required: bool = True) -> dict[str, Any]:
     """The request's JSON object body. An empty body is `{}` when the body is optional."""
-    too_large = ApiError(413, "body_too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes")
+    too_large = CommandError(413, "body_too_large", f"request bodies are limited to {MAX_BODY_BYTES} bytes")
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -38,29 +34,18 @@ def json_body(request, *, required: bool = True) -> dict[str, Any]:
         raise too_large
     if not body.strip():
         if required:
-            raise ApiError(400, "invalid_json", "a JSON object body is required")
+            raise CommandError(400, "invalid_json", "a JSON object body is required")
         return {}
     try:
         data = json.loads(body)
         # Lone surrogates ("\ud800") are valid JSON but not storable text: refuse them here, once.
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except RecursionError:
-        raise ApiError(400, "invalid_json", "body is nested too deeply") from None
+        raise CommandError(400, "invalid_json", "body is nested too deeply") from None
     except UnicodeEncodeError:
-        raise ApiError(400, "invalid_json", "body contains invalid Unicode (a lone surrogate)") from None
+        raise CommandError(400, "invalid_json", "body contains invalid Unicode (a lone surrogate)") from None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+        raise CommandError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ApiError(400, "invalid_json", "body must be a JSON object")
+        raise CommandError(400, "invalid_json", "body must be a JSON object")
     return data
-
-
-def field(data: dict[str, Any], name: str, kind: type, *, required: bool = True, default: Any = None) -> Any:
-    if name not in data or data[name] is None:
-        if required:
-            raise ApiError(400, "missing_field", f"{name!r} is required")
-        return default
-    value = data[name]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ApiError(400, "invalid_field", f"{name!r} must be a {kind.__name__}")
-    return value

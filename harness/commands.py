@@ -1,0 +1,108 @@
+"""Every client command, once: the HTTP API and the JSON WebSocket API both call these, so a command answers
+with exactly the same JSON whichever way it arrives.
+
+A command takes the acting user and the request's already-parsed JSON object, and returns
+`(status, body)`; bad input or a refused command raises `CommandError(status, code, detail)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from orchestrator import selectors
+from orchestrator.services.approvals import decide_approval
+from orchestrator.services.errors import ServiceError
+from orchestrator.services.runs import start_run, steer_run, stop_run
+from orchestrator.services.sessions import session_create, session_delete, session_rename
+
+Result = tuple[int, dict[str, Any]]
+
+
+class CommandError(Exception):
+    def __init__(self, status: int, code: str, detail: Any) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+    @classmethod
+    def from_service(cls, error: ServiceError) -> CommandError:
+        return cls(error.status, error.code, error.detail)
+
+
+def field(data: dict[str, Any], name: str, kind: type, *, required: bool = True) -> Any:
+    """One typed field of a command's JSON object (400 missing_field / invalid_field)."""
+    if name not in data or data[name] is None:
+        if required:
+            raise CommandError(400, "missing_field", f"{name!r} is required")
+        return None
+    value = data[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise CommandError(400, "invalid_field", f"{name!r} must be a {'string' if kind is str else kind.__name__}")
+    return value
+
+
+def _service(call, *args, **kwargs):
+    try:
+        return call(*args, **kwargs)
+    except ServiceError as error:
+        raise CommandError.from_service(error) from None
+
+
+def not_found(what: str) -> CommandError:
+    return CommandError(404, "not_found", f"no such {what}")
+
+
+def list_sessions(user: AbstractBaseUser, data: dict[str, Any]) -> Result:
+    return 200, {"sessions": selectors.sessions_for_user(user=user)}
+
+
+def create_session(user: AbstractBaseUser, data: dict[str, Any]) -> Result:
+    session = _service(session_create, owner=user, title=field(data, "title", str, required=False))
+    return 201, selectors.session_snapshot(session)
+
+
+def get_session(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> Result:
+    session = selectors.session_for_user(session_id=session_id, user=user)
+    if session is None:
+        raise not_found("session")
+    return 200, selectors.session_snapshot(session)
+
+
+def rename_session(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> Result:
+    session = _service(session_rename, session_id=session_id, user=user, title=field(data, "title", str))
+    return 200, selectors.session_snapshot(session)
+
+
+def delete_session(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> Result:
+    _service(session_delete, session_id=session_id, user=user)
+    return 200, {"deleted": True}
+
+
+def start(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> Result:
+    run = _service(start_run, session_id=session_id, user=user, text=field(data, "text", str))
+    return 201, {"run_id": str(run.id), "state": run.state}
+
+
+def stop(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> Result:
+    run_id = field(data, "run_id", str, required=False)
+    return 200, stop_run(session_id=session_id, requested_by=user, run_id=run_id).as_dict()
+
+
+def steer(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> Result:
+    steering = _service(steer_run, session_id=session_id, user=user, text=field(data, "text", str))
+    return 202, selectors.steering_data(steering)
+
+
+def get_run(user: AbstractBaseUser, data: dict[str, Any], *, run_id: Any) -> Result:
+    run = selectors.run_for_user(run_id=run_id, user=user)
+    if run is None:
+        raise not_found("run")
+    return 200, selectors.run_detail(run)
+
+
+def decide(user: AbstractBaseUser, data: dict[str, Any], *, approval_id: Any) -> Result:
+    decision = field(data, "decision", str)
+    if decision not in ("approve", "deny"):
+        raise CommandError(400, "invalid_field", "'decision' must be 'approve' or 'deny'")
+    return 200, _service(decide_approval, approval_id=approval_id, user=user, decision=decision).as_dict()
