@@ -104,6 +104,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files from the app process itself: `make run` needs no web server in front.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -163,6 +165,11 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "staticfiles"))
+# Serve straight from static/ (no collectstatic step for the embedded default); a deployment that runs
+# collectstatic sets HARNESS_STATIC_FROM_FINDERS=false and gets WhiteNoise's cached, compressed files.
+WHITENOISE_USE_FINDERS = _env_bool("HARNESS_STATIC_FROM_FINDERS", True)
+WHITENOISE_AUTOREFRESH = DEBUG
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise also serves collected files from here
 
 LOGGING = {
     "version": 1,

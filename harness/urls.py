@@ -2,13 +2,21 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from harness.portal import views as portal_views
+from harness.portal import views as portal
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("harness.api.urls")),
     path("login/", auth_views.LoginView.as_view(template_name="portal/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("", portal_views.home, name="home"),
-    path("sessions/<uuid:session_id>/", portal_views.session_page, name="session"),
+    path("", portal.home, name="home"),
+    path("sessions/new", portal.session_new, name="portal-session-create"),
+    path("sessions/<uuid:session_id>/", portal.session_page, name="session"),
+    path("sessions/<uuid:session_id>/rename", portal.session_rename_view, name="portal-session-rename"),
+    path("sessions/<uuid:session_id>/delete", portal.session_delete_view, name="portal-session-delete"),
+    path("sessions/<uuid:session_id>/send", portal.send, name="portal-send"),
+    path("sessions/<uuid:session_id>/stop", portal.stop, name="portal-stop"),
+    path("sessions/<uuid:session_id>/steer", portal.steer, name="portal-steer"),
+    path("approvals/<uuid:approval_id>/decide", portal.decide, name="portal-decide"),
+    path("runs/<uuid:run_id>/receipt", portal.receipt, name="portal-receipt"),
 ]

@@ -27,6 +27,13 @@ def session_for_user(*, session_id, user: AbstractBaseUser) -> Session | None:
     return Session.objects.filter(pk=session_uuid, owner=user).first() if session_uuid else None
 
 
+def session_for_approval(*, approval_id, user: AbstractBaseUser) -> Session | None:
+    approval_uuid = parse_uuid(approval_id)
+    if approval_uuid is None:
+        return None
+    return Session.objects.filter(runs__approvals__pk=approval_uuid, owner=user).first()
+
+
 def run_for_user(*, run_id, user: AbstractBaseUser) -> Run | None:
     run_uuid = parse_uuid(run_id)
     if run_uuid is None:

@@ -1,23 +1,143 @@
-"""The portal's pages. (The live, htmx-over-WebSocket session page is the live-portal issue's work; this
-is the server-rendered transcript it builds on.)"""
+"""The portal's pages and the htmx commands they post. Commands answer with the fragment(s) to swap; every
+other tab hears about the change over its WebSocket (harness/portal/consumers.py)."""
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
 
 from orchestrator import selectors
+from orchestrator.models import Session
+from orchestrator.services.approvals import decide_approval
+from orchestrator.services.errors import NotFound, ServiceError
+from orchestrator.services.runs import start_run, steer_run, stop_run
+from orchestrator.services.sessions import session_create, session_delete, session_rename
+
+from . import fragments
+
+# Stop answers that mean "the run is (being) stopped", as opposed to a stop that failed.
+STOP_SETTLED = {None, "already_stopping", "already_stopped", "no_record"}
+
+
+def _session_or_404(request: HttpRequest, session_id) -> Session:
+    session = selectors.session_for_user(session_id=session_id, user=request.user)
+    if session is None:
+        raise Http404("no such session")
+    return session
 
 
 @login_required
+@require_GET
 def home(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/home.html", {"sessions": selectors.sessions_for_user(user=request.user)})
 
 
 @login_required
+@require_POST
+def session_new(request: HttpRequest) -> HttpResponse:
+    try:
+        session = session_create(owner=request.user, title=request.POST.get("title") or None)
+    except ServiceError as error:
+        messages.error(request, error.detail)
+        return redirect("home")
+    return redirect("session", session_id=session.id)
+
+
+@login_required
+@require_POST
+def session_rename_view(request: HttpRequest, session_id) -> HttpResponse:
+    try:
+        session_rename(session_id=session_id, user=request.user, title=request.POST.get("title", ""))
+    except NotFound:
+        raise Http404("no such session") from None
+    except ServiceError as error:
+        messages.error(request, error.detail)
+    return redirect("home")
+
+
+@login_required
+@require_POST
+def session_delete_view(request: HttpRequest, session_id) -> HttpResponse:
+    try:
+        session_delete(session_id=session_id, user=request.user)
+    except NotFound:
+        raise Http404("no such session") from None
+    except ServiceError as error:
+        messages.error(request, error.detail)
+    return redirect("home")
+
+
+@login_required
+@require_GET
 def session_page(request: HttpRequest, session_id) -> HttpResponse:
-    session = selectors.session_for_user(session_id=session_id, user=request.user)
-    if session is None:
-        raise Http404("no such session")
-    return render(request, "portal/session.html", {"snapshot": selectors.session_snapshot(session)})
+    session = _session_or_404(request, session_id)
+    run = fragments.latest_run(session.id)
+    context = {
+        "session": session,
+        "fragments": {
+            "composer": fragments.composer_html(session, run),
+            "run_status": fragments.run_status_html(session, run),
+            "transcript": fragments.transcript_html(session),
+            "approvals": fragments.approvals_html(session),
+            "steering": fragments.steering_html(session, run),
+        },
+    }
+    return render(request, "portal/session.html", context)
+
+
+@login_required
+@require_POST
+def send(request: HttpRequest, session_id) -> HttpResponse:
+    session = _session_or_404(request, session_id)
+    try:
+        run = start_run(session_id=session.id, user=request.user, text=request.POST.get("text", ""))
+    except ServiceError as error:
+        return HttpResponse(fragments.composer_html(session, fragments.latest_run(session.id), error=error.detail))
+    return HttpResponse(fragments.composer_html(session, run, clear_draft=True))
+
+
+@login_required
+@require_POST
+def stop(request: HttpRequest, session_id) -> HttpResponse:
+    session = _session_or_404(request, session_id)
+    result = stop_run(session_id=session.id, requested_by=request.user, run_id=request.POST.get("run_id") or None)
+    error = "" if result.reason in STOP_SETTLED else "The stop could not be recorded — try again."
+    return HttpResponse(fragments.composer_html(session, fragments.latest_run(session.id), error=error))
+
+
+@login_required
+@require_POST
+def steer(request: HttpRequest, session_id) -> HttpResponse:
+    session = _session_or_404(request, session_id)
+    run = fragments.latest_run(session.id)
+    try:
+        steer_run(session_id=session.id, user=request.user, text=request.POST.get("text", ""))
+    except ServiceError as error:
+        return HttpResponse(fragments.steering_html(session, run, error=error.detail))
+    return HttpResponse(fragments.steering_html(session, run))
+
+
+@login_required
+@require_POST
+def decide(request: HttpRequest, approval_id) -> HttpResponse:
+    decision = request.POST.get("decision")
+    if decision not in ("approve", "deny"):
+        return HttpResponse("decision must be approve or deny", status=400)
+    try:
+        decide_approval(approval_id=approval_id, user=request.user, decision=decision)
+    except NotFound:
+        raise Http404("no such approval") from None
+    approval_session = selectors.session_for_approval(approval_id=approval_id, user=request.user)
+    return HttpResponse(fragments.approvals_html(approval_session))
+
+
+@login_required
+@require_GET
+def receipt(request: HttpRequest, run_id) -> HttpResponse:
+    run = selectors.run_for_user(run_id=run_id, user=request.user)
+    if run is None:
+        raise Http404("no such run")
+    return HttpResponse(fragments.receipt_html(run))

@@ -1,0 +1,121 @@
+"""The session page's WebSocket: a snapshot of every live part on connect, then one fragment per event.
+
+Fragments are out-of-band HTML (htmx swaps each top-level element by id). A tab that missed events —
+asleep, offline, the server restarted — reconnects and gets a fresh snapshot, so it converges to the truth.
+Streaming text is appended by character offset, so deltas that repeat what the snapshot already held
+(events published while it was being read) are not appended twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from orchestrator import events, selectors
+from orchestrator.models import Message, Run, Session
+
+from . import fragments
+
+logger = logging.getLogger(__name__)
+
+
+class PortalConsumer(AsyncWebsocketConsumer):
+    session: Session | None = None
+
+    async def connect(self) -> None:
+        await self.accept()  # before any close, so the client sees our close code, not a failed handshake
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        session_id = self.scope["url_route"]["kwargs"]["session_id"]
+        self.session = await database_sync_to_async(selectors.session_for_user)(session_id=session_id, user=user)
+        if self.session is None:
+            await self.close(code=4404)
+            return
+        self.group = events.session_group(self.session.id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.streamed: dict[int, int] = {}  # message id → characters this tab holds
+        await self.send(text_data=await database_sync_to_async(self._snapshot)())
+
+    async def disconnect(self, code: int) -> None:
+        if self.session is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Commands go over HTTP (hx-post); anything sent here is ignored."""
+
+    async def session_event(self, message: dict) -> None:
+        try:
+            html = await database_sync_to_async(self._fragments_for)(message["event"])
+        except Exception:  # a rendering bug must not drop the page's socket; the next snapshot heals it
+            logger.exception("could not render %s for session %s", message["event"].get("type"), self.session.id)
+            return
+        if html:
+            await self.send(text_data=html)
+
+    # --- rendering (on the database thread) ---------------------------------------------------------
+
+    def _snapshot(self) -> str:
+        self.streamed = dict(Message.objects.filter(session=self.session).values_list("id", "text"))
+        self.streamed = {pk: len(text) for pk, text in self.streamed.items()}
+        return fragments.snapshot_html(self.session)
+
+    def _fragments_for(self, event: dict) -> str:
+        kind = event["type"]
+        if kind == "message.delta":
+            return self._delta(event)
+        if kind == "message.completed":
+            return self._message(event["message_id"])
+        run = fragments.latest_run(self.session.id)
+        if kind in ("run.state", "run.finished"):
+            parts = [fragments.composer_html(self.session, run, oob=True),
+                     fragments.run_status_html(self.session, run, oob=True)]
+            if kind == "run.finished":
+                parts += [fragments.approvals_html(self.session, oob=True),
+                          fragments.steering_html(self.session, run, oob=True)]
+            return "".join(parts)
+        if kind == "function.started":
+            return fragments.run_status_html(self.session, run, activity=f"running {event['name']}…", oob=True)
+        if kind == "function.finishing":
+            return fragments.run_status_html(self.session, run, activity=f"finishing {event['name']}…", oob=True)
+        if kind == "function.finished":
+            return fragments.run_status_html(self.session, run, oob=True)
+        if kind in ("approval.requested", "approval.resolved"):
+            return fragments.approvals_html(self.session, oob=True)
+        if kind == "steering.updated":
+            return fragments.steering_html(self.session, run, oob=True)
+        return ""
+
+    def _message(self, message_id: int) -> str:
+        message = Message.objects.select_related("function_call").filter(pk=message_id).first()
+        if message is None:
+            return ""
+        known = message_id in self.streamed
+        self.streamed[message_id] = len(message.text)
+        return fragments.message_html(message, oob=True) if known else fragments.message_append_html(message)
+
+    def _delta(self, event: dict) -> str:
+        message_id, offset, text = event["message_id"], event["offset"], event["text"]
+        held = self.streamed.get(message_id)
+        if held is None:
+            # The first delta of a new answer: show the message, as far as it has got.
+            message = Message.objects.select_related("function_call").filter(pk=message_id).first()
+            if message is None:
+                return ""
+            if len(message.text) >= offset:
+                message.text = message.text[:offset] + text
+            self.streamed[message_id] = len(message.text)
+            return fragments.message_append_html(message)
+        if offset > held:
+            # We missed a delta: re-render the message from its last checkpoint instead of leaving a hole.
+            message = Message.objects.select_related("function_call").get(pk=message_id)
+            self.streamed[message_id] = len(message.text)
+            return fragments.message_html(message, oob=True)
+        fresh = text[held - offset:]
+        if not fresh:
+            return ""
+        self.streamed[message_id] = held + len(fresh)
+        return fragments.delta_html(message_id, fresh)

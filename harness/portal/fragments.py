@@ -1,0 +1,141 @@
+"""The session page's live parts, rendered from the database: composer, status badge, transcript messages,
+approval cards, steering. HTTP responses and the page's WebSocket both use these, so a tab that reconnects
+gets exactly what a fresh page load would show.
+
+Every fragment's root element has a stable id; `oob=True` adds `hx-swap-oob` so htmx swaps it by id
+wherever it arrives (a WebSocket message, or an HTTP response's extra fragments).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from django.template.loader import render_to_string
+
+from orchestrator.models import TERMINAL_STATES, Approval, FunctionCall, Message, Run, Session, SteeringMessage
+
+ComposerMode = Literal["idle", "running", "stopping"]
+
+STATE_WORDS = {
+    "provisioning": "Starting",
+    "awaiting_assistant": "Waiting for the model",
+    "assistant_streaming": "Writing",
+    "assistant_finished": "Answer received",
+    "function_prepare": "Preparing tools",
+    "awaiting_approval": "Waiting for your approval",
+    "function_execute": "Running tools",
+    "function_finalize": "Tools finished",
+    "steering_check": "Checking for steering",
+    "tearing_down": "Finishing",
+    "completed": "Completed",
+    "stopped": "Stopped",
+    "failed": "Failed",
+}
+
+# Arguments longer than this are cut with a "show more" toggle on approval cards.
+ARGUMENTS_PREVIEW_CHARS = 400
+
+
+def latest_run(session_id) -> Run | None:
+    return Run.objects.filter(session_id=session_id).select_related("stop_requested_by").order_by("-created_at").first()
+
+
+def composer_mode(run: Run | None) -> ComposerMode:
+    if run is None or run.state in TERMINAL_STATES:
+        return "idle"
+    return "stopping" if run.stop_requested else "running"
+
+
+def _render(template: str, context: dict, oob: bool) -> str:
+    return render_to_string(template, {**context, "oob": oob})
+
+
+def composer_html(session: Session, run: Run | None, *, error: str = "", clear_draft: bool = False,
+                  oob: bool = False) -> str:
+    """The composer in the mode the run's status implies. `clear_draft` marks a successful send's response."""
+    return _render(
+        "portal/fragments/composer.html",
+        {"session": session, "run": run, "mode": composer_mode(run), "error": error, "clear_draft": clear_draft},
+        oob,
+    )
+
+
+def run_status_html(session: Session, run: Run | None, *, activity: str = "", oob: bool = False) -> str:
+    return _render(
+        "portal/fragments/run_status.html",
+        {"session": session, "run": run, "words": STATE_WORDS.get(run.state, run.state) if run else "",
+         "mode": composer_mode(run), "activity": activity},
+        oob,
+    )
+
+
+def message_html(message: Message, *, oob: bool = False) -> str:
+    return _render("portal/fragments/message.html", {"m": message}, oob)
+
+
+def message_append_html(message: Message) -> str:
+    """A new message, appended to the transcript (htmx appends the wrapper's children)."""
+    return f'<div hx-swap-oob="beforeend:#transcript">{message_html(message)}</div>'
+
+
+def delta_html(message_id: int, text: str) -> str:
+    """Streaming text appended to a message: the wrapper's (escaped) text is added to the message body."""
+    return _render("portal/fragments/delta.html", {"message_id": message_id, "text": text}, True)
+
+
+def transcript_html(session: Session, *, oob: bool = False) -> str:
+    messages = (
+        Message.objects.filter(session=session)
+        .select_related("function_call")
+        .prefetch_related("function_calls")
+        .order_by("id")
+    )
+    return _render("portal/fragments/transcript.html", {"messages": messages}, oob)
+
+
+def approvals_html(session: Session, *, oob: bool = False) -> str:
+    run = latest_run(session.id)
+    approvals = (
+        Approval.objects.filter(run=run).select_related("function_call", "decided_by").order_by("created_at")
+        if run else Approval.objects.none()
+    )
+    return _render("portal/fragments/approvals.html", {"approvals": [_card(a) for a in approvals]}, oob)
+
+
+def _card(approval: Approval) -> dict:
+    arguments = json.dumps(approval.function_call.arguments, indent=2, ensure_ascii=False)
+    return {
+        "approval": approval,
+        "call": approval.function_call,
+        "preview": arguments[:ARGUMENTS_PREVIEW_CHARS],
+        "rest": arguments[ARGUMENTS_PREVIEW_CHARS:],
+    }
+
+
+def steering_html(session: Session, run: Run | None, *, error: str = "", oob: bool = False) -> str:
+    steering = SteeringMessage.objects.filter(run=run).order_by("created_at") if run else SteeringMessage.objects.none()
+    return _render(
+        "portal/fragments/steering.html",
+        {"session": session, "run": run, "mode": composer_mode(run), "steering": steering, "error": error},
+        oob,
+    )
+
+
+def receipt_html(run: Run) -> str:
+    calls = FunctionCall.objects.filter(run=run).order_by("created_at", "position")
+    return render_to_string("portal/fragments/receipt.html", {"run": run, "receipt": run.receipt or {}, "calls": calls})
+
+
+def snapshot_html(session: Session) -> str:
+    """Everything live on the page, for a (re)connecting tab: it converges to the truth."""
+    run = latest_run(session.id)
+    return "".join(
+        [
+            composer_html(session, run, oob=True),
+            run_status_html(session, run, oob=True),
+            transcript_html(session, oob=True),
+            approvals_html(session, oob=True),
+            steering_html(session, run, oob=True),
+        ]
+    )

@@ -1,0 +1,193 @@
+// The session page's small script: what htmx cannot do by itself.
+// - Enter sends, Shift+Enter inserts a newline; while a run is in flight neither Enter nor a form
+//   submission sends anything (the server would answer 409 anyway).
+// - Esc stops the run.
+// - The stop button paints "stopping…" in the click's own frame, before any network round trip, and
+//   returns to "stop" with a visible error if the stop request fails.
+// - The draft survives the composer being swapped (every tab's composer is re-rendered on each run state).
+// - A "reconnecting…" mark while the page's WebSocket is down; reconnects on close codes the ws extension
+//   ignores (the server sends a fresh snapshot on every connect, so the page converges).
+// - The run's elapsed time ticks.
+(function () {
+  "use strict";
+
+  const RECONNECTING_CODES = new Set([1006, 1011, 1012, 1013]); // htmx-ext-ws 2.0.4 retries these itself
+  let draft = null;
+  let hadFocus = false;
+  let selection = null;
+
+  const composer = () => document.getElementById("composer");
+  const textarea = () => document.getElementById("composer-text");
+  const button = () => composer() && composer().querySelector(".composer-send");
+  const mode = () => (composer() ? composer().dataset.mode : "idle");
+
+  function refreshSendButton() {
+    const btn = button();
+    if (btn && btn.dataset.mode === "send") {
+      btn.disabled = !textarea() || textarea().value.trim() === "";
+    }
+  }
+
+  // --- keeping the draft across swaps -------------------------------------------------------------------
+  function stash(target) {
+    if (!target || target.id !== "composer" || !textarea()) return;
+    draft = textarea().value;
+    hadFocus = document.activeElement === textarea();
+    selection = [textarea().selectionStart, textarea().selectionEnd];
+  }
+
+  function restore(target) {
+    const box = textarea();
+    if (!box || !composer() || (target && target.id !== "composer" && !target.contains(composer()))) return;
+    if (composer().hasAttribute("data-clear-draft")) {
+      draft = "";
+    }
+    if (draft !== null) {
+      box.value = draft;
+      if (hadFocus) {
+        box.focus();
+        if (selection) box.setSelectionRange(selection[0], selection[1]);
+      }
+    }
+    refreshSendButton();
+  }
+
+  document.addEventListener("htmx:beforeSwap", (e) => stash(e.detail.target));
+  document.addEventListener("htmx:oobBeforeSwap", (e) => stash(e.detail.target));
+  document.addEventListener("htmx:afterSwap", (e) => restore(e.detail.target));
+  document.addEventListener("htmx:oobAfterSwap", (e) => restore(e.detail.target));
+
+  // --- typing and sending -------------------------------------------------------------------------------
+  document.addEventListener("input", (e) => {
+    if (e.target === textarea()) refreshSendButton();
+  });
+
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && mode() === "running") {
+      const btn = button();
+      if (btn && btn.dataset.mode === "stop") {
+        e.preventDefault();
+        btn.click();
+      }
+      return;
+    }
+    if (e.target !== textarea() || e.key !== "Enter" || e.shiftKey || e.isComposing) return;
+    e.preventDefault(); // Enter never inserts a newline here; Shift+Enter does
+    if (mode() === "idle" && textarea().value.trim() !== "") {
+      composer().requestSubmit();
+    }
+  });
+
+  // Gate the submission itself, not just the key: nothing is sent unless the composer is idle.
+  document.addEventListener("submit", (e) => {
+    if (e.target === composer() && mode() !== "idle") {
+      e.preventDefault();
+      e.stopImmediatePropagation();
+    }
+  }, true);
+
+  document.addEventListener("htmx:beforeRequest", (e) => {
+    const elt = e.detail.elt;
+    if (elt === composer() && mode() !== "idle") {
+      e.preventDefault();
+      return;
+    }
+    if (elt === composer() && textarea().value.trim() === "") {
+      e.preventDefault();
+      return;
+    }
+    if (elt.classList && elt.classList.contains("composer-send") && elt.dataset.mode === "stop") {
+      paintStopping(elt);
+    }
+  });
+
+  // --- stop: instant paint, honest failure -----------------------------------------------------------------
+  function setError(text) {
+    const slot = composer() && composer().querySelector(".composer-error");
+    if (slot) slot.textContent = text;
+  }
+
+  function paintStopping(btn) {
+    composer().dataset.mode = "stopping";
+    btn.dataset.mode = "stopping";
+    btn.textContent = "stopping…";
+    btn.setAttribute("aria-busy", "true");
+    btn.disabled = true;
+    setError("");
+  }
+
+  function revertStop(btn, message) {
+    if (!btn.isConnected || btn.dataset.mode !== "stopping") return;
+    composer().dataset.mode = "running";
+    btn.dataset.mode = "stop";
+    btn.textContent = "stop";
+    btn.removeAttribute("aria-busy");
+    btn.disabled = false;
+    setError(message);
+  }
+
+  function isStopRequest(e) {
+    const elt = e.detail.elt;
+    return elt && elt.classList && elt.classList.contains("composer-send");
+  }
+
+  document.addEventListener("htmx:responseError", (e) => {
+    if (isStopRequest(e)) revertStop(e.detail.elt, `Stop failed (HTTP ${e.detail.xhr.status}) — try again.`);
+  });
+  document.addEventListener("htmx:sendError", (e) => {
+    if (isStopRequest(e)) revertStop(e.detail.elt, "Stop failed (network error) — try again.");
+  });
+
+  // --- the connection mark and reconnecting ------------------------------------------------------------------
+  function connectionMark(down) {
+    const mark = document.getElementById("connection");
+    if (mark) mark.hidden = !down;
+  }
+
+  let attempts = 0;
+  let reconnectTimer = null;
+
+  document.addEventListener("htmx:wsOpen", () => {
+    attempts = 0;
+    connectionMark(false);
+  });
+  document.addEventListener("htmx:wsClose", (e) => {
+    const code = e.detail.event.code;
+    if (code === 4401) {
+      window.location.reload(); // the login expired: the page will ask to log in again
+      return;
+    }
+    if (code === 4404) return; // the session is gone
+    connectionMark(true);
+    if (!RECONNECTING_CODES.has(code)) reconnectLater(e.detail.socketWrapper);
+  });
+
+  function reconnectLater(socketWrapper) {
+    // The extension gives up on clean closes (1000/1001, e.g. when the server restarts). Reconnect the same
+    // socket wrapper with our own jittered backoff; the server answers every connect with a fresh snapshot.
+    if (reconnectTimer) return;
+    attempts += 1;
+    const delay = Math.min(30000, 500 * 2 ** Math.min(attempts, 6)) * (0.5 + Math.random() / 2);
+    reconnectTimer = setTimeout(() => {
+      reconnectTimer = null;
+      if (document.getElementById("session-live")) socketWrapper.reconnect();
+    }, delay);
+  }
+
+  // --- elapsed time -----------------------------------------------------------------------------------------
+  function tick() {
+    const status = document.getElementById("run-status");
+    const slot = status && status.querySelector(".elapsed");
+    if (slot && status.dataset.started) {
+      const end = status.dataset.finished ? Date.parse(status.dataset.finished) : Date.now();
+      const seconds = Math.max(0, Math.round((end - Date.parse(status.dataset.started)) / 1000));
+      slot.textContent = seconds < 60 ? `${seconds}s` : `${Math.floor(seconds / 60)}m ${seconds % 60}s`;
+    }
+  }
+  setInterval(tick, 1000);
+  document.addEventListener("htmx:oobAfterSwap", tick);
+  document.addEventListener("DOMContentLoaded", () => {
+    tick();
+    refreshSendButton();
+  });
+})();
