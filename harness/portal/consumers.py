@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from orchestrator import events, selectors
-from orchestrator.models import Message, Run, Session
+from orchestrator.models import Message, Session
 
 from . import fragments
 
@@ -100,22 +100,21 @@ class PortalConsumer(AsyncWebsocketConsumer):
     def _delta(self, event: dict) -> str:
         message_id, offset, text = event["message_id"], event["offset"], event["text"]
         held = self.streamed.get(message_id)
-        if held is None:
-            # The first delta of a new answer: show the message, as far as it has got.
-            message = Message.objects.select_related("function_call").filter(pk=message_id).first()
-            if message is None:
+        if held is not None and offset <= held:
+            fresh = text[held - offset:]  # skip what this tab already shows (events raced the snapshot)
+            if not fresh:
                 return ""
-            if len(message.text) >= offset:
-                message.text = message.text[:offset] + text
-            self.streamed[message_id] = len(message.text)
-            return fragments.message_append_html(message)
-        if offset > held:
-            # We missed a delta: re-render the message from its last checkpoint instead of leaving a hole.
-            message = Message.objects.select_related("function_call").get(pk=message_id)
-            self.streamed[message_id] = len(message.text)
-            return fragments.message_html(message, oob=True)
-        fresh = text[held - offset:]
-        if not fresh:
+            self.streamed[message_id] = held + len(fresh)
+            return fragments.delta_html(message_id, fresh)
+        # A new answer, or a hole (this tab joined after some deltas were published): rebuild the message
+        # from its last checkpoint plus this delta when the checkpoint reaches the delta's offset; until it
+        # does (at most HARNESS_CHECKPOINT_SECONDS), show the checkpoint.
+        message = Message.objects.select_related("function_call").filter(pk=message_id).first()
+        if message is None:
             return ""
-        self.streamed[message_id] = held + len(fresh)
-        return fragments.delta_html(message_id, fresh)
+        if len(message.text) >= offset:
+            message.text = message.text[:offset] + text
+        self.streamed[message_id] = len(message.text)
+        if held is None:
+            return fragments.message_append_html(message)
+        return fragments.message_html(message, oob=True)

@@ -1,0 +1,157 @@
+"""The session page's WebSocket: login + Origin checks, the snapshot, and one OOB fragment per event."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from harness.asgi import application
+from orchestrator.models import Message
+from orchestrator.services.runs import stop_run
+from tests.helpers import db, script, start, wait_terminal, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://127.0.0.1")
+
+
+async def cookie_for(user) -> bytes:
+    client = Client()
+    await db(client.force_login, user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+async def connect(session_id, *, user=None, origin=ORIGIN) -> tuple[WebsocketCommunicator, bool]:
+    headers = [origin] if origin else []
+    if user is not None:
+        headers.append((b"cookie", await cookie_for(user)))
+    communicator = WebsocketCommunicator(application, f"/ws/sessions/{session_id}/", headers=headers)
+    connected, _ = await communicator.connect()
+    return communicator, connected
+
+
+async def close_code(communicator: WebsocketCommunicator) -> int:
+    message = await communicator.receive_output(timeout=5)
+    assert message["type"] == "websocket.close"
+    return message["code"]
+
+
+async def test_anonymous_tabs_are_closed_with_4401(session):
+    communicator, connected = await connect(session.id)
+    assert connected and await close_code(communicator) == 4401
+
+
+async def test_another_users_or_unknown_session_is_closed_with_4404(session, other_user):
+    for session_id in (session.id, "not-a-uuid", "3b2b3f0e-8a6b-4c1e-9d6a-000000000000"):
+        communicator, connected = await connect(session_id, user=other_user)
+        assert connected and await close_code(communicator) == 4404
+
+
+async def test_a_foreign_origin_is_refused(session, user):
+    communicator, connected = await connect(session.id, user=user, origin=(b"origin", b"http://evil.example"))
+    assert not connected
+    same_site, connected = await connect(session.id, user=user)
+    assert connected  # the same request from our own origin is accepted
+    await same_site.disconnect()
+
+
+async def test_connect_sends_a_snapshot_of_every_live_part(session, user):
+    await start(session, user, "hello <b>there</b>")
+    communicator, _ = await connect(session.id, user=user)
+    snapshot = await communicator.receive_from(timeout=5)
+    ids = re.findall(r'<\w+ id="([\w-]+)"[^>]*hx-swap-oob="true"', snapshot)
+    assert ids == ["composer", "run-status", "transcript", "approvals", "steering"]
+    assert 'data-mode="running"' in snapshot  # a run is in flight: the composer shows stop
+    assert "hello &lt;b&gt;there&lt;/b&gt;" in snapshot and "<b>there</b>" not in snapshot
+    await communicator.disconnect()
+
+
+def fragments_until(marker: str):
+    """Collect messages until one contains `marker`."""
+
+    async def collect(communicator: WebsocketCommunicator) -> list[str]:
+        received = []
+        while True:
+            received.append(await communicator.receive_from(timeout=10))
+            if marker in received[-1]:
+                return received
+
+    return collect
+
+
+async def test_a_run_plays_out_as_fragments(worker, session, user):
+    communicator, _ = await connect(session.id, user=user)
+    await communicator.receive_from(timeout=5)  # snapshot
+    run = await start(session, user, script({"text": "alpha beta gamma", "delay_ms": 30}))
+    received = await fragments_until('data-mode="idle"')(communicator)
+    joined = "".join(received)
+    assert 'hx-swap-oob="beforeend:#transcript"' in joined  # new messages are appended
+    assert 'data-mode="stop"' in joined and 'data-mode="idle"' in joined  # running, then idle again
+    assert re.search(r'<span id="msg-\d+-text" hx-swap-oob="beforeend">', joined)  # streamed deltas
+    assert "Completed" in joined
+    final = await db(lambda: Message.objects.filter(run=run, role="assistant").get())
+    assert f'<li id="msg-{final.id}" class="msg msg-assistant" data-status="complete" hx-swap-oob="true">' in joined
+    await communicator.disconnect()
+
+
+def apply_text_fragments(text: str, message_id: int, fragment: str) -> str:
+    """What htmx does to one message's text for the fragments the consumer sends."""
+    for appended in re.findall(rf'<span id="msg-{message_id}-text" hx-swap-oob="beforeend">(.*?)</span>', fragment, re.S):
+        text += html.unescape(appended)
+    replaced = re.search(rf'<li id="msg-{message_id}"[^>]*>.*?<div id="msg-{message_id}-text" class="msg-text">(.*?)</div>',
+                         fragment, re.S)
+    return html.unescape(replaced.group(1)) if replaced else text
+
+
+async def test_a_tab_joining_mid_stream_never_shows_text_twice(worker, session, user):
+    run = await start(session, user, script({"words": 300, "delay_ms": 5}))
+    message = await wait_until(
+        lambda: Message.objects.filter(run=run, role="assistant").exclude(text="").first(), what="streamed text"
+    )
+    communicator, _ = await connect(session.id, user=user)
+    snapshot = await communicator.receive_from(timeout=5)
+    shown = apply_text_fragments("", message.id, snapshot)
+    assert shown  # the snapshot holds what was streamed so far
+    observed = [shown]
+    while True:
+        fragment = await communicator.receive_from(timeout=10)
+        shown = apply_text_fragments(shown, message.id, fragment)
+        observed.append(shown)
+        if f'<li id="msg-{message.id}"' in fragment and 'data-status="complete"' in fragment:
+            break
+    final = await db(lambda: Message.objects.get(pk=message.id).text)
+    assert shown == final
+    # Never a doubled or scrambled word on the way: the tab always showed a prefix of the true text.
+    assert all(final.startswith(text) for text in observed)
+    assert len(set(observed)) > 3  # and it really streamed into this tab
+    await wait_terminal(run.id)
+    await communicator.disconnect()
+
+
+async def test_a_stop_from_elsewhere_reaches_this_tab(worker, session, user):
+    communicator, _ = await connect(session.id, user=user)
+    await communicator.receive_from(timeout=5)
+    await start(session, user, script({"words": 5000, "delay_ms": 5}))
+    early = "".join(await fragments_until('hx-swap-oob="beforeend">')(communicator))  # text is streaming
+    assert 'data-mode="stop"' in early and "msg-user" in early
+    await db(stop_run, session_id=session.id, requested_by=user)
+    received = "".join(await fragments_until('data-mode="idle"')(communicator))
+    assert "Stopping…" in received or 'data-mode="stopping"' in received
+    assert 'data-status="stopped"' in received  # the partial answer, marked stopped
+    await communicator.disconnect()
+
+
+async def test_approval_cards_appear_and_resolve(worker, session, user):
+    communicator, _ = await connect(session.id, user=user)
+    await communicator.receive_from(timeout=5)
+    await start(session, user, script({"calls": [{"name": "shell", "arguments": {"command": "echo <x>"}}]}))
+    received = "".join(await fragments_until('class="approve"')(communicator))
+    assert "<strong>shell</strong> wants to run" in received and "echo &lt;x&gt;" in received
+    await db(stop_run, session_id=session.id, requested_by=user)
+    received = "".join(await fragments_until("Closed: the run was stopped")(communicator))
+    assert received.count('class="approve"') == 0 or received.rindex("Closed") > received.rindex('class="approve"')
+    await communicator.disconnect()
