@@ -1,23 +1,23 @@
-"""ASGI entry point: HTTP (Django), and the `orchestrator` channel for the turn-loop worker.
-
-WebSocket routes (the portal and the JSON API) are added by the live-portal work.
-"""
+"""ASGI entry point: HTTP (Django), WebSocket (`harness/routing.py`: the portal's socket and the JSON API's),
+and the `orchestrator` channel for the turn-loop worker."""
 
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "harness.settings")
 
-from channels.routing import ChannelNameRouter, ProtocolTypeRouter  # noqa: E402
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
+from harness.routing import websocket_urlpatterns  # noqa: E402
 from orchestrator.worker import OrchestratorConsumer  # noqa: E402
 from orchestrator.wakeups import ORCHESTRATOR_CHANNEL  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
+        "websocket": URLRouter(websocket_urlpatterns),
         "channel": ChannelNameRouter({ORCHESTRATOR_CHANNEL: OrchestratorConsumer.as_asgi()}),
     }
 )

@@ -36,16 +36,22 @@ def json_body(request, *, required: bool = True) -> dict[str, Any]:
         if required:
             raise CommandError(400, "invalid_json", "a JSON object body is required")
         return {}
+    return parse_json_object(body)
+
+
+def parse_json_object(raw: bytes | str, *, what: str = "body") -> dict[str, Any]:
+    """One JSON object from raw bytes or text, else `CommandError(400, "invalid_json")`: shared by the HTTP
+    API (request bodies) and the JSON WebSocket API (text frames). The caller enforces the size limit."""
     try:
-        data = json.loads(body)
+        data = json.loads(raw)
         # Lone surrogates ("\ud800") are valid JSON but not storable text: refuse them here, once.
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except RecursionError:
-        raise CommandError(400, "invalid_json", "body is nested too deeply") from None
+        raise CommandError(400, "invalid_json", f"{what} is nested too deeply") from None
     except UnicodeEncodeError:
-        raise CommandError(400, "invalid_json", "body contains invalid Unicode (a lone surrogate)") from None
+        raise CommandError(400, "invalid_json", f"{what} contains invalid Unicode (a lone surrogate)") from None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise CommandError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+        raise CommandError(400, "invalid_json", f"{what} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise CommandError(400, "invalid_json", "body must be a JSON object")
+        raise CommandError(400, "invalid_json", f"{what} must be a JSON object")
     return data

@@ -2,8 +2,8 @@
 
 Fragments are out-of-band HTML (htmx swaps each top-level element by id). A tab that missed events —
 asleep, offline, the server restarted — reconnects and gets a fresh snapshot, so it converges to the truth.
-Streaming text is appended by character offset, so deltas that repeat what the snapshot already held
-(events published while it was being read) are not appended twice.
+Streaming text is kept contiguous per tab by `harness.streaming.StreamTracker`: nothing is appended twice,
+and a tab that joins mid-stream has its gap filled from the checkpoint.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from orchestrator import events, selectors
 from orchestrator.models import Message, Session
+
+from harness.streaming import GAP, StreamTracker
 
 from . import fragments
 
@@ -37,7 +39,7 @@ class PortalConsumer(AsyncWebsocketConsumer):
             return
         self.group = events.session_group(self.session.id)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        self.streamed: dict[int, int] = {}  # message id → characters this tab holds
+        self.tracker = StreamTracker()
         await self.send(text_data=await database_sync_to_async(self._snapshot)())
 
     async def disconnect(self, code: int) -> None:
@@ -59,8 +61,7 @@ class PortalConsumer(AsyncWebsocketConsumer):
     # --- rendering (on the database thread) ---------------------------------------------------------
 
     def _snapshot(self) -> str:
-        self.streamed = dict(Message.objects.filter(session=self.session).values_list("id", "text"))
-        self.streamed = {pk: len(text) for pk, text in self.streamed.items()}
+        self.tracker.hold_all(Message.objects.filter(session=self.session).values_list("id", "text"))
         return fragments.snapshot_html(self.session)
 
     def _fragments_for(self, event: dict) -> str:
@@ -93,28 +94,24 @@ class PortalConsumer(AsyncWebsocketConsumer):
         message = Message.objects.select_related("function_call").filter(pk=message_id).first()
         if message is None:
             return ""
-        known = message_id in self.streamed
-        self.streamed[message_id] = len(message.text)
+        known = self.tracker.knows(message_id)
+        self.tracker.hold(message_id, len(message.text))
         return fragments.message_html(message, oob=True) if known else fragments.message_append_html(message)
 
     def _delta(self, event: dict) -> str:
-        message_id, offset, text = event["message_id"], event["offset"], event["text"]
-        held = self.streamed.get(message_id)
-        if held is not None and offset <= held:
-            fresh = text[held - offset:]  # skip what this tab already shows (events raced the snapshot)
-            if not fresh:
+        message_id = event["message_id"]
+        parts = []
+        if not self.tracker.knows(message_id):
+            # The first delta of a new answer: show its (empty) message, then append to it.
+            message = Message.objects.select_related("function_call").filter(pk=message_id).first()
+            if message is None:
                 return ""
-            self.streamed[message_id] = held + len(fresh)
-            return fragments.delta_html(message_id, fresh)
-        # A new answer, or a hole (this tab joined after some deltas were published): rebuild the message
-        # from its last checkpoint plus this delta when the checkpoint reaches the delta's offset; until it
-        # does (at most HARNESS_CHECKPOINT_SECONDS), show the checkpoint.
-        message = Message.objects.select_related("function_call").filter(pk=message_id).first()
-        if message is None:
-            return ""
-        if len(message.text) >= offset:
-            message.text = message.text[:offset] + text
-        self.streamed[message_id] = len(message.text)
-        if held is None:
-            return fragments.message_append_html(message)
-        return fragments.message_html(message, oob=True)
+            message.text = ""
+            self.tracker.hold(message_id, 0)
+            parts.append(fragments.message_append_html(message))
+        piece = self.tracker.append(event)
+        if piece is GAP:
+            piece = self.tracker.fill_gap(event)
+        if piece:
+            parts.append(fragments.delta_html(message_id, piece[1]))
+        return "".join(parts)

@@ -77,7 +77,7 @@ async def test_approved_call_runs_and_the_run_continues(worker, session, user, s
     # Parked: the run waits on a person with no executor (and no lease) held.
     await wait_until(lambda: Run.objects.filter(pk=run.id, state="awaiting_approval", lease_owner="").exists(),
                      what="the run to park")
-    assert str(run.id) not in worker.tasks
+    await wait_until(lambda: str(run.id) not in worker.tasks, what="the executor to exit")
     assert (await db(decide_approval, approval_id=approval.id, user=user, decision="approve")).accepted
     run = await wait_terminal(run.id)
     assert run.outcome == "completed"

@@ -1,0 +1,166 @@
+"""The JSON WebSocket API (docs/api.md, "JSON WebSocket API"): one socket per session.
+
+The consumer only translates: a frame becomes a call of the same command the HTTP API runs
+(`harness/commands.py`), its `(status, body)` becomes a `<type>.result` frame and a `CommandError` an `error`
+frame; the session's events (`orchestrator/events.py`) are forwarded as they are. Nothing a client sends
+closes the socket.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from harness import commands
+from harness.api.responses import parse_json_object
+from harness.commands import CommandError
+from harness.streaming import GAP, StreamTracker
+from orchestrator import events, selectors
+
+logger = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 64 * 1024  # the HTTP API's body limit, in UTF-8 bytes
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+CLOSE_INTERNAL_ERROR = 1011
+
+
+def _decide(user, data: dict[str, Any], *, session_id: str) -> commands.Result:
+    approval_id = commands.field(data, "approval_id", str)
+    return commands.decide(user, data, approval_id=approval_id)
+
+
+# Frame type -> the command it runs (looked up at call time, so the command module stays the one source).
+COMMANDS: dict[str, Callable[..., commands.Result]] = {
+    "run.start": lambda user, data, *, session_id: commands.start(user, data, session_id=session_id),
+    "run.stop": lambda user, data, *, session_id: commands.stop(user, data, session_id=session_id),
+    "approval.decide": _decide,
+    "steer": lambda user, data, *, session_id: commands.steer(user, data, session_id=session_id),
+}
+ENVELOPE = ("type", "request_id")
+
+
+class FrameError(Exception):
+    """A frame the API cannot read as a command (answered with an error frame; the socket stays open)."""
+
+    def __init__(self, code: str, detail: str, *, status: int = 400) -> None:
+        super().__init__(detail)
+        self.code, self.detail, self.status = code, detail, status
+
+
+def _error(code: str, detail: Any, *, status: int, request_id: Any = None, command: str | None = None) -> dict:
+    return {"type": "error", "code": code, "detail": detail, "http_status": status, "request_id": request_id,
+            "command": command}
+
+
+def _request_id(frame: dict[str, Any]) -> str | int | None:
+    value = frame.get("request_id")
+    if value is None or (isinstance(value, str | int) and not isinstance(value, bool)):
+        return value
+    raise FrameError("invalid_field", "'request_id' must be a string or an integer")
+
+
+class ApiConsumer(AsyncWebsocketConsumer):
+    user = None
+    session_id: str | None = None
+    group: str | None = None  # set once the socket is open for a session (and joined to its events)
+
+    # --- connection --------------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        # Accept before closing: a close before accept is an HTTP 403 handshake failure and loses the code.
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        session_id = self.scope["url_route"]["kwargs"].get("session_id")
+        session = await database_sync_to_async(selectors.session_for_user)(session_id=session_id, user=user)
+        if session is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.user, self.session_id = user, str(session.id)  # canonical: the group name events are sent to
+        # Join the group before reading the snapshot: an event committed meanwhile is then queued and
+        # delivered after the snapshot (a duplicate at worst, which clients merge), never lost in between.
+        self.group = events.session_group(self.session_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        try:
+            snapshot = await database_sync_to_async(selectors.session_snapshot)(session)
+        except Exception:
+            logger.exception("JSON WebSocket API: no snapshot for session %s", self.session_id)
+            await self.disconnect(CLOSE_INTERNAL_ERROR)
+            await self.close(code=CLOSE_INTERNAL_ERROR)  # the client reconnects for a new snapshot
+            return
+        self.tracker = StreamTracker()
+        self.tracker.hold_all((m["id"], m["text"]) for m in snapshot["messages"])
+        await self.send_json({"type": "session.snapshot", **snapshot})
+
+    async def disconnect(self, code: int) -> None:
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            self.group = None
+
+    # --- server -> client --------------------------------------------------------------------------------
+
+    async def session_event(self, message: dict[str, Any]) -> None:
+        event = message["event"]
+        if event["type"] == "message.delta":
+            piece = self.tracker.append(event)
+            if piece is GAP:
+                piece = await database_sync_to_async(self.tracker.fill_gap)(event)
+            if not piece:
+                return
+            event = {**event, "offset": piece[0], "text": piece[1]}
+        elif event["type"] == "message.completed":
+            self.tracker.hold(event["message_id"], len(event["text"]))
+        await self.send_json(event)
+
+    async def send_json(self, content: dict[str, Any]) -> None:
+        # ASCII-escaped: text that is not valid Unicode (a lone surrogate in a tool's output, say) still
+        # makes a valid frame instead of failing to encode.
+        await self.send(text_data=json.dumps(content))
+
+    # --- client -> server --------------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.group is None:
+            return  # closed by connect(); the client has not seen the close yet
+        request_id = command = None
+        try:
+            if text_data is None:
+                raise FrameError("invalid_frame", "send JSON text frames, not binary frames")
+            if len(text_data) > MAX_FRAME_BYTES or len(text_data.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
+                raise FrameError("frame_too_large", f"frames are limited to {MAX_FRAME_BYTES} bytes of UTF-8",
+                                 status=413)
+            try:
+                frame = parse_json_object(text_data, what="frame")
+            except CommandError as exc:
+                raise FrameError(exc.code, exc.detail, status=exc.status) from None
+            request_id = _request_id(frame)
+            kind = frame.get("type")
+            if kind == "ping":
+                await self.send_json({"type": "ping.result", "request_id": request_id})
+                return
+            if not isinstance(kind, str) or kind not in COMMANDS:
+                known = ", ".join(["ping", *COMMANDS])
+                raise FrameError("unknown_type", f"'type' must be one of: {known}")
+            command = kind
+            data = {key: value for key, value in frame.items() if key not in ENVELOPE}
+            status, body = await database_sync_to_async(COMMANDS[kind])(self.user, data, session_id=self.session_id)
+            # Exactly the HTTP API's body, under an envelope whose keys no body uses.
+            await self.send_json({"type": f"{kind}.result", "request_id": request_id, "http_status": status, **body})
+        except FrameError as exc:
+            await self.send_json(_error(exc.code, exc.detail, status=exc.status, request_id=request_id))
+        except CommandError as exc:
+            await self.send_json(_error(exc.code, exc.detail, status=exc.status, request_id=request_id,
+                                        command=command))
+        except Exception:
+            logger.exception("JSON WebSocket API: frame for session %s failed", self.session_id)
+            await self.send_json(_error("internal_error", "the server could not handle this frame", status=500,
+                                        request_id=request_id, command=command))

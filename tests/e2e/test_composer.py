@@ -1,0 +1,270 @@
+"""The composer's one button: send → stop → stopping… → send, by mouse and keyboard, with failures."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+
+from .support import LONG_STREAM, PHONE, HeldRoutes, open_session
+
+DRAFT = "a draft I have not sent yet"
+
+
+def composer_parts(page):
+    return page.locator("#composer"), page.locator("#composer .composer-send"), page.locator("#composer-text")
+
+
+def width(locator) -> float:
+    box = locator.bounding_box()
+    assert box is not None, "not rendered"
+    return box["width"]
+
+
+def wait_streaming(page) -> None:
+    page.wait_for_function(
+        "document.querySelector('#transcript .msg-assistant[data-status=streaming] .msg-text')?.textContent.length > 0"
+    )
+
+
+def test_the_button_morphs_idle_stop_stopping_idle_and_keeps_the_draft(page, server, api, session_id):
+    open_session(page, server.base_url, session_id)
+    composer, button, box = composer_parts(page)
+
+    # Idle: a submit button labelled "send", disabled until there is something to send.
+    expect(composer).to_have_attribute("data-mode", "idle")
+    expect(button).to_have_attribute("type", "submit")
+    expect(button).to_have_attribute("data-mode", "send")
+    expect(button).to_have_text("send")
+    expect(button).to_be_disabled()
+    box.fill("   ")
+    expect(button).to_be_disabled()  # whitespace is not a message
+    box.fill("")
+    box.press_sequentially(DRAFT)
+    expect(button).to_be_enabled()
+    idle_width = width(button)
+
+    # A run started elsewhere (the API, same user): this tab goes running; the unsent draft stays.
+    run_id = api.start_run(session_id, LONG_STREAM)
+    expect(composer).to_have_attribute("data-mode", "running")
+    expect(button).to_have_attribute("type", "button")
+    expect(button).to_have_attribute("data-mode", "stop")
+    expect(button).to_have_text("stop")
+    expect(button).to_have_attribute("aria-label", "Stop the current run")
+    expect(button).to_have_attribute("title", re.compile(r"\S"))
+    expect(button).to_be_enabled()
+    expect(box).to_have_attribute("readonly", "")
+    expect(box).to_be_enabled()  # readonly, not disabled: still focusable, still readable
+    expect(box).not_to_be_editable()
+    expect(box).to_have_attribute("placeholder", re.compile(r"run is in flight", re.IGNORECASE))
+    expect(box).to_have_value(DRAFT)
+    wait_streaming(page)
+    running_width = width(button)
+
+    # Stop: "stopping…" is painted before the network answers — the request is held at the route until the
+    # stopping state has been checked, and the server has not even heard of the stop by then.
+    held = HeldRoutes()
+    page.route("**/stop", held)
+    with page.expect_request("**/stop"):
+        button.click()
+    expect(button).to_have_text("stopping…")
+    expect(button).to_have_attribute("data-mode", "stopping")
+    expect(button).to_have_attribute("aria-busy", "true")
+    expect(button).to_be_disabled()
+    expect(composer).to_have_attribute("data-mode", "stopping")
+    held.wait(page)
+    assert api.run(run_id)["stop_requested"] is False, "the stop reached the server before it was released"
+    held.release()
+
+    # The run really ends; the composer is idle again with the draft still there.
+    expect(composer).to_have_attribute("data-mode", "idle")
+    expect(button).to_have_attribute("type", "submit")
+    expect(button).to_have_text("send")
+    expect(button).not_to_have_attribute("aria-busy", "true")
+    expect(button).to_be_enabled()  # the kept draft can be sent
+    expect(box).to_have_value(DRAFT)
+    expect(box).to_be_editable()
+    expect(page.locator("#transcript .msg-assistant")).to_have_attribute("data-status", "stopped")
+    assert api.run(run_id)["state"] == "stopped"
+
+    assert width(button) == idle_width == running_width  # stopping's width: see the test below
+
+
+def test_enter_does_not_send_while_running_and_esc_stops_the_run(page, server, api, session_id):
+    open_session(page, server.base_url, session_id)
+    composer, button, box = composer_parts(page)
+    sends = []
+    page.on("request", lambda r: sends.append(r.url) if r.method == "POST" and r.url.endswith("/send") else None)
+    box.press_sequentially(DRAFT)
+    run_id = api.start_run(session_id, LONG_STREAM)
+    expect(composer).to_have_attribute("data-mode", "running")
+    wait_streaming(page)
+
+    # Enter in the (read-only) composer with a non-empty draft, and a scripted form submission: nothing
+    # is sent. Then Esc: its stop request is issued after anything Enter could have caused, so once it is
+    # seen, a /send would have been seen too.
+    box.focus()
+    box.press("Enter")
+    page.evaluate("document.getElementById('composer').requestSubmit()")
+    with page.expect_request("**/stop"):
+        page.keyboard.press("Escape")
+    assert sends == []
+    expect(box).to_have_value(DRAFT)  # Enter inserted no newline either
+
+    expect(composer).to_have_attribute("data-mode", "idle")
+    assistant = page.locator("#transcript .msg-assistant")
+    expect(assistant).to_have_attribute("data-status", "stopped")
+    expect(assistant.locator(".tag-stopped")).to_have_text("stopped")
+    expect(page.locator("#transcript .msg-user")).to_have_count(1)
+    assert [m["run_id"] for m in api.messages(session_id, "user")] == [run_id]
+    assert api.run(run_id)["state"] == "stopped"
+    assert sends == []
+
+
+def test_a_failed_stop_returns_to_stop_with_a_visible_error_and_a_retry_works(page, server, api, session_id):
+    open_session(page, server.base_url, session_id)
+    composer, button, _ = composer_parts(page)
+    error = page.locator("#composer .composer-error")
+    run_id = api.start_run(session_id, LONG_STREAM)
+    expect(button).to_have_attribute("data-mode", "stop")
+    wait_streaming(page)
+
+    def expect_reverted(message):
+        expect(error).to_have_text(message)
+        expect(error).to_be_visible()
+        expect(button).to_have_attribute("data-mode", "stop")
+        expect(button).to_have_text("stop")
+        expect(button).to_be_enabled()
+        expect(button).not_to_have_attribute("aria-busy", "true")
+        expect(composer).to_have_attribute("data-mode", "running")
+
+    # A network error.
+    page.route("**/stop", lambda route: route.abort())
+    button.click()
+    expect_reverted(re.compile(r"Stop failed \(network error\)"))
+
+    # A server error.
+    page.unroute("**/stop")
+    page.route("**/stop", lambda route: route.fulfill(status=500, body="boom"))
+    button.click()
+    expect_reverted(re.compile(r"Stop failed \(HTTP 500\)"))
+    assert api.run(run_id)["stop_requested"] is False  # neither attempt reached the engine: still running
+    expect(page.locator("#transcript .msg-assistant")).to_have_attribute("data-status", "streaming")
+
+    # The network is back: the same button stops the run, and the error is gone.
+    page.unroute("**/stop")
+    button.click()
+    expect(composer).to_have_attribute("data-mode", "idle")
+    expect(error).to_be_empty()
+    expect(error).to_be_hidden()
+    expect(page.locator("#transcript .msg-assistant")).to_have_attribute("data-status", "stopped")
+    assert api.run(run_id)["state"] == "stopped"
+
+
+def test_the_stop_button_is_reachable_with_tab_and_works_from_the_keyboard(page, server, api, session_id):
+    open_session(page, server.base_url, session_id)
+    composer, button, box = composer_parts(page)
+    api.start_run(session_id, LONG_STREAM)
+    expect(button).to_have_attribute("data-mode", "stop")
+    wait_streaming(page)
+
+    box.focus()
+    page.keyboard.press("Tab")
+    expect(button).to_be_focused()
+    page.keyboard.press("Enter")  # Enter on a focused button clicks it
+    expect(composer).to_have_attribute("data-mode", "idle")
+    expect(page.locator("#transcript .msg-assistant")).to_have_attribute("data-status", "stopped")
+
+    # And from the top of the page, Tab reaches it too (it is in the tab order, not only the last stop).
+    api.start_run(session_id, LONG_STREAM)
+    expect(button).to_have_attribute("data-mode", "stop")
+    page.locator("body").focus()
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement?.classList.contains('composer-send')"):
+            break
+    expect(button).to_be_focused()
+    expect(button).to_have_attribute("data-mode", "stop")
+
+
+def test_at_phone_width_the_composer_and_its_button_fit_and_stay_in_view(make_context, server, api, session_id):
+    page = make_context(viewport=PHONE, is_mobile=True, has_touch=True).new_page()
+    open_session(page, server.base_url, session_id)
+    composer, button, _ = composer_parts(page)
+
+    def assert_fits():
+        for locator in (composer, button):
+            box = locator.bounding_box()
+            assert box is not None
+            assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (locator, box)
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # no sideways scroll
+        expect(button).to_be_in_viewport()
+
+    expect(button).to_have_text("send")
+    assert_fits()
+    api.start_run(session_id, LONG_STREAM)
+    expect(button).to_have_text("stop")
+    # Let the answer grow past the screen: the sticky composer keeps the stop button in view.
+    page.wait_for_function(
+        "document.getElementById('transcript').getBoundingClientRect().bottom > window.innerHeight"
+    )
+    assert_fits()
+    button.click()
+    expect(button).to_have_text("send")
+    assert_fits()
+
+
+def test_the_button_keeps_one_width_in_send_stop_and_stopping(page, server, api, session_id):
+    open_session(page, server.base_url, session_id)
+    composer, button, box = composer_parts(page)
+    box.fill(DRAFT)
+    widths = {"send": width(button)}
+    api.start_run(session_id, LONG_STREAM)
+    expect(button).to_have_text("stop")
+    widths["stop"] = width(button)
+    held = HeldRoutes()
+    page.route("**/stop", held)
+    button.click()
+    expect(button).to_have_text("stopping…")
+    held.wait(page)
+    widths["stopping"] = width(button)
+    held.release()
+    expect(composer).to_have_attribute("data-mode", "idle")
+    widths["send again"] = width(button)
+    assert len(set(widths.values())) == 1, f"the button changes width: {widths}"
+
+
+def test_stopping_stays_painted_while_the_stop_request_is_in_flight(page, server, api, session_id):
+    """Run-state events keep arriving while a (slow) stop request is on its way; they must not repaint the
+    button back to "stop" as if the click had not happened."""
+    turns = ",".join(['{"calls":[{"name":"sleep","arguments":{"seconds":0.3}}]}'] * 15)
+    open_session(page, server.base_url, session_id)
+    composer, button, _ = composer_parts(page)
+    run_id = api.start_run(session_id, f'script:{{"turns":[{turns}]}}')
+    status = page.locator("#run-status .turns")
+    expect(status).to_have_text(re.compile(r"turn [2-9]"))
+    held = HeldRoutes()
+    page.route("**/stop", held)
+    button.click()
+    expect(button).to_have_text("stopping…")
+    held.wait(page)
+    # Two more turns (each several run.state events, each re-rendering every tab's composer) while held.
+    turn = int(re.search(r"turn (\d+)", status.text_content()).group(1))
+    expect(status).to_have_text(re.compile(rf"turn {turn + 2}\b"))
+    assert api.run(run_id)["stop_requested"] is False
+    try:
+        expect(button).to_have_text("stopping…", timeout=1_000)
+        expect(composer).to_have_attribute("data-mode", "stopping", timeout=1_000)
+    finally:
+        held.release()
+    expect(composer).to_have_attribute("data-mode", "idle")
+    assert api.run(run_id)["state"] == "stopped"
+
+
+def test_a_long_unbroken_session_title_does_not_widen_the_page_at_phone_width(make_context, server, api):
+    session_id = api.new_session("x" * 120)
+    page = make_context(viewport=PHONE, is_mobile=True, has_touch=True).new_page()
+    open_session(page, server.base_url, session_id)
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    page.goto(f"{server.base_url}/")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
