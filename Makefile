@@ -33,8 +33,10 @@ run: migrate
 test: install-test
 	$(BIN)/python -m pytest
 
+# Benchmarks print a table and write JSON under bench/results/ (see docs/performance.md). Not run by tests.
 bench: install-test migrate
 	$(BIN)/python bench/stop_latency.py
+	$(BIN)/python bench/stream_fanout.py
 
 clean:
 	rm -rf $(VENV) var

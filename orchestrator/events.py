@@ -33,8 +33,10 @@ def run_state(*, run_id: Any, state: str, prev_state: str, turn_count: int, stop
     }
 
 
-def message_delta(*, run_id: Any, message_id: int, offset: int, text: str) -> Event:
-    return {"type": "message.delta", "run_id": str(run_id), "message_id": message_id, "offset": offset, "text": text}
+def message_delta(*, run_id: Any, message_id: int, offset: int, text: str, produced_at: float) -> Event:
+    """`produced_at`: the server's time.time() when the delta was published (for measuring latency)."""
+    return {"type": "message.delta", "run_id": str(run_id), "message_id": message_id, "offset": offset, "text": text,
+            "produced_at": produced_at}
 
 
 def message_completed(*, message: Any) -> Event:
@@ -74,6 +76,11 @@ def approval_resolved(*, approval_id: Any, status: str, reason: str = "") -> Eve
 def steering_changed(*, steering: Any) -> Event:
     return {"type": "steering.updated", "steering_id": str(steering.id), "run_id": str(steering.run_id),
             "status": steering.status, "text": steering.text, "reason": steering.reason}
+
+
+def session_updated(*, session: Any) -> Event:
+    return {"type": "session.updated", "session_id": str(session.id), "title": session.title,
+            "updated_at": session.updated_at.isoformat()}
 
 
 def run_finished(*, run: Any) -> Event:

@@ -86,6 +86,8 @@ class PortalConsumer(AsyncWebsocketConsumer):
             return fragments.run_status_html(self.session, run, oob=True)
         if kind in ("approval.requested", "approval.resolved"):
             return fragments.approvals_html(self.session, oob=True)
+        if kind == "session.updated":
+            return fragments.session_title_html(event["title"])
         if kind == "steering.updated":
             return fragments.steering_html(self.session, run, oob=True)
         return ""

@@ -122,6 +122,10 @@ def steering_html(session: Session, run: Run | None, *, error: str = "", oob: bo
     )
 
 
+def session_title_html(title: str) -> str:
+    return render_to_string("portal/fragments/session_title.html", {"title": title, "oob": True})
+
+
 def receipt_html(run: Run) -> str:
     calls = FunctionCall.objects.filter(run=run).order_by("created_at", "position")
     return render_to_string("portal/fragments/receipt.html", {"run": run, "receipt": run.receipt or {}, "calls": calls})

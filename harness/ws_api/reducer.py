@@ -161,7 +161,12 @@ def _steering_updated(snapshot: Snapshot, event: Event) -> Snapshot:
     return {**snapshot, "steering": [steering if s["id"] == steering["id"] else s for s in snapshot["steering"]]}
 
 
+def _session_updated(snapshot: Snapshot, event: Event) -> Snapshot:
+    return {**snapshot, "title": event["title"], "updated_at": event["updated_at"]}
+
+
 _HANDLERS: dict[str, Callable[[Snapshot, Event], Snapshot]] = {
+    "session.updated": _session_updated,
     "run.state": _run_state,
     "message.delta": _message_delta,
     "message.completed": _message_completed,

@@ -84,6 +84,7 @@ def start_run(*, session_id, user: AbstractBaseUser, text: str) -> Run:
         session.save(update_fields=fields)
         events.publish_on_commit(
             session.id,
+            events.session_updated(session=session),
             events.message_completed(message=message),
             events.run_state(run_id=run.id, state=run.state, prev_state="", turn_count=0, stop_requested=False),
         )

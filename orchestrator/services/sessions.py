@@ -6,6 +6,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from .. import events
 from ..models import TERMINAL_STATES, Run, Session
 from .errors import Conflict, InvalidInput, NotFound
 from .ids import parse_uuid
@@ -41,6 +42,7 @@ def session_rename(*, session_id, user: AbstractBaseUser, title: str) -> Session
         session = _owned(session_id, user)
         session.title, session.updated_at = cleaned, timezone.now()
         session.save(update_fields=["title", "updated_at"])
+        events.publish_on_commit(session.id, events.session_updated(session=session))
     return session
 
 

@@ -97,7 +97,8 @@ async def _publish_delta(run: Run, buffer: StreamBuffer) -> None:
         return
     text = buffer.text
     delta = events.message_delta(
-        run_id=run.id, message_id=buffer.message_id, offset=buffer.published, text=text[buffer.published:]
+        run_id=run.id, message_id=buffer.message_id, offset=buffer.published, text=text[buffer.published:],
+        produced_at=time.time(),
     )
     buffer.published = len(text)
     await events.publish(run.session_id, delta)

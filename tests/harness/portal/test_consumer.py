@@ -155,3 +155,16 @@ async def test_approval_cards_appear_and_resolve(worker, session, user):
     received = "".join(await fragments_until("Closed: the run was stopped")(communicator))
     assert received.count('class="approve"') == 0 or received.rindex("Closed") > received.rindex('class="approve"')
     await communicator.disconnect()
+
+
+async def test_the_title_a_session_takes_from_its_first_message_reaches_open_tabs(user):
+    from orchestrator.services.sessions import session_create
+
+    untitled = await db(session_create, owner=user)
+    communicator, _ = await connect(untitled.id, user=user)
+    snapshot = await communicator.receive_from(timeout=5)
+    await start(untitled, user, "plan the <launch>")
+    received = "".join(await fragments_until('id="session-title"')(communicator))
+    assert '<h1 id="session-title" hx-swap-oob="true">plan the &lt;launch&gt;</h1>' in received
+    assert "New session" not in received and "session-title" not in snapshot  # the page itself has the old one
+    await communicator.disconnect()

@@ -169,7 +169,7 @@ async def test_events_of_other_sessions_are_not_delivered_and_disconnect_leaves_
     async with open_socket(session.id, token) as (mine, _), open_socket(other.id, token) as (theirs, _):
         await start(other, user, "only for the other socket")
         frames = await receive_until(theirs, of_type("run.state"))
-        assert [f["type"] for f in frames] == ["message.completed", "run.state"]
+        assert [f["type"] for f in frames] == ["session.updated", "message.completed", "run.state"]
         assert await mine.receive_nothing(timeout=0.2)
     layer = get_channel_layer()
     assert not layer.groups.get(events.session_group(session.id))
@@ -190,8 +190,9 @@ async def test_an_event_committed_while_the_snapshot_is_read_follows_the_snapsho
         assert snapshot["messages"] == [] and snapshot["active_run"] is None
         frames = await receive_until(communicator, of_type("run.state"), timeout=5)
         assert [(f["type"], f.get("text")) for f in frames] == [
-            ("message.completed", "started during the snapshot"), ("run.state", None)
+            ("session.updated", None), ("message.completed", "started during the snapshot"), ("run.state", None)
         ]
+        assert frames[0]["title"] == "test session"  # a titled session keeps its title
         state = reducer.apply_events(snapshot, frames)
         monkeypatch.setattr(selectors, "session_snapshot", real_snapshot)
         assert displayed(state) == displayed(await snapshot_of(session.id))
@@ -269,8 +270,9 @@ async def test_run_start_answers_like_http_then_the_run_streams_to_run_finished(
 
     run = await db(Run.objects.get, pk=run.id)
     kinds = [f["type"] for f in frames]
-    assert kinds[:2] == ["message.completed", "run.state"]  # the user's message, then the run's first state
-    assert frames[1] == {"type": "run.state", "run_id": str(run.id), "state": "provisioning", "prev_state": "",
+    # The session's new title and time, the user's message, then the run's first state.
+    assert kinds[:3] == ["session.updated", "message.completed", "run.state"]
+    assert frames[2] == {"type": "run.state", "run_id": str(run.id), "state": "provisioning", "prev_state": "",
                          "turn_count": 0, "stop_requested": False}
     states = [f["state"] for f in frames if f["type"] == "run.state"]
     assert states[0] == "provisioning" and "assistant_streaming" in states and states[-1] == "completed"
