@@ -30,8 +30,11 @@ run: migrate
 	$(BIN)/python manage.py ensure_demo_user
 	$(BIN)/python manage.py serve $(ADDR)
 
+# The whole suite on the embedded default (SQLite), then the engine and web suites again on a throwaway
+# PostgreSQL cluster, so the two databases cannot drift.
 test: install-test
 	$(BIN)/python -m pytest
+	$(BIN)/python -m tests.with_postgres tests/orchestrator tests/harness -q
 
 # Benchmarks print a table and write JSON under bench/results/ (see docs/performance.md). Not run by tests.
 bench: install-test migrate

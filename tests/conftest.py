@@ -32,6 +32,10 @@ def django_db_modify_db_settings(tmp_path_factory):
     database = settings.DATABASES["default"]
     if database["ENGINE"].endswith("sqlite3"):
         database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+    else:
+        # Tests use threads (the engine's DB thread, racing services): close connections after each use so
+        # none outlives the test database.
+        database["CONN_MAX_AGE"] = 0
 
 
 @pytest.fixture(autouse=True)
