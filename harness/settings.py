@@ -86,6 +86,18 @@ def _sqlite_database(path: Path) -> dict:
 
 SECRET_KEY = os.environ.get("SECRET_KEY", "dev-insecure-harness-key-change-me-in-production-0123456789")
 DEBUG = _env_bool("DEBUG", False)
+
+# Behind a TLS-terminating proxy (docs/deploy.md): HARNESS_HTTPS=true turns on every HTTPS-only protection.
+HARNESS_HTTPS = _env_bool("HARNESS_HTTPS", False)
+if HARNESS_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = _env_bool("HARNESS_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(_env_float("HARNESS_HSTS_SECONDS", 31536000))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = _env_bool("HARNESS_HSTS_PRELOAD", False)
 ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -97,8 +109,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "channels",
+    # Before "channels": its `runworker` command is replaced by orchestrator's (earlier apps win).
     "orchestrator",
+    "channels",
     "harness.portal",
 ]
 
@@ -144,7 +157,20 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                # Messages are notifications (the database is the truth), so a short expiry is right: a
+                # stale wake-up or delta is worthless after a minute.
+                "expiry": 60,
+                # Per-channel queue bound. Streaming deltas are coalesced (≤ 20/s per message), so a socket
+                # watching a few runs stays far below this; the orchestrator channel carries every start,
+                # stop and wake of the deployment and gets more room.
+                "capacity": 500,
+                "channel_capacity": {"orchestrator": 5000},
+                # Group membership outlives any one socket: consumers re-join every hour (see
+                # harness/groups.py), so a day-long socket is never silently dropped from its session.
+                "group_expiry": 86400,
+            },
         }
     }
 else:
@@ -189,14 +215,15 @@ HARNESS_MAX_TURNS = int(_env_float("HARNESS_MAX_TURNS", 20))
 # A pending approval expires after this long; the run then continues with the call denied.
 HARNESS_APPROVAL_TTL_SECONDS = _env_float("HARNESS_APPROVAL_TTL_SECONDS", 600)
 # An executor's lease on a run; renewed every third of it. A dead worker's runs are resumed after it lapses.
-HARNESS_LEASE_TTL_SECONDS = _env_float("HARNESS_LEASE_TTL_SECONDS", 10)
+HARNESS_LEASE_TTL_SECONDS = _env_float("HARNESS_LEASE_TTL_SECONDS", 8)
 # A run taken over from a lapsed lease more often than this is finalized as failed instead of resumed.
 HARNESS_MAX_RESUMES = int(_env_float("HARNESS_MAX_RESUMES", 5))
 # While streaming or running a tool the executor re-reads the stop flag this often, so a lost wake-up
 # message still stops the run within a second.
 HARNESS_STOP_POLL_SECONDS = _env_float("HARNESS_STOP_POLL_SECONDS", 0.5)
-# How often the worker looks for orphaned runs and overdue approvals.
-HARNESS_RECOVERY_INTERVAL_SECONDS = _env_float("HARNESS_RECOVERY_INTERVAL_SECONDS", 2)
+# How often each worker beats its heartbeat and looks for runs nobody drives (lapsed leases, lost
+# wake-ups, resolved approvals). A dead worker's runs resume within lease TTL + this.
+HARNESS_RECOVERY_INTERVAL_SECONDS = _env_float("HARNESS_RECOVERY_INTERVAL_SECONDS", 1)
 # Streaming text reaches the database at least this often (and on every exit).
 HARNESS_CHECKPOINT_SECONDS = _env_float("HARNESS_CHECKPOINT_SECONDS", 0.25)
 # Streaming deltas are coalesced into one event per message at most this often.

@@ -276,3 +276,17 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"token {self.prefix}… for {self.user}"
+
+
+class WorkerHeartbeat(models.Model):
+    """One row per live orchestrator worker process, refreshed every few seconds: the health endpoint counts
+    the live ones, and operators see which process drives what (Run.lease_owner names the same owner)."""
+
+    owner = models.CharField(max_length=128, primary_key=True)
+    channel_name = models.CharField(max_length=200, blank=True, default="")
+    started_at = models.DateTimeField(default=timezone.now)
+    seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+    runs = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.owner

@@ -10,13 +10,13 @@ import pytest
 import pytest_asyncio
 from channels.layers import channel_layers, get_channel_layer
 from channels.routing import get_default_application
-from channels.worker import Worker
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from orchestrator.engine import pool as pool_module
 from orchestrator.services.sessions import session_create
 from orchestrator.wakeups import ORCHESTRATOR_CHANNEL
+from orchestrator.worker import OrchestratorWorker
 
 TEST_TOOLS = [
     "tests.tools.side_effect",
@@ -72,9 +72,9 @@ def session(user):
 async def running_worker():
     """The real worker (the project's ASGI application's `orchestrator` channel) on this test's loop."""
     layer = get_channel_layer()
-    server = Worker(application=get_default_application(), channels=[ORCHESTRATOR_CHANNEL], channel_layer=layer)
+    server = OrchestratorWorker(application=get_default_application(), channels=[ORCHESTRATOR_CHANNEL],
+                                channel_layer=layer)
     listener = asyncio.ensure_future(server.handle())
-    await layer.send(ORCHESTRATOR_CHANNEL, {"type": "worker.boot"})
     pool = pool_module.get_pool()
     try:
         yield pool

@@ -16,6 +16,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from orchestrator import events, selectors
 from orchestrator.models import Message, Session
 
+from harness.groups import SessionGroupMember
 from harness.streaming import GAP, StreamTracker
 
 from . import fragments
@@ -23,7 +24,7 @@ from . import fragments
 logger = logging.getLogger(__name__)
 
 
-class PortalConsumer(AsyncWebsocketConsumer):
+class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
     session: Session | None = None
 
     async def connect(self) -> None:
@@ -37,14 +38,12 @@ class PortalConsumer(AsyncWebsocketConsumer):
         if self.session is None:
             await self.close(code=4404)
             return
-        self.group = events.session_group(self.session.id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.join_group(events.session_group(self.session.id))
         self.tracker = StreamTracker()
         await self.send(text_data=await database_sync_to_async(self._snapshot)())
 
     async def disconnect(self, code: int) -> None:
-        if self.session is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.leave_group()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Commands go over HTTP (hx-post); anything sent here is ignored."""

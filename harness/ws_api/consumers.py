@@ -19,6 +19,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from harness import commands
 from harness.api.responses import parse_json_object
 from harness.commands import CommandError
+from harness.groups import SessionGroupMember
 from harness.streaming import GAP, StreamTracker
 from orchestrator import events, selectors
 
@@ -66,10 +67,9 @@ def _request_id(frame: dict[str, Any]) -> str | int | None:
     raise FrameError("invalid_field", "'request_id' must be a string or an integer")
 
 
-class ApiConsumer(AsyncWebsocketConsumer):
+class ApiConsumer(SessionGroupMember, AsyncWebsocketConsumer):
     user = None
-    session_id: str | None = None
-    group: str | None = None  # set once the socket is open for a session (and joined to its events)
+    session_id: str | None = None  # `group` is set once the socket is open for a session (joined to its events)
 
     # --- connection --------------------------------------------------------------------------------------
 
@@ -88,8 +88,7 @@ class ApiConsumer(AsyncWebsocketConsumer):
         self.user, self.session_id = user, str(session.id)  # canonical: the group name events are sent to
         # Join the group before reading the snapshot: an event committed meanwhile is then queued and
         # delivered after the snapshot (a duplicate at worst, which clients merge), never lost in between.
-        self.group = events.session_group(self.session_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.join_group(events.session_group(self.session_id))
         try:
             snapshot = await database_sync_to_async(selectors.session_snapshot)(session)
         except Exception:
@@ -102,9 +101,7 @@ class ApiConsumer(AsyncWebsocketConsumer):
         await self.send_json({"type": "session.snapshot", **snapshot})
 
     async def disconnect(self, code: int) -> None:
-        if self.group is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-            self.group = None
+        await self.leave_group()
 
     # --- server -> client --------------------------------------------------------------------------------
 

@@ -26,11 +26,15 @@ logger = logging.getLogger(__name__)
 
 
 class RunExecutor:
-    def __init__(self, *, run_id: str, owner: str, channel: str = "") -> None:
+    def __init__(self, *, run_id: str, owner: str, pool=None) -> None:
         self.run_id = run_id
         self.owner = owner
-        self.channel = channel
+        self.pool = pool  # where this process's current channel name is (it can change)
         self.interrupt = Interrupt()
+
+    @property
+    def channel(self) -> str:
+        return self.pool.channel_name if self.pool is not None else ""
 
     def signal_stop(self) -> None:
         self.interrupt.stop()
@@ -95,7 +99,10 @@ class RunExecutor:
             await asyncio.sleep(poll)
             try:
                 if time.monotonic() - last_renewal >= renew_every:
-                    if not await database_sync_to_async(lease_renew)(run_id=self.run_id, owner=self.owner):
+                    renewed = await database_sync_to_async(lease_renew)(
+                        run_id=self.run_id, owner=self.owner, channel=self.channel
+                    )
+                    if not renewed:
                         self.interrupt.lose_lease()
                         return
                     last_renewal = time.monotonic()

@@ -13,7 +13,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from ..models import TERMINAL_STATES, Approval, ApprovalStatus, Run, RunState
+from ..models import TERMINAL_STATES, Approval, ApprovalStatus, Run, RunState, WorkerHeartbeat
 
 
 def lease_ttl() -> timedelta:
@@ -37,8 +37,29 @@ def lease_acquire(*, run_id, owner: str, channel: str = "") -> bool:
     return taken_over == 1
 
 
-def lease_renew(*, run_id, owner: str) -> bool:
-    return Run.objects.filter(pk=run_id, lease_owner=owner).update(lease_expires_at=timezone.now() + lease_ttl()) == 1
+def lease_renew(*, run_id, owner: str, channel: str = "") -> bool:
+    """Extend our lease; False if it is no longer ours. Also records our current channel (it changes if the
+    worker's consumer was restarted), so stops keep reaching us directly."""
+    fields = {"lease_expires_at": timezone.now() + lease_ttl()}
+    if channel:
+        fields["lease_channel"] = channel
+    return Run.objects.filter(pk=run_id, lease_owner=owner).update(**fields) == 1
+
+
+def heartbeat_beat(*, owner: str, channel: str, runs: int) -> None:
+    now = timezone.now()
+    WorkerHeartbeat.objects.update_or_create(owner=owner, defaults={"channel_name": channel, "seen_at": now,
+                                                                     "runs": runs})
+
+
+def live_workers(*, now=None) -> int:
+    now = now or timezone.now()
+    horizon = now - timedelta(seconds=3 * heartbeat_interval())
+    return WorkerHeartbeat.objects.filter(seen_at__gte=horizon).count()
+
+
+def heartbeat_interval() -> float:
+    return settings.HARNESS_RECOVERY_INTERVAL_SECONDS
 
 
 def lease_release(*, run_id, owner: str) -> None:

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from .executor import RunExecutor
-from .lease import runs_without_executor
+from .lease import heartbeat_beat, runs_without_executor
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class ExecutorPool:
         self.executors: dict[str, RunExecutor] = {}
         self.tasks: dict[str, asyncio.Task] = {}
         self._rewake: set[str] = set()
-        self._recovery: asyncio.Task | None = None
+        self._background: asyncio.Task | None = None
 
     def ensure_driving(self, run_id: str) -> None:
         run_id = str(run_id)
@@ -38,7 +38,7 @@ class ExecutorPool:
             # It may be just parking or ending: look again once it has.
             self._rewake.add(run_id)
             return
-        executor = RunExecutor(run_id=run_id, owner=self.owner, channel=self.channel_name)
+        executor = RunExecutor(run_id=run_id, owner=self.owner, pool=self)
         self.executors[run_id] = executor
         task = asyncio.get_running_loop().create_task(executor.drive(), name=f"run {run_id}")
         self.tasks[run_id] = task
@@ -62,9 +62,10 @@ class ExecutorPool:
         executor.signal_stop()
         return True
 
-    def start_recovery(self) -> None:
-        if self._recovery is None or self._recovery.done():
-            self._recovery = asyncio.get_running_loop().create_task(self._recover_forever(), name="run recovery")
+    def start_background(self) -> None:
+        """Heartbeat and recovery, once per process."""
+        if self._background is None or self._background.done():
+            self._background = asyncio.get_running_loop().create_task(self._background_forever(), name="worker")
 
     async def recover_once(self) -> list[str]:
         """Drive every run nobody drives (new runs whose wake-up was lost, lapsed leases, resolved approvals)."""
@@ -73,17 +74,19 @@ class ExecutorPool:
             self.ensure_driving(run_id)
         return orphans
 
-    async def _recover_forever(self) -> None:
+    async def _background_forever(self) -> None:
         while True:
             try:
+                await database_sync_to_async(heartbeat_beat)(owner=self.owner, channel=self.channel_name,
+                                                             runs=len(self.tasks))
                 await self.recover_once()
             except DatabaseError:
-                logger.warning("recovery scan could not reach the database", exc_info=True)
+                logger.warning("worker heartbeat/recovery could not reach the database", exc_info=True)
             await asyncio.sleep(settings.HARNESS_RECOVERY_INTERVAL_SECONDS)
 
     async def shutdown(self) -> None:
-        if self._recovery is not None:
-            self._recovery.cancel()
+        if self._background is not None:
+            self._background.cancel()
         tasks = list(self.tasks.values())
         for task in tasks:
             task.cancel()

@@ -33,18 +33,17 @@ class Command(BaseCommand):
         from daphne.server import Server
         from channels.layers import get_channel_layer
         from channels.routing import get_default_application
-        from channels.worker import Worker
-
         from orchestrator.providers.registry import get_provider
         from orchestrator.tools.registry import get_registry
         from orchestrator.wakeups import ORCHESTRATOR_CHANNEL
+        from orchestrator.worker import OrchestratorWorker
 
         host, port = parse_address(options["address"])
         get_provider()  # a bad HARNESS_MODEL is a clear start-up error, not a failed first run
         get_registry()
         application = get_default_application()
         layer = get_channel_layer()
-        worker = Worker(application=application, channels=[ORCHESTRATOR_CHANNEL], channel_layer=layer)
+        worker = OrchestratorWorker(application=application, channels=[ORCHESTRATOR_CHANNEL], channel_layer=layer)
 
         def start_worker() -> None:
             loop = asyncio.get_event_loop()
@@ -52,8 +51,6 @@ class Command(BaseCommand):
             task.add_done_callback(_log_worker_exit)
             # What Worker.run() would also do: reap finished consumer instances and log their exceptions.
             loop.create_task(worker.application_checker()).add_done_callback(_log_worker_exit)
-            # Start recovery (orphaned runs, lapsed leases) now rather than at the first message.
-            loop.create_task(layer.send(ORCHESTRATOR_CHANNEL, {"type": "worker.boot"}))
             self.stdout.write(f"Serving on http://{host}:{port}/ (HTTP, WebSocket, orchestrator worker)")
             self.stdout.flush()
 

@@ -1,0 +1,68 @@
+"""`GET /healthz`: is this process able to serve? Database, channel layer, and live orchestrator workers.
+
+200 when all three are fine, 503 otherwise, with the reason per check. For load balancers and monitors:
+no login, and nothing in it is secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
+
+from orchestrator.engine.lease import live_workers
+
+logger = logging.getLogger(__name__)
+
+LAYER_TIMEOUT_SECONDS = 2.0
+
+
+def _database() -> dict:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+        return {"ok": True, "vendor": connection.vendor}
+    except Exception as exc:
+        logger.warning("health: database unreachable", exc_info=True)
+        return {"ok": False, "error": type(exc).__name__}
+
+
+async def _round_trip() -> None:
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "health.ping"})
+    await layer.receive(channel)
+
+
+def _channel_layer() -> dict:
+    layer = get_channel_layer()
+    if layer is None:
+        return {"ok": False, "error": "not configured"}
+    try:
+        async_to_sync(asyncio.wait_for)(_round_trip(), LAYER_TIMEOUT_SECONDS)
+        return {"ok": True, "backend": type(layer).__name__}
+    except Exception as exc:
+        logger.warning("health: channel layer unreachable", exc_info=True)
+        return {"ok": False, "backend": type(layer).__name__, "error": type(exc).__name__}
+
+
+def _workers(database_ok: bool) -> dict:
+    if not database_ok:
+        return {"ok": False, "error": "unknown (database unreachable)"}
+    alive = live_workers()
+    return {"ok": alive > 0, "alive": alive}
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    database = _database()
+    checks = {"database": database, "channel_layer": _channel_layer(), "workers": _workers(database["ok"])}
+    healthy = all(check["ok"] for check in checks.values())
+    return JsonResponse({"status": "ok" if healthy else "unavailable", "checks": checks},
+                        status=200 if healthy else 503)
