@@ -154,11 +154,24 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # When Redis restarts, pooled connections are dead: reconnect and retry (≈ 3 s in all)
+                # instead of failing the command (and the socket or worker that issued it).
+                "hosts": [{
+                    "address": REDIS_URL,
+                    "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), 8),
+                    "retry_on_error": [RedisConnectionError, RedisTimeoutError, ConnectionError],
+                    "socket_connect_timeout": 2,
+                    "health_check_interval": 15,
+                }],
                 # Messages are notifications (the database is the truth), so a short expiry is right: a
                 # stale wake-up or delta is worthless after a minute.
                 "expiry": 60,
