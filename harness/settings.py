@@ -84,7 +84,8 @@ def _sqlite_database(path: Path) -> dict:
     }
 
 
-SECRET_KEY = os.environ.get("SECRET_KEY", "dev-insecure-harness-key-change-me-in-production-0123456789")
+# The default is public: the "django-insecure-" prefix makes `check --deploy` refuse it (security.W009).
+SECRET_KEY = os.environ.get("SECRET_KEY", "django-insecure-harness-development-key-never-use-in-production")
 DEBUG = _env_bool("DEBUG", False)
 
 # Behind a TLS-terminating proxy (docs/deploy.md): HARNESS_HTTPS=true turns on every HTTPS-only protection.
@@ -97,7 +98,7 @@ if HARNESS_HTTPS:
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = int(_env_float("HARNESS_HSTS_SECONDS", 31536000))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = _env_bool("HARNESS_HSTS_PRELOAD", False)
+    SECURE_HSTS_PRELOAD = _env_bool("HARNESS_HSTS_PRELOAD", True)
 ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", [])
 
