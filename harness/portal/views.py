@@ -46,28 +46,27 @@ def session_new(request: HttpRequest) -> HttpResponse:
     return redirect("session", session_id=session.id)
 
 
-@login_required
-@require_POST
-def session_rename_view(request: HttpRequest, session_id) -> HttpResponse:
+def _then_home(request: HttpRequest, service, **kwargs) -> HttpResponse:
+    """Run a session service for a plain form post, flash its refusal if any, and go back to the list."""
     try:
-        session_rename(session_id=session_id, user=request.user, title=request.POST.get("title", ""))
+        service(user=request.user, **kwargs)
     except NotFound:
         raise Http404("no such session") from None
     except ServiceError as error:
         messages.error(request, error.detail)
     return redirect("home")
+
+
+@login_required
+@require_POST
+def session_rename_view(request: HttpRequest, session_id) -> HttpResponse:
+    return _then_home(request, session_rename, session_id=session_id, title=request.POST.get("title", ""))
 
 
 @login_required
 @require_POST
 def session_delete_view(request: HttpRequest, session_id) -> HttpResponse:
-    try:
-        session_delete(session_id=session_id, user=request.user)
-    except NotFound:
-        raise Http404("no such session") from None
-    except ServiceError as error:
-        messages.error(request, error.detail)
-    return redirect("home")
+    return _then_home(request, session_delete, session_id=session_id)
 
 
 @login_required

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.models import Message, Run
+from orchestrator.models import Message, Run, Session
+from orchestrator.services.runs import start_run
 from orchestrator.services.sessions import session_create
 
 pytestmark = pytest.mark.django_db
@@ -40,3 +41,34 @@ def test_login_page_logs_in(client, user):
     assert client.get("/login/").status_code == 200
     response = client.post("/login/", {"username": "alice", "password": "alice-password-1"})
     assert response.status_code == 302 and client.get("/").status_code == 200
+
+
+def test_create_rename_and_delete_sessions_from_the_list(client, user):
+    client.force_login(user)
+    response = client.post("/sessions/new", {"title": "  Plan   the launch "})
+    session = Session.objects.get(owner=user)
+    assert response.status_code == 302 and response.url == f"/sessions/{session.id}/"
+    assert session.title == "Plan the launch"
+    assert client.post(f"/sessions/{session.id}/rename", {"title": "Launch plan"}).url == "/"
+    session.refresh_from_db()
+    assert session.title == "Launch plan"
+    assert client.post(f"/sessions/{session.id}/delete").url == "/"
+    assert not Session.objects.filter(pk=session.pk).exists()
+
+
+def test_a_session_with_a_live_run_is_not_deleted_and_the_list_says_why(client, user):
+    session = session_create(owner=user, title="busy")
+    start_run(session_id=session.id, user=user, text="hello")
+    client.force_login(user)
+    page = client.post(f"/sessions/{session.id}/delete", follow=True).content.decode()
+    assert Session.objects.filter(pk=session.pk).exists()
+    assert "stop the run before deleting its session" in page
+
+
+def test_another_users_session_cannot_be_renamed_or_deleted(client, user, other_user):
+    session = session_create(owner=user, title="mine")
+    client.force_login(other_user)
+    assert client.post(f"/sessions/{session.id}/rename", {"title": "theirs"}).status_code == 404
+    assert client.post(f"/sessions/{session.id}/delete").status_code == 404
+    session.refresh_from_db()
+    assert session.title == "mine"
