@@ -72,10 +72,13 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
         run = fragments.latest_run(self.session.id)
         if kind in ("run.state", "run.finished"):
             parts = [fragments.composer_html(self.session, run, oob=True),
-                     fragments.run_status_html(self.session, run, oob=True)]
+                     fragments.run_status_html(self.session, run, oob=True),
+                     # The steer form follows the run: it appears when a run starts and goes when it ends.
+                     fragments.steering_html(self.session, run, oob=True)]
             if kind == "run.finished":
-                parts += [fragments.approvals_html(self.session, oob=True),
-                          fragments.steering_html(self.session, run, oob=True)]
+                parts.append(fragments.approvals_html(self.session, oob=True))
+            if kind == "run.state" and not event["prev_state"]:
+                parts.append(fragments.receipt_panel_html())  # a new run: the last run's receipt is stale
             return "".join(parts)
         if kind == "function.started":
             return fragments.run_status_html(self.session, run, activity=f"running {event['name']}…", oob=True)

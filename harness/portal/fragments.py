@@ -126,6 +126,11 @@ def session_title_html(title: str) -> str:
     return render_to_string("portal/fragments/session_title.html", {"title": title, "oob": True})
 
 
+def receipt_panel_html() -> str:
+    """The (empty) receipt panel, swapped in to close a receipt that no longer describes the latest run."""
+    return '<div id="receipt" class="receipt-panel" hx-swap-oob="true"></div>'
+
+
 def receipt_html(run: Run) -> str:
     calls = FunctionCall.objects.filter(run=run).order_by("created_at", "position")
     return render_to_string("portal/fragments/receipt.html", {"run": run, "receipt": run.receipt or {}, "calls": calls})

@@ -13,8 +13,11 @@
 
   const RECONNECTING_CODES = new Set([1006, 1011, 1012, 1013]); // htmx-ext-ws 2.0.4 retries these itself
   let draft = null;
-  let hadFocus = false;
+  let focused = null; // "text" | "button" | null: where keyboard focus was before the composer was swapped
   let selection = null;
+  // A stop this tab has sent and the server has not answered yet. The composer can be re-rendered
+  // meanwhile (other run events); the new composer must still say "stopping…", not offer stop again.
+  let pendingStopRun = null;
 
   const composer = () => document.getElementById("composer");
   const textarea = () => document.getElementById("composer-text");
@@ -32,7 +35,7 @@
   function stash(target) {
     if (!target || target.id !== "composer" || !textarea()) return;
     draft = textarea().value;
-    hadFocus = document.activeElement === textarea();
+    focused = document.activeElement === textarea() ? "text" : document.activeElement === button() ? "button" : null;
     selection = [textarea().selectionStart, textarea().selectionEnd];
   }
 
@@ -44,15 +47,27 @@
     }
     if (draft !== null) {
       box.value = draft;
-      if (hadFocus) {
-        box.focus();
-        if (selection) box.setSelectionRange(selection[0], selection[1]);
-      }
+    }
+    const serverMode = composer().dataset.serverMode;
+    if (serverMode !== "running" || composer().dataset.runId !== pendingStopRun) {
+      pendingStopRun = null; // the server now says stopping (or the run is over): nothing is pending
+    } else if (button()) {
+      paintStopping(button());
+    }
+    if (focused === "text") {
+      box.focus();
+      if (selection) box.setSelectionRange(selection[0], selection[1]);
+    } else if (focused === "button" && button()) {
+      button().focus(); // a keyboard user who pressed stop keeps their place (a disabled button cannot)
+      if (document.activeElement !== button()) box.focus();
     }
     refreshSendButton();
   }
 
-  document.addEventListener("htmx:beforeSwap", (e) => stash(e.detail.target));
+  document.addEventListener("htmx:beforeSwap", (e) => {
+    if (isStopRequest(e)) pendingStopRun = null; // the server has answered the stop: its composer is the truth
+    stash(e.detail.target);
+  });
   document.addEventListener("htmx:oobBeforeSwap", (e) => stash(e.detail.target));
   document.addEventListener("htmx:afterSwap", (e) => restore(e.detail.target));
   document.addEventListener("htmx:oobAfterSwap", (e) => restore(e.detail.target));
@@ -97,6 +112,7 @@
       return;
     }
     if (elt.classList && elt.classList.contains("composer-send") && elt.dataset.mode === "stop") {
+      pendingStopRun = composer().dataset.runId;
       paintStopping(elt);
     }
   });
@@ -113,29 +129,36 @@
     btn.textContent = "stopping…";
     btn.setAttribute("aria-busy", "true");
     btn.disabled = true;
+    const hint = document.getElementById("composer-hint");
+    if (hint) hint.textContent = "Stopping — waiting for the run to end";
     setError("");
   }
 
-  function revertStop(btn, message) {
-    if (!btn.isConnected || btn.dataset.mode !== "stopping") return;
+  function stopFailed(message) {
+    // Whatever composer is on the page now (it may have been re-rendered since the click).
+    pendingStopRun = null;
+    const btn = button();
+    if (!btn || btn.dataset.mode !== "stopping" || composer().dataset.serverMode !== "running") return;
     composer().dataset.mode = "running";
     btn.dataset.mode = "stop";
     btn.textContent = "stop";
     btn.removeAttribute("aria-busy");
     btn.disabled = false;
+    const hint = document.getElementById("composer-hint");
+    if (hint) hint.textContent = "Esc stops the run";
     setError(message);
   }
 
   function isStopRequest(e) {
-    const elt = e.detail.elt;
-    return elt && elt.classList && elt.classList.contains("composer-send");
+    const elt = e.detail.requestConfig ? e.detail.requestConfig.elt : e.detail.elt;
+    return Boolean(elt && elt.classList && elt.classList.contains("composer-send") && elt.type === "button");
   }
 
   document.addEventListener("htmx:responseError", (e) => {
-    if (isStopRequest(e)) revertStop(e.detail.elt, `Stop failed (HTTP ${e.detail.xhr.status}) — try again.`);
+    if (isStopRequest(e)) stopFailed(`Stop failed (HTTP ${e.detail.xhr.status}) — try again.`);
   });
   document.addEventListener("htmx:sendError", (e) => {
-    if (isStopRequest(e)) revertStop(e.detail.elt, "Stop failed (network error) — try again.");
+    if (isStopRequest(e)) stopFailed("Stop failed (network error) — try again.");
   });
 
   // --- the connection mark and reconnecting ------------------------------------------------------------------

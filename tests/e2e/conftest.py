@@ -47,10 +47,13 @@ def api(server) -> Api:
 
 @pytest.fixture(scope="package")
 def playwright_driver():
+    missing = None
     try:
         chromium_path()
     except RuntimeError as error:
-        pytest.fail(str(error), pytrace=False)
+        missing = str(error)
+    if missing:
+        pytest.fail(missing, pytrace=False)  # never a skip: CI installs Chromium (.ci/run)
     driver = sync_playwright().start()
     try:
         yield driver

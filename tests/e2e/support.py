@@ -40,12 +40,12 @@ SHORT_STREAM = 'script:{"turns":[{"words":400,"delay_ms":10}]}'
 LONG_STREAM = 'script:{"turns":[{"words":3000,"delay_ms":10}]}'  # ~30 s: always stopped before it ends
 
 # Listeners the tests install in every page before its scripts run: how many times the page's WebSocket
-# opened / closed / delivered a message. The product has no DOM hook for "connected" (only the
-# "reconnecting…" mark), and tests must know the snapshot has been applied before they act.
+# opened, closed (with which codes) and delivered a message. The product has no DOM hook for "connected"
+# (only the "reconnecting…" mark), and tests must know the snapshot has been applied before they act.
 WS_PROBE = """
-window.__e2e = {opens: 0, closes: 0, messages: 0, loadedAt: Date.now()};
+window.__e2e = {opens: 0, closes: [], messages: 0};
 document.addEventListener("htmx:wsOpen", () => { window.__e2e.opens += 1; });
-document.addEventListener("htmx:wsClose", () => { window.__e2e.closes += 1; });
+document.addEventListener("htmx:wsClose", (e) => { window.__e2e.closes.push(e.detail.event.code); });
 document.addEventListener("htmx:wsAfterMessage", () => { window.__e2e.messages += 1; });
 """
 
@@ -223,12 +223,9 @@ def login(page, base_url: str, username: str, password: str) -> None:
     page.get_by_role("button", name="New session").wait_for()
 
 
-def wait_connected(page, opens: int = 1, timeout: float = 15_000) -> None:
-    """Until the page's WebSocket has opened `opens` times and delivered a message since (the snapshot)."""
-    page.wait_for_function(
-        "([opens]) => window.__e2e && window.__e2e.opens >= opens && window.__e2e.messages >= 1",
-        arg=[opens], timeout=timeout,
-    )
+def wait_connected(page, timeout: float = 15_000) -> None:
+    """Until the page's WebSocket is open and its first message (the snapshot) has been swapped in."""
+    page.wait_for_function("window.__e2e && window.__e2e.opens >= 1 && window.__e2e.messages >= 1", timeout=timeout)
 
 
 def open_session(page, base_url: str, session_id: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from playwright.sync_api import expect
 
 from .support import LONG_STREAM, PHONE, HeldRoutes, open_session
@@ -15,10 +16,19 @@ def composer_parts(page):
     return page.locator("#composer"), page.locator("#composer .composer-send"), page.locator("#composer-text")
 
 
-def width(locator) -> float:
-    box = locator.bounding_box()
-    assert box is not None, "not rendered"
-    return box["width"]
+def rect(page, selector: str) -> dict:
+    """The element's box, read in one go inside the page (a live swap cannot detach it half-way)."""
+    box = page.evaluate(
+        "(s) => { const e = document.querySelector(s); if (!e) return null; const r = e.getBoundingClientRect();"
+        " return {x: r.x, y: r.y, width: r.width, height: r.height}; }",
+        selector,
+    )
+    assert box is not None, f"{selector} is not on the page"
+    return box
+
+
+def button_width(page) -> float:
+    return rect(page, "#composer .composer-send")["width"]
 
 
 def wait_streaming(page) -> None:
@@ -42,7 +52,7 @@ def test_the_button_morphs_idle_stop_stopping_idle_and_keeps_the_draft(page, ser
     box.fill("")
     box.press_sequentially(DRAFT)
     expect(button).to_be_enabled()
-    idle_width = width(button)
+    idle_width = button_width(page)
 
     # A run started elsewhere (the API, same user): this tab goes running; the unsent draft stays.
     run_id = api.start_run(session_id, LONG_STREAM)
@@ -59,7 +69,7 @@ def test_the_button_morphs_idle_stop_stopping_idle_and_keeps_the_draft(page, ser
     expect(box).to_have_attribute("placeholder", re.compile(r"run is in flight", re.IGNORECASE))
     expect(box).to_have_value(DRAFT)
     wait_streaming(page)
-    running_width = width(button)
+    running_width = button_width(page)
 
     # Stop: "stopping…" is painted before the network answers — the request is held at the route until the
     # stopping state has been checked, and the server has not even heard of the stop by then.
@@ -87,7 +97,7 @@ def test_the_button_morphs_idle_stop_stopping_idle_and_keeps_the_draft(page, ser
     expect(page.locator("#transcript .msg-assistant")).to_have_attribute("data-status", "stopped")
     assert api.run(run_id)["state"] == "stopped"
 
-    assert width(button) == idle_width == running_width  # stopping's width: see the test below
+    assert button_width(page) == idle_width == running_width  # stopping's width: see the test below
 
 
 def test_enter_does_not_send_while_running_and_esc_stops_the_run(page, server, api, session_id):
@@ -190,15 +200,14 @@ def test_the_stop_button_is_reachable_with_tab_and_works_from_the_keyboard(page,
 def test_at_phone_width_the_composer_and_its_button_fit_and_stay_in_view(make_context, server, api, session_id):
     page = make_context(viewport=PHONE, is_mobile=True, has_touch=True).new_page()
     open_session(page, server.base_url, session_id)
-    composer, button, _ = composer_parts(page)
+    button = page.locator("#composer .composer-send")
 
     def assert_fits():
-        for locator in (composer, button):
-            box = locator.bounding_box()
-            assert box is not None
-            assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (locator, box)
+        for selector in ("#composer", "#composer .composer-send", "#composer-text"):
+            box = rect(page, selector)
+            assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (selector, box)
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # no sideways scroll
-        expect(button).to_be_in_viewport()
+        expect(button).to_be_in_viewport(ratio=1)  # wholly on screen, whatever the transcript's length
 
     expect(button).to_have_text("send")
     assert_fits()
@@ -218,19 +227,19 @@ def test_the_button_keeps_one_width_in_send_stop_and_stopping(page, server, api,
     open_session(page, server.base_url, session_id)
     composer, button, box = composer_parts(page)
     box.fill(DRAFT)
-    widths = {"send": width(button)}
+    widths = {"send": button_width(page)}
     api.start_run(session_id, LONG_STREAM)
     expect(button).to_have_text("stop")
-    widths["stop"] = width(button)
+    widths["stop"] = button_width(page)
     held = HeldRoutes()
     page.route("**/stop", held)
     button.click()
     expect(button).to_have_text("stopping…")
     held.wait(page)
-    widths["stopping"] = width(button)
+    widths["stopping"] = button_width(page)
     held.release()
     expect(composer).to_have_attribute("data-mode", "idle")
-    widths["send again"] = width(button)
+    widths["send again"] = button_width(page)
     assert len(set(widths.values())) == 1, f"the button changes width: {widths}"
 
 

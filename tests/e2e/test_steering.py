@@ -1,0 +1,37 @@
+"""Steering a live run from the page: the form is offered while a run is in flight."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from .support import open_session
+
+TWO_TURNS = 'script:{"turns":[{"words":600,"delay_ms":10},{"text":"second turn"}]}'
+
+
+def test_the_steer_form_appears_when_a_run_starts_without_a_reload(page, server, api, session_id):
+    open_session(page, server.base_url, session_id)
+    expect(page.get_by_label("Steer the run")).to_have_count(0)  # idle: nothing to steer
+    page.get_by_label("Message").fill(TWO_TURNS)
+    page.get_by_label("Message").press("Enter")
+    expect(page.locator("#composer .composer-send")).to_have_text("stop")
+    expect(page.get_by_label("Steer the run")).to_be_visible(timeout=5_000)
+
+
+def test_a_steering_message_is_queued_then_applied_as_the_next_turn(page, server, api, session_id):
+    run_id = api.start_run(session_id, TWO_TURNS)
+    open_session(page, server.base_url, session_id)  # loaded while the run is live: the form is there
+    expect(page.locator("#composer .composer-send")).to_have_text("stop")
+    page.get_by_label("Steer the run").fill("be brief")
+    page.get_by_role("button", name="steer", exact=True).click()
+    expect(page.locator("#steering .steer-queued")).to_have_text("Queued for the next turn: be brief")
+
+    expect(page.locator("#run-status .state")).to_have_text("Completed", timeout=30_000)
+    users = page.locator("#transcript .msg-user .msg-text")
+    expect(users).to_have_count(2)
+    expect(users.last).to_have_text("be brief")  # applied: it became the next turn's user message
+    expect(page.locator("#transcript .msg-assistant .msg-text").last).to_have_text("second turn")
+    expect(page.locator("#steering .steer")).to_have_count(0)  # nothing left queued
+    expect(page.get_by_label("Steer the run")).to_have_count(0)  # and no form once the run is over
+    assert api.run(run_id)["turn_count"] == 2
