@@ -7,6 +7,7 @@ to clients as coalesced deltas, so a stop or a crash keeps what the user already
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -62,6 +63,10 @@ async def handle(ctx: StepContext, run: Run) -> Run:
         interrupted, _ = await ctx.preemptible(_consume(ctx, run, request, buffer))
     except ProviderError as exc:
         return await ctx.advance(_failed(buffer, request, str(exc)))
+    except asyncio.CancelledError:
+        # This process is shutting down: keep every word the user saw for whoever resumes the run.
+        await asyncio.shield(ctx.db(_checkpoint_if_ours, ctx, buffer.message_id, buffer.text))
+        raise
     if interrupted:
         return await ctx.advance(_stopped(buffer, request))
     return await ctx.advance(_finished(buffer, request))
@@ -110,6 +115,13 @@ def _checkpoint(ctx: StepContext, message_id: int, text: str) -> None:
     )
     if not saved:
         raise LeaseLost(ctx.run_id)
+
+
+def _checkpoint_if_ours(ctx: StepContext, message_id: int, text: str) -> None:
+    try:
+        _checkpoint(ctx, message_id, text)
+    except LeaseLost:
+        pass  # someone else drives the run now; their text wins
 
 
 def _close_message(tx: Tx, buffer: StreamBuffer, request: ModelRequest, status: str) -> Message:

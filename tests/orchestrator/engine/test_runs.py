@@ -382,3 +382,20 @@ async def test_a_run_that_keeps_killing_its_workers_is_finalized_not_resumed_for
     call = await db(FunctionCall.objects.get, run=second)
     assert call.status == "interrupted"  # closed by teardown, never re-run
     assert side_effects(workspace(settings, session)) == ["effect", "effect"]  # once per run
+
+
+async def test_a_worker_shutting_down_mid_stream_saves_what_was_streamed(worker, session, user, settings):
+    settings.HARNESS_CHECKPOINT_SECONDS = 3600  # no periodic checkpoint: only the shutdown can save the text
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(events.session_group(session.id), channel)
+    run = await start(session, user, script({"words": 2000, "delay_ms": 5}))
+    while (await asyncio.wait_for(layer.receive(channel), 10))["event"]["type"] != "message.delta":
+        pass  # clients have now seen streamed text
+    assert await db(streamed_text, run.id) == ""  # and none of it is in the database yet
+    task = worker.tasks[str(run.id)]
+    task.cancel()  # what a worker's shutdown does to its executors
+    await asyncio.gather(task, return_exceptions=True)
+    saved = await db(streamed_text, run.id)
+    assert saved and 0 < len(saved.split()) < 2000
+    assert (await db(Run.objects.get, pk=run.id)).state == "assistant_streaming"  # resumable, not ended
