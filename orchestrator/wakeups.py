@@ -13,6 +13,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from .events import publish
+
 logger = logging.getLogger(__name__)
 
 ORCHESTRATOR_CHANNEL = "orchestrator"
@@ -33,5 +35,15 @@ async def send_wakeup(kind: str, run_id, channel: str = "") -> None:
                        exc_info=True)
 
 
-def wake_on_commit(kind: str, run_id, channel: str = "") -> None:
-    transaction.on_commit(lambda: async_to_sync(send_wakeup)(kind, run_id, channel))
+def wake_on_commit(kind: str, run_id, channel: str = "", *, session_id=None, events=()) -> None:
+    """After commit: wake the executor and publish the command's events, in one hop to the event loop.
+
+    The wake-up goes first: an executor waiting for it (a stop above all) should not wait for clients.
+    """
+
+    async def deliver() -> None:
+        await send_wakeup(kind, run_id, channel)
+        if events:
+            await publish(session_id, *events)
+
+    transaction.on_commit(lambda: async_to_sync(deliver)())

@@ -48,8 +48,7 @@ def decide_approval(*, approval_id, user: AbstractBaseUser, decision: Decision) 
         now = timezone.now()
         if approval.status == ApprovalStatus.PENDING and approval.expires_at <= now:
             emitted = approval_expire(approval=approval, now=now)
-            events.publish_on_commit(approval.run.session_id, *emitted)
-            wake_on_commit(RUN_WAKE, approval.run_id)
+            wake_on_commit(RUN_WAKE, approval.run_id, session_id=approval.run.session_id, events=emitted)
             return DecisionResult(False, "approval_closed")
         status = ApprovalStatus.APPROVED if decision == "approve" else ApprovalStatus.DENIED
         won = Approval.objects.filter(pk=approval.pk, status=ApprovalStatus.PENDING).update(
@@ -66,8 +65,8 @@ def decide_approval(*, approval_id, user: AbstractBaseUser, decision: Decision) 
                 call=call, session_id=approval.run.session_id, status=CallStatus.DENIED,
                 result=f"denied by {user.get_username()}", now=now,
             )
-        events.publish_on_commit(approval.run.session_id, *emitted)
-        wake_on_commit(RUN_WAKE, approval.run_id, approval.run.lease_channel)
+        wake_on_commit(RUN_WAKE, approval.run_id, approval.run.lease_channel, session_id=approval.run.session_id,
+                       events=emitted)
     return DecisionResult(True, None)
 
 

@@ -82,13 +82,14 @@ def start_run(*, session_id, user: AbstractBaseUser, text: str) -> Run:
             session.title = _title_from(text)
             fields.append("title")
         session.save(update_fields=fields)
-        events.publish_on_commit(
-            session.id,
-            events.session_updated(session=session),
-            events.message_completed(message=message),
-            events.run_state(run_id=run.id, state=run.state, prev_state="", turn_count=0, stop_requested=False),
+        wake_on_commit(
+            RUN_START, run.id, session_id=session.id,
+            events=[
+                events.session_updated(session=session),
+                events.message_completed(message=message),
+                events.run_state(run_id=run.id, state=run.state, prev_state="", turn_count=0, stop_requested=False),
+            ],
         )
-        wake_on_commit(RUN_START, run.id)
     return run
 
 
@@ -134,13 +135,14 @@ def _stop_run(*, session_id, requested_by: AbstractBaseUser, run_id, as_admin: b
         if not flagged:
             return StopResult(accepted=True, reason="already_stopping", prior_state=run.state, run_id=str(run.id))
         swept = approval_sweep(run=run, reason="run_stopped", now=now)
-        events.publish_on_commit(
-            run.session_id,
-            events.run_state(run_id=run.id, state=run.state, prev_state=run.state, turn_count=run.turn_count,
-                             stop_requested=True),
-            *swept,
+        wake_on_commit(
+            RUN_STOP, run.id, run.lease_channel, session_id=run.session_id,
+            events=[
+                events.run_state(run_id=run.id, state=run.state, prev_state=run.state, turn_count=run.turn_count,
+                                 stop_requested=True),
+                *swept,
+            ],
         )
-        wake_on_commit(RUN_STOP, run.id, run.lease_channel)
     return result
 
 

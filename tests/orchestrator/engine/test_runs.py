@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from orchestrator import events
 from orchestrator.models import Approval, CallStatus, FunctionCall, Message, Run, SteeringMessage
-from orchestrator.services import runs as run_services
+from orchestrator import wakeups
 from orchestrator.services.approvals import decide_approval
 from orchestrator.services.runs import steer_run, stop_run
 from orchestrator.services.sessions import session_create
@@ -249,7 +249,10 @@ async def test_a_stop_during_provisioning_is_not_lost(session, user):
 
 
 async def test_stop_lands_through_the_database_when_the_wake_up_is_lost(worker, session, user, monkeypatch):
-    monkeypatch.setattr(run_services, "wake_on_commit", lambda *args, **kwargs: None)
+    async def lost(*args, **kwargs):
+        """The wake-up message is lost on the way."""
+
+    monkeypatch.setattr(wakeups, "send_wakeup", lost)
     run = await start(session, user, script({"calls": [{"name": "sleep", "arguments": {"seconds": 30}}]}))
     await wait_until(lambda: call_status(run.id, "sleep") == "running", what="sleep to start")
     await stop(session, user)
