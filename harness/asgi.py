@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP (Django), WebSocket (`harness/routing.py`: the portal's socket and the JSON API's),
 and the `orchestrator` channel for the turn-loop worker."""
 
+import gc
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "harness.settings")
@@ -21,3 +22,8 @@ application = ProtocolTypeRouter(
         "channel": ChannelNameRouter({ORCHESTRATOR_CHANNEL: OrchestratorConsumer.as_asgi()}),
     }
 )
+
+# Everything loaded at start-up lives as long as the process: freeze it out of the garbage collector, so a
+# full collection no longer rescans ~90k start-up objects (a 50 ms pause every few seconds under load).
+gc.collect()
+gc.freeze()

@@ -126,6 +126,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: makes the chain above run in one thread instead of hopping per hook (see its docstring).
+    "harness.middleware.OneThreadMiddlewareChain",
 ]
 
 ROOT_URLCONF = "harness.urls"

@@ -74,9 +74,11 @@ class OrchestratorConsumer(AsyncConsumer):
 
     async def run_stop(self, message: dict) -> None:
         pool = self._pool()
-        if not pool.signal_stop(message["run_id"]):
-            # Parked, or its wake-up beat its start: drive it so it reaches `stopped` now.
-            pool.ensure_driving(message["run_id"])
+        pool.signal_stop(message["run_id"])
+        # And drive it: a parked run (or one whose executor is just parking, or whose start wake-up this
+        # beat) has nobody to act on the signal. A run already driven here is looked at again once its
+        # executor has exited, so this never doubles an executor.
+        pool.ensure_driving(message["run_id"])
 
 
 class OrchestratorWorker(Worker):
