@@ -31,6 +31,9 @@ T = TypeVar("T")
 # Returned by a write function: release the lease and stop driving (the run waits on approvals).
 PARK = "__park__"
 
+# How long preempted work may take to honour its cancellation before the stop goes ahead without it.
+CANCEL_GRACE_SECONDS = 1.0
+
 
 class LeaseLost(Exception):
     """Another executor owns the run now (or it vanished); stop driving it at once, write nothing."""
@@ -168,12 +171,14 @@ class StepContext:
         if task.done():
             return False, task.result()
         task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # it failed while being cancelled; the stop wins
-            logger.info("preempted work of run %s raised while cancelling", self.run_id, exc_info=True)
+        # Bounded: a stop must not wait for work that ignores its cancellation (a library swallowing
+        # CancelledError would otherwise make us wait for the stream's natural end).
+        done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE_SECONDS)
+        if not done:
+            logger.error("run %s: preempted work ignored cancellation for %.1f s; leaving it behind",
+                         self.run_id, CANCEL_GRACE_SECONDS)
+        elif not task.cancelled() and task.exception() is not None:
+            logger.info("preempted work of run %s raised while cancelling", self.run_id, exc_info=task.exception())
         if self.interrupt.lease_lost:
             raise LeaseLost(self.run_id)
         return True, None

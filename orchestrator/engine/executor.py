@@ -110,6 +110,11 @@ class RunExecutor:
                     self.interrupt.stop()
             except DatabaseError:
                 logger.warning("run %s: watcher could not reach the database", self.run_id, exc_info=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The watcher is what lands a stop whose wake-up was lost: it must never die silently.
+                logger.exception("run %s: watcher error; it keeps watching", self.run_id)
 
     def _stop_flag_set(self) -> bool:
         return Run.objects.filter(pk=self.run_id, stop_requested_at__isnull=False).exists()

@@ -402,3 +402,25 @@ async def test_a_worker_shutting_down_mid_stream_saves_what_was_streamed(worker,
     saved = await db(streamed_text, run.id)
     assert saved and 0 < len(saved.split()) < 2000
     assert (await db(Run.objects.get, pk=run.id)).state == "assistant_streaming"  # resumable, not ended
+
+
+async def test_a_stop_does_not_wait_for_work_that_ignores_cancellation(worker, session, user, monkeypatch):
+    """If a provider swallowed CancelledError, the stop still ends the run (within the grace period)."""
+    from orchestrator.providers import scripted
+
+    real_play = scripted._play
+
+    async def stubborn_play(turn, request):
+        try:
+            async for event in real_play(turn, request):
+                yield event
+        except asyncio.CancelledError:
+            await asyncio.sleep(30)  # a badly behaved library: keeps going after being cancelled
+            raise
+
+    monkeypatch.setattr(scripted, "_play", stubborn_play)
+    run = await start(session, user, script(LONG_STREAM))
+    await wait_until(lambda: len(streamed_text(run.id)) > 0, what="streamed text")
+    await stop(session, user)
+    run = await wait_terminal(run.id, timeout=5)  # not 30 s: the stop went ahead without the stuck work
+    assert run.outcome == "stopped"
