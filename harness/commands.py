@@ -12,10 +12,11 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 
 from orchestrator import selectors
+from orchestrator.providers.catalog import model_choices
 from orchestrator.services.approvals import decide_approval
 from orchestrator.services.errors import ServiceError
 from orchestrator.services.runs import start_run, steer_run, stop_run
-from orchestrator.services.sessions import session_create, session_delete, session_rename
+from orchestrator.services.sessions import session_create, session_delete, session_update
 
 Result = tuple[int, dict[str, Any]]
 
@@ -53,12 +54,19 @@ def not_found(what: str) -> CommandError:
     return CommandError(404, "not_found", f"no such {what}")
 
 
+def list_models(user: AbstractBaseUser, data: dict[str, Any]) -> Result:
+    return 200, {"models": model_choices()}
+
+
 def list_sessions(user: AbstractBaseUser, data: dict[str, Any]) -> Result:
     return 200, {"sessions": selectors.sessions_for_user(user=user)}
 
 
 def create_session(user: AbstractBaseUser, data: dict[str, Any]) -> Result:
-    session = _service(session_create, owner=user, title=field(data, "title", str, required=False))
+    session = _service(
+        session_create, owner=user, title=field(data, "title", str, required=False),
+        model=field(data, "model", str, required=False),
+    )
     return 201, selectors.session_snapshot(session)
 
 
@@ -69,8 +77,11 @@ def get_session(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any
     return 200, selectors.session_snapshot(session)
 
 
-def rename_session(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> Result:
-    session = _service(session_rename, session_id=session_id, user=user, title=field(data, "title", str))
+def update_session(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> Result:
+    session = _service(
+        session_update, session_id=session_id, user=user, title=field(data, "title", str, required=False),
+        model=field(data, "model", str, required=False),
+    )
     return 200, selectors.session_snapshot(session)
 
 

@@ -226,8 +226,27 @@ LOGGING = {
 
 # --- The harness -----------------------------------------------------------------------------------------
 
-# Which model drives runs: "scripted" (embedded default); real providers arrive with issue #4.
+# Which model drives runs by default, and which others a session may choose (comma-separated model ids;
+# the default is always offered). Ids: scripted | openai:<model>[@<base_url>] | anthropic:<model>[@<base_url>]
+# (orchestrator/providers/catalog.py). `manage.py check`, `serve` and `runworker` refuse a model they cannot use.
 HARNESS_MODEL = os.environ.get("HARNESS_MODEL", "scripted")
+HARNESS_MODELS = _env_list("HARNESS_MODELS", [])
+OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
+OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")  # for every openai: model without its own @base_url
+ANTHROPIC_API_KEY = os.environ.get("ANTHROPIC_API_KEY", "")
+ANTHROPIC_BASE_URL = os.environ.get("ANTHROPIC_BASE_URL", "")
+# A model call fails when it cannot connect within this long, or when a connected stream sends nothing for
+# the idle timeout; there is deliberately no total timeout (a long answer may stream for minutes).
+HARNESS_MODEL_CONNECT_TIMEOUT_SECONDS = _env_float("HARNESS_MODEL_CONNECT_TIMEOUT_SECONDS", 10)
+HARNESS_MODEL_IDLE_TIMEOUT_SECONDS = _env_float("HARNESS_MODEL_IDLE_TIMEOUT_SECONDS", 60)
+# Rate limits, server errors and failed connects are retried this many times with exponential backoff
+# (starting at the base delay, or the server's retry-after) — only before the first token arrives.
+HARNESS_MODEL_RETRIES = int(_env_float("HARNESS_MODEL_RETRIES", 2))
+HARNESS_MODEL_RETRY_BASE_SECONDS = _env_float("HARNESS_MODEL_RETRY_BASE_SECONDS", 1)
+# A longer retry-after than this is not waited for: the run fails with the server's message instead.
+HARNESS_MODEL_RETRY_MAX_WAIT_SECONDS = _env_float("HARNESS_MODEL_RETRY_MAX_WAIT_SECONDS", 30)
+# Anthropic requires an answer length limit; OpenAI-compatible servers use their own default.
+HARNESS_MODEL_MAX_TOKENS = int(_env_float("HARNESS_MODEL_MAX_TOKENS", 4096))
 # A run ends with a visible "stopped: max turns (N) reached" message after this many assistant turns.
 HARNESS_MAX_TURNS = int(_env_float("HARNESS_MAX_TURNS", 20))
 # A pending approval expires after this long; the run then continues with the call denied.

@@ -106,6 +106,10 @@ class ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
 # --- Runs --------------------------------------------------------------------------------------------------
 
 
+def format_tokens(input_tokens: int, output_tokens: int, *, estimated: bool) -> str:
+    return f"{input_tokens} / {output_tokens}" + (" (estimated)" if estimated else "")
+
+
 class LeaseExpiredFilter(admin.SimpleListFilter):
     """Runs an executor held and stopped renewing: the worker's recovery scan should pick them up."""
 
@@ -131,7 +135,7 @@ class LeaseExpiredFilter(admin.SimpleListFilter):
 class MessageInline(ReadOnlyInline):
     model = Message
     fk_name = "run"
-    fields = ("id", "role", "status", "text_excerpt", "tool_call", "created_at")
+    fields = ("id", "role", "status", "text_excerpt", "tool_call", "tokens", "created_at")
     readonly_fields = fields
     verbose_name_plural = f"messages (first {INLINE_LIMIT})"
 
@@ -145,6 +149,12 @@ class MessageInline(ReadOnlyInline):
     @admin.display(description="answers call")
     def tool_call(self, obj: Message) -> str | None:
         return obj.function_call.call_id if obj.function_call else None
+
+    @admin.display(description="tokens in / out")
+    def tokens(self, obj: Message) -> str | None:
+        if obj.output_tokens is None:
+            return None
+        return format_tokens(obj.input_tokens or 0, obj.output_tokens, estimated=obj.usage_estimated)
 
 
 class FunctionCallInline(ReadOnlyInline):
@@ -184,20 +194,22 @@ class RunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "state_text",
         "outcome_text",
         "turn_count",
+        "model",
+        "tokens",
         "started",
         "duration",
         "stop_latency",
     )
     # The changelist follows session → owner on every row; one JOIN instead of two queries per row.
     list_select_related = ("session", "session__owner")
-    list_filter = ("state", "outcome", LeaseExpiredFilter, "created_at", "started_at")
+    list_filter = ("state", "outcome", LeaseExpiredFilter, "model", "created_at", "started_at")
     # "=id" is an iexact match: safe for any search term, and hyphen-insensitive on SQLite's hex storage.
     search_fields = ("=id", "session__title", "session__owner__username")
     actions = ("stop_selected",)
     inlines = (MessageInline, FunctionCallInline, ApprovalInline)
     fieldsets = (
         (None, {"fields": ("id", "session_link", "owner", "records")}),
-        ("State", {"fields": ("state", "prev_state", "outcome", "turn_count", "max_turns", "error")}),
+        ("State", {"fields": ("state", "prev_state", "outcome", "turn_count", "max_turns", "model", "error")}),
         ("Timing", {"fields": ("created_at", "started_at", "finished_at", "duration")}),
         ("Stop", {"fields": ("stop_requested_at", "stop_requested_by", "stop_reason", "stop_acknowledged_at",
                              "stop_latency")}),
@@ -222,6 +234,10 @@ class RunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="outcome", ordering="outcome")
     def outcome_text(self, obj: Run) -> str | None:
         return obj.outcome or None
+
+    @admin.display(description="tokens in / out")
+    def tokens(self, obj: Run) -> str:
+        return format_tokens(obj.input_tokens, obj.output_tokens, estimated=obj.usage_estimated)
 
     @admin.display(description="started", ordering="started_at")
     def started(self, obj: Run) -> datetime | None:
@@ -288,7 +304,7 @@ class SessionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ("owner",)
     list_filter = ("created_at", "updated_at")
     search_fields = ("=id", "title", "owner__username")
-    fields = ("id", "title", "owner", "created_at", "updated_at", "all_runs")
+    fields = ("id", "title", "owner", "model", "created_at", "updated_at", "all_runs")
     readonly_fields = ("all_runs",)
     inlines = (RunInline,)
 

@@ -5,3 +5,6 @@ class OrchestratorConfig(AppConfig):
     name = "orchestrator"
     verbose_name = "Agent runs"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)

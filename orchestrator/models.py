@@ -88,6 +88,8 @@ class Session(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agent_sessions")
     title = models.CharField(max_length=200, default="New session")
+    # A model id from HARNESS_MODELS (orchestrator/providers/catalog.py); blank: the deployment's default.
+    model = models.CharField(max_length=300, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -110,6 +112,8 @@ class Run(models.Model):
     turn_count = models.PositiveIntegerField(default=0)
     max_turns = models.PositiveIntegerField()
     error = models.TextField(blank=True, default="")
+    # The model id this run talks to, fixed when it starts (a session's choice may change later).
+    model = models.CharField(max_length=300, blank=True, default="")
 
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     started_at = models.DateTimeField(null=True, blank=True)

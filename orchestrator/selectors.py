@@ -15,6 +15,7 @@ from .models import (
     SteeringMessage,
     SteeringStatus,
 )
+from .providers.catalog import default_model
 from .services.ids import parse_uuid
 
 
@@ -49,6 +50,7 @@ def session_summary(session: Session) -> dict:
     return {
         "id": str(session.id),
         "title": session.title,
+        "model": session.model or default_model(),  # the model the session's next run uses
         "created_at": _iso(session.created_at),
         "updated_at": _iso(session.updated_at),
     }
@@ -157,6 +159,7 @@ def run_detail(run: Run) -> dict:
     return {
         **run_summary(run),
         "session_id": str(run.session_id),
+        "model": run.model or None,
         "error": run.error or None,
         "stop": {
             "requested": run.stop_requested,

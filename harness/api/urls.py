@@ -4,6 +4,7 @@ from . import views
 
 # Trailing slashes are optional: clients write both, and a redirect would drop a POST body.
 urlpatterns = [
+    re_path(r"^models/?$", views.models, name="api-models"),
     re_path(r"^sessions/?$", views.sessions, name="api-sessions"),
     re_path(r"^sessions/(?P<session_id>[^/]+)/?$", views.session, name="api-session"),
     re_path(r"^sessions/(?P<session_id>[^/]+)/runs/?$", views.runs, name="api-runs"),

@@ -15,6 +15,11 @@ def _respond(result: commands.Result) -> JsonResponse:
     return JsonResponse(body, status=status)
 
 
+@api_view("GET")
+def models(request: HttpRequest) -> JsonResponse:
+    return _respond(commands.list_models(request.user, {}))
+
+
 @api_view("GET", "POST")
 def sessions(request: HttpRequest) -> JsonResponse:
     if request.method == "GET":
@@ -25,7 +30,7 @@ def sessions(request: HttpRequest) -> JsonResponse:
 @api_view("GET", "PATCH", "DELETE")
 def session(request: HttpRequest, session_id: str) -> JsonResponse:
     if request.method == "PATCH":
-        return _respond(commands.rename_session(request.user, json_body(request), session_id=session_id))
+        return _respond(commands.update_session(request.user, json_body(request), session_id=session_id))
     if request.method == "DELETE":
         return _respond(commands.delete_session(request.user, {}, session_id=session_id))
     return _respond(commands.get_session(request.user, {}, session_id=session_id))

@@ -89,7 +89,9 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
         if kind in ("approval.requested", "approval.resolved"):
             return fragments.approvals_html(self.session, oob=True)
         if kind == "session.updated":
-            return fragments.session_title_html(event["title"])
+            return fragments.session_title_html(event["title"]) + fragments.model_picker_html(
+                self.session.id, event["model"], oob=True
+            )
         if kind == "steering.updated":
             return fragments.steering_html(self.session, run, oob=True)
         return ""

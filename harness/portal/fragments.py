@@ -13,6 +13,7 @@ from typing import Literal
 
 from django.template.loader import render_to_string
 
+from orchestrator.providers.catalog import default_model, model_choices
 from orchestrator.models import TERMINAL_STATES, Approval, FunctionCall, Message, Run, Session, SteeringMessage
 
 ComposerMode = Literal["idle", "running", "stopping"]
@@ -122,6 +123,15 @@ def steering_html(session: Session, run: Run | None, *, error: str = "", oob: bo
     )
 
 
+def model_picker_html(session_id, model: str, *, error: str = "", oob: bool = False) -> str:
+    """The session's model choice; `model` is the session's stored choice ("" for the default)."""
+    return _render(
+        "portal/fragments/model_picker.html",
+        {"session_id": session_id, "choices": model_choices(), "current": model or default_model(), "error": error},
+        oob,
+    )
+
+
 def session_title_html(title: str) -> str:
     return render_to_string("portal/fragments/session_title.html", {"title": title, "oob": True})
 
@@ -146,5 +156,6 @@ def snapshot_html(session: Session) -> str:
             transcript_html(session, oob=True),
             approvals_html(session, oob=True),
             steering_html(session, run, oob=True),
+            model_picker_html(session.id, session.model, oob=True),
         ]
     )

@@ -14,7 +14,7 @@ from orchestrator.models import Session
 from orchestrator.services.approvals import decide_approval
 from orchestrator.services.errors import NotFound, ServiceError
 from orchestrator.services.runs import start_run, steer_run, stop_run
-from orchestrator.services.sessions import session_create, session_delete, session_rename
+from orchestrator.services.sessions import session_create, session_delete, session_update
 
 from . import fragments
 
@@ -60,7 +60,19 @@ def _then_home(request: HttpRequest, service, **kwargs) -> HttpResponse:
 @login_required
 @require_POST
 def session_rename_view(request: HttpRequest, session_id) -> HttpResponse:
-    return _then_home(request, session_rename, session_id=session_id, title=request.POST.get("title", ""))
+    return _then_home(request, session_update, session_id=session_id, title=request.POST.get("title", ""))
+
+
+@login_required
+@require_POST
+def session_model(request: HttpRequest, session_id) -> HttpResponse:
+    """Choose the session's model (htmx: answers with the picker, showing a refusal in place)."""
+    session = _session_or_404(request, session_id)
+    try:
+        session = session_update(session_id=session.id, user=request.user, model=request.POST.get("model", ""))
+    except ServiceError as error:
+        return HttpResponse(fragments.model_picker_html(session.id, session.model, error=error.detail))
+    return HttpResponse(fragments.model_picker_html(session.id, session.model))
 
 
 @login_required
@@ -77,6 +89,7 @@ def session_page(request: HttpRequest, session_id) -> HttpResponse:
     context = {
         "session": session,
         "fragments": {
+            "model_picker": fragments.model_picker_html(session.id, session.model),
             "composer": fragments.composer_html(session, run),
             "run_status": fragments.run_status_html(session, run),
             "transcript": fragments.transcript_html(session),

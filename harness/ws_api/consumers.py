@@ -43,6 +43,7 @@ COMMANDS: dict[str, Callable[..., commands.Result]] = {
     "run.stop": lambda user, data, *, session_id: commands.stop(user, data, session_id=session_id),
     "approval.decide": _decide,
     "steer": lambda user, data, *, session_id: commands.steer(user, data, session_id=session_id),
+    "session.update": lambda user, data, *, session_id: commands.update_session(user, data, session_id=session_id),
 }
 ENVELOPE = ("type", "request_id")
 

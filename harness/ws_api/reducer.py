@@ -162,7 +162,7 @@ def _steering_updated(snapshot: Snapshot, event: Event) -> Snapshot:
 
 
 def _session_updated(snapshot: Snapshot, event: Event) -> Snapshot:
-    return {**snapshot, "title": event["title"], "updated_at": event["updated_at"]}
+    return {**snapshot, "title": event["title"], "model": event["model"], "updated_at": event["updated_at"]}
 
 
 _HANDLERS: dict[str, Callable[[Snapshot, Event], Snapshot]] = {

@@ -103,7 +103,7 @@ class StepContext:
     run_id: Any
     owner: str
     interrupt: Interrupt
-    provider: Provider
+    provider: Provider | None  # set by the executor from the run's model before the first step
     tools: ToolRegistry
     parked: bool = False
 

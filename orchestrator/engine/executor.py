@@ -13,10 +13,11 @@ import time
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
 from ..models import TERMINAL_STATES, Run, RunState
-from ..providers.registry import get_provider
+from ..providers.registry import provider_for
 from ..tools.registry import get_registry
 from .context import Interrupt, LeaseLost, StepContext
 from .lease import lease_acquire, lease_release, lease_renew
@@ -43,8 +44,7 @@ class RunExecutor:
         if not await database_sync_to_async(lease_acquire)(run_id=self.run_id, owner=self.owner, channel=self.channel):
             return
         ctx = StepContext(
-            run_id=self.run_id, owner=self.owner, interrupt=self.interrupt, provider=get_provider(),
-            tools=get_registry(),
+            run_id=self.run_id, owner=self.owner, interrupt=self.interrupt, provider=None, tools=get_registry(),
         )
         watcher = asyncio.ensure_future(self._watch())
         release = True
@@ -54,6 +54,12 @@ class RunExecutor:
                 self.interrupt.stop()
             if run.resume_count > settings.HARNESS_MAX_RESUMES:
                 run = await self._give_up(ctx, run)
+            elif run.state not in TERMINAL_STATES and run.state != RunState.TEARING_DOWN:
+                try:
+                    ctx.provider = provider_for(run.model or settings.HARNESS_MODEL)
+                except ImproperlyConfigured as exc:
+                    # Configuration changed since the run started (or this worker lacks a key): say so.
+                    run = await ctx.advance(fail_write(f"the model cannot be used: {exc}"))
             while run is not None and run.state not in TERMINAL_STATES and not ctx.parked:
                 run = await self._step(ctx, run)
             release = False  # terminal and parked transitions released the lease in their transaction

@@ -75,24 +75,54 @@ class Finish:
 ProviderEvent = TextDelta | ToolCall | Usage | Finish
 
 
+class ErrorKind:
+    """What went wrong with a model call; decides whether the call may be retried (before its first event)."""
+
+    AUTHENTICATION = "authentication"  # bad or missing API key, no permission
+    RATE_LIMITED = "rate_limited"  # 429; `retry_after` when the server said
+    SERVER_ERROR = "server_error"  # 5xx, overloaded
+    BAD_REQUEST = "bad_request"  # 4xx other than the above: unknown model, context too long …
+    MALFORMED_STREAM = "malformed_stream"  # the response could not be understood
+    CONNECT_FAILED = "connect_failed"  # no connection (refused, DNS, connect timeout)
+    IDLE_TIMEOUT = "idle_timeout"  # connected, but no chunk within the idle timeout
+    PROVIDER_ERROR = "provider_error"  # anything else
+
+    RETRYABLE = frozenset({RATE_LIMITED, SERVER_ERROR, CONNECT_FAILED})
+
+
 @dataclass
 class ProviderError(Exception):
-    """A model call failed; `message` is shown to the user as is."""
+    """A model call failed; `message` is shown to the user as is (plain words, no stack trace)."""
 
     message: str
-    kind: str = "provider_error"
+    kind: str = ErrorKind.PROVIDER_ERROR
     retry_after: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def retryable(self) -> bool:
+        return self.kind in ErrorKind.RETRYABLE
+
+
+@dataclass(frozen=True)
+class ModelTimeouts:
+    """Per-phase limits for a model call: no single total timeout, since an answer may stream for minutes."""
+
+    connect: float = 10.0  # seconds to open the connection
+    idle: float = 60.0  # seconds without a chunk (between any two reads) before the call fails
+
 
 class Provider(Protocol):
     name: str
 
     def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
-        """Yield text deltas and tool calls, then optionally usage, then Finish; raise ProviderError."""
+        """Yield text deltas and tool calls, then optionally usage, then Finish; raise ProviderError.
+
+        Never retries by itself: the engine retries retryable errors, and only before the first event.
+        """
         ...
 
 

@@ -1,4 +1,4 @@
-"""Which provider drives runs, from settings.HARNESS_MODEL."""
+"""Provider instances for model ids (see catalog.py for the ids and the configuration they read)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,49 @@ from functools import cache
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from .base import Provider
+from .base import ModelTimeouts, Provider
+from .catalog import ModelConfigError, ModelSpec, api_key_for, base_url_for, check_model, configuration_problems
 from .scripted import ScriptedProvider
 
 
-@cache
-def provider_for(model: str) -> Provider:
-    kind = model.split(":", 1)[0]
-    if kind == "scripted":
-        return ScriptedProvider()
-    raise ImproperlyConfigured(f"HARNESS_MODEL {model!r} is not a known model (available: scripted)")
+def provider_for(model_id: str) -> Provider:
+    """The provider for a model id; ImproperlyConfigured (in plain words) when it cannot be used."""
+    try:
+        spec = check_model(model_id)
+    except ModelConfigError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
+    # Keyed on everything the instance is built from, so tests (and a changed setting) get a fresh one;
+    # the same id shares one SDK client and its connection pool.
+    return _build(spec, api_key_for(spec) or "", base_url_for(spec), _timeouts(), settings.HARNESS_MODEL_MAX_TOKENS)
 
 
 def get_provider() -> Provider:
     return provider_for(settings.HARNESS_MODEL)
+
+
+def validate_models() -> None:
+    """Fail start-up with every configuration problem at once, in plain words."""
+    problems = configuration_problems()
+    if problems:
+        raise ImproperlyConfigured("model configuration: " + "; ".join(problems))
+
+
+def _timeouts() -> ModelTimeouts:
+    return ModelTimeouts(
+        connect=settings.HARNESS_MODEL_CONNECT_TIMEOUT_SECONDS, idle=settings.HARNESS_MODEL_IDLE_TIMEOUT_SECONDS
+    )
+
+
+@cache
+def _build(spec: ModelSpec, api_key: str, base_url: str | None, timeouts: ModelTimeouts, max_tokens: int) -> Provider:
+    if spec.kind == "openai":
+        from .openai_chat import OpenAIChatProvider  # the SDKs load only when a deployment uses them
+
+        return OpenAIChatProvider(model=spec.model, api_key=api_key, base_url=base_url, timeouts=timeouts)
+    if spec.kind == "anthropic":
+        from .anthropic_messages import AnthropicProvider
+
+        return AnthropicProvider(
+            model=spec.model, api_key=api_key, base_url=base_url, timeouts=timeouts, max_tokens=max_tokens
+        )
+    return ScriptedProvider()

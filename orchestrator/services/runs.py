@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from .. import events
 from ..models import TERMINAL_STATES, Message, MessageRole, Run, Session, SteeringMessage
+from ..providers.catalog import ModelConfigError, resolve_model
 from ..wakeups import RUN_START, RUN_STOP, wake_on_commit
 from .approvals import approval_sweep
 from .errors import Conflict, InvalidInput, NotFound
@@ -67,10 +68,16 @@ def start_run(*, session_id, user: AbstractBaseUser, text: str) -> Run:
         session = _owned_session(session_id, user)
         if Run.objects.filter(session=session).exclude(state__in=TERMINAL_STATES).exists():
             raise Conflict("run_in_progress", "a run is already in progress in this session")
+        try:
+            model = resolve_model(session.model).id
+        except ModelConfigError as exc:
+            raise Conflict("model_unavailable", f"{exc}; choose another model for this session") from None
         now = timezone.now()
         try:
             with transaction.atomic():  # the partial unique index is the real guard against a racing start
-                run = Run.objects.create(session=session, max_turns=settings.HARNESS_MAX_TURNS, created_at=now)
+                run = Run.objects.create(
+                    session=session, model=model, max_turns=settings.HARNESS_MAX_TURNS, created_at=now
+                )
         except IntegrityError:
             raise Conflict("run_in_progress", "a run is already in progress in this session") from None
         message = Message.objects.create(

@@ -1,4 +1,4 @@
-"""Creating, renaming and deleting sessions."""
+"""Creating, updating (title, model) and deleting sessions."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from .. import events
 from ..models import TERMINAL_STATES, Run, Session
+from ..providers.catalog import ModelConfigError, resolve_model
 from .errors import Conflict, InvalidInput, NotFound
 from .ids import parse_uuid
 
@@ -29,19 +30,42 @@ def _clean_title(title) -> str:
     return title
 
 
-def session_create(*, owner: AbstractBaseUser, title: str | None = None) -> Session:
+def _clean_model(model) -> str:
+    """A model id offered here ("" for the deployment's default); 400 unknown_model otherwise."""
+    if not isinstance(model, str):
+        raise InvalidInput("invalid_model", "model must be a string (a model id, or \"\" for the default)")
+    if not model.strip():
+        return ""
+    try:
+        return resolve_model(model).id
+    except ModelConfigError as exc:
+        raise InvalidInput("unknown_model", str(exc)) from None
+
+
+def session_create(*, owner: AbstractBaseUser, title: str | None = None, model: str | None = None) -> Session:
     cleaned = _clean_title(title) if title is not None else ""
-    return Session.objects.create(owner=owner, title=cleaned or "New session")
+    chosen = _clean_model(model) if model is not None else ""
+    return Session.objects.create(owner=owner, title=cleaned or "New session", model=chosen)
 
 
-def session_rename(*, session_id, user: AbstractBaseUser, title: str) -> Session:
-    cleaned = _clean_title(title)
-    if not cleaned:
+def session_update(
+    *, session_id, user: AbstractBaseUser, title: str | None = None, model: str | None = None
+) -> Session:
+    """Rename a session and/or choose its model (the next run uses it; a run in flight keeps its own)."""
+    if title is None and model is None:
+        raise InvalidInput("missing_field", "give a title, a model, or both")
+    cleaned = _clean_title(title) if title is not None else None
+    if cleaned is not None and not cleaned:
         raise InvalidInput("invalid_title", "title must not be empty")
+    chosen = _clean_model(model) if model is not None else None
     with transaction.atomic():
         session = _owned(session_id, user)
-        session.title, session.updated_at = cleaned, timezone.now()
-        session.save(update_fields=["title", "updated_at"])
+        if cleaned is not None:
+            session.title = cleaned
+        if chosen is not None:
+            session.model = chosen
+        session.updated_at = timezone.now()
+        session.save(update_fields=["title", "model", "updated_at"])
         events.publish_on_commit(session.id, events.session_updated(session=session))
     return session
 

@@ -116,4 +116,4 @@ def test_serve_rejects_a_bad_address_and_an_unknown_model_clearly(tmp_path):
     bad_address = manage(env, "serve", "nowhere", check=False)
     assert bad_address.returncode != 0 and "is not ADDR:PORT" in bad_address.stderr
     bad_model = manage({**env, "HARNESS_MODEL": "gpt-nine"}, "serve", f"127.0.0.1:{free_port()}", check=False)
-    assert bad_model.returncode != 0 and "HARNESS_MODEL 'gpt-nine' is not a known model" in bad_model.stderr
+    assert bad_model.returncode != 0 and "'gpt-nine' is not a known model kind" in bad_model.stderr

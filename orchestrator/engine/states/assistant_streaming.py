@@ -18,6 +18,7 @@ from django.utils import timezone
 from ... import events
 from ...models import FunctionCall, Message, MessageRole, MessageStatus, Run, RunOutcome, RunState
 from ...providers.base import Finish, ModelRequest, ProviderError, TextDelta, ToolCall, Usage, estimate_tokens
+from ...providers.retry import stream_with_retries
 from ..context import LeaseLost, StepContext, Tx
 from ..transcript import build_model_request
 
@@ -76,7 +77,11 @@ async def _consume(ctx: StepContext, run: Run, request: ModelRequest, buffer: St
     coalesce = settings.HARNESS_DELTA_COALESCE_SECONDS
     checkpoint_every = settings.HARNESS_CHECKPOINT_SECONDS
     last_publish = last_checkpoint = time.monotonic()
-    async with aclosing(ctx.provider.stream(request)) as stream:
+    stream = stream_with_retries(
+        ctx.provider, request, retries=settings.HARNESS_MODEL_RETRIES,
+        base_delay=settings.HARNESS_MODEL_RETRY_BASE_SECONDS, max_wait=settings.HARNESS_MODEL_RETRY_MAX_WAIT_SECONDS,
+    )
+    async with aclosing(stream):
         async for event in stream:
             if isinstance(event, TextDelta):
                 buffer.append(event.text)

@@ -91,6 +91,7 @@ def build_receipt(run: Run) -> dict:
         }
     return {
         "outcome": run.outcome,
+        "model": run.model or None,
         "turns": run.turn_count,
         "completed_calls": [summary(c) for c in calls if c.status in (CallStatus.SUCCEEDED, CallStatus.FAILED, CallStatus.DENIED)],
         "cancelled_calls": [summary(c) for c in calls if c.status == CallStatus.CANCELLED and not c.started_at],

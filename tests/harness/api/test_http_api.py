@@ -152,7 +152,7 @@ def test_list_sessions_shows_only_the_callers(api, user, other_user):
     assert response.status_code == 200
     listed = response.json()["sessions"]
     assert {s["id"] for s in listed} == {str(s.id) for s in mine}
-    assert set(listed[0]) == {"id", "title", "created_at", "updated_at"}
+    assert set(listed[0]) == {"id", "title", "model", "created_at", "updated_at"}
 
 
 def test_session_snapshot_shape(api, session):
@@ -163,7 +163,7 @@ def test_session_snapshot_shape(api, session):
     assert response.status_code == 200
     snapshot = response.json()
     assert set(snapshot) == {
-        "id", "title", "created_at", "updated_at", "messages", "active_run", "latest_run", "pending_approvals",
+        "id", "title", "model", "created_at", "updated_at", "messages", "active_run", "latest_run", "pending_approvals",
         "steering",
     }
     assert snapshot["id"] == str(session.id)
@@ -219,6 +219,54 @@ def test_rename_session_rejects_bad_titles(api, session, body, code):
     assert_error(api.patch(f"/api/sessions/{session.id}", body), 400, code)
     session.refresh_from_db()
     assert session.title == "test session"
+
+
+LOCAL_MODEL = "openai:llama3@http://127.0.0.1:11434/v1"
+
+
+def test_models_lists_the_configured_choices(api, settings):
+    settings.ANTHROPIC_API_KEY = ""
+    settings.HARNESS_MODELS = [LOCAL_MODEL, "anthropic:claude-sonnet-4-5"]
+    response = api.get("/api/models")
+    assert response.status_code == 200
+    models = response.json()["models"]
+    assert [m["id"] for m in models] == ["scripted", LOCAL_MODEL, "anthropic:claude-sonnet-4-5"]
+    assert [m["default"] for m in models] == [True, False, False]
+    assert [m["available"] for m in models] == [True, True, False]
+    assert "ANTHROPIC_API_KEY" in models[2]["problem"]
+
+
+def test_a_session_chooses_its_model_and_runs_use_it(api, settings):
+    settings.HARNESS_MODELS = [LOCAL_MODEL]
+    created = api.post("/api/sessions", {"title": "local", "model": LOCAL_MODEL})
+    assert created.status_code == 201 and created.json()["model"] == LOCAL_MODEL
+    session_id = created.json()["id"]
+    back = api.patch(f"/api/sessions/{session_id}", {"model": ""})
+    assert back.status_code == 200 and back.json()["model"] == "scripted"  # "" means the default
+    assert api.patch(f"/api/sessions/{session_id}", {"model": LOCAL_MODEL}).json()["model"] == LOCAL_MODEL
+    started = api.post(f"/api/sessions/{session_id}/runs", {"text": "hi"})
+    assert started.status_code == 201
+    assert api.get(f"/api/runs/{started.json()['run_id']}").json()["model"] == LOCAL_MODEL
+
+
+@pytest.mark.parametrize("body, status, code", [
+    ({"model": "openai:not-offered@http://127.0.0.1:9/v1"}, 400, "unknown_model"),
+    ({"model": "gpt"}, 400, "unknown_model"),
+    ({"model": 7}, 400, "invalid_field"),
+])
+def test_a_model_not_offered_is_refused(api, session, body, status, code):
+    assert_error(api.patch(f"/api/sessions/{session.id}", body), status, code)
+    assert_error(api.post("/api/sessions", body), status, code)
+    session.refresh_from_db()
+    assert session.model == ""
+
+
+def test_a_run_on_a_model_the_deployment_dropped_is_refused(api, session, settings):
+    settings.HARNESS_MODELS = [LOCAL_MODEL]
+    assert api.patch(f"/api/sessions/{session.id}", {"model": LOCAL_MODEL}).status_code == 200
+    settings.HARNESS_MODELS = []
+    body = assert_error(api.post(f"/api/sessions/{session.id}/runs", {"text": "hi"}), 409, "model_unavailable")
+    assert LOCAL_MODEL in body["detail"]
 
 
 def test_delete_session(api, session):

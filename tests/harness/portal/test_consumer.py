@@ -64,7 +64,7 @@ async def test_connect_sends_a_snapshot_of_every_live_part(session, user):
     communicator, _ = await connect(session.id, user=user)
     snapshot = await communicator.receive_from(timeout=5)
     ids = re.findall(r'<\w+ id="([\w-]+)"[^>]*hx-swap-oob="true"', snapshot)
-    assert ids == ["composer", "run-status", "transcript", "approvals", "steering"]
+    assert ids == ["composer", "run-status", "transcript", "approvals", "steering", "model-picker"]
     assert 'data-mode="running"' in snapshot  # a run is in flight: the composer shows stop
     assert "hello &lt;b&gt;there&lt;/b&gt;" in snapshot and "<b>there</b>" not in snapshot
     await communicator.disconnect()
@@ -167,4 +167,19 @@ async def test_the_title_a_session_takes_from_its_first_message_reaches_open_tab
     received = "".join(await fragments_until('id="session-title"')(communicator))
     assert '<h1 id="session-title" hx-swap-oob="true">plan the &lt;launch&gt;</h1>' in received
     assert "New session" not in received and "session-title" not in snapshot  # the page itself has the old one
+    await communicator.disconnect()
+
+
+async def test_a_model_chosen_in_one_tab_reaches_the_others(user, session, settings):
+    from orchestrator.services.sessions import session_update
+
+    local = "openai:llama3@http://127.0.0.1:11434/v1"
+    settings.HARNESS_MODELS = [local]
+    communicator, _ = await connect(session.id, user=user)
+    snapshot = await communicator.receive_from(timeout=5)
+    assert '<option value="scripted" selected>' in snapshot
+    await db(session_update, session_id=session.id, user=user, model=local)
+    received = "".join(await fragments_until('id="model-picker"')(communicator))
+    assert 'id="model-picker" class="model-picker"' in received and 'hx-swap-oob="true"' in received
+    assert f'<option value="{local}" selected>' in received
     await communicator.disconnect()

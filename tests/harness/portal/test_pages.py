@@ -72,3 +72,39 @@ def test_another_users_session_cannot_be_renamed_or_deleted(client, user, other_
     assert client.post(f"/sessions/{session.id}/delete").status_code == 404
     session.refresh_from_db()
     assert session.title == "mine"
+
+
+LOCAL_MODEL = "openai:llama3@http://127.0.0.1:11434/v1"
+
+
+def test_the_session_page_offers_the_configured_models(client, user, session, settings):
+    settings.ANTHROPIC_API_KEY = ""
+    settings.HARNESS_MODELS = [LOCAL_MODEL, "anthropic:claude-sonnet-4-5"]
+    client.force_login(user)
+    body = client.get(f"/sessions/{session.id}/").content.decode()
+    assert 'id="model-picker"' in body
+    assert '<option value="scripted" selected>' in body
+    assert f'<option value="{LOCAL_MODEL}">llama3 (openai at 127.0.0.1:11434)</option>' in body
+    # A model without its key is listed, but cannot be chosen, and says why.
+    assert '<option value="anthropic:claude-sonnet-4-5" disabled title="model' in body and "ANTHROPIC_API_KEY" in body
+
+
+def test_choosing_a_model_in_the_page(client, user, session, other_user, settings):
+    settings.HARNESS_MODELS = [LOCAL_MODEL]
+    client.force_login(user)
+    response = client.post(f"/sessions/{session.id}/model", {"model": LOCAL_MODEL}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    assert f'<option value="{LOCAL_MODEL}" selected>' in response.content.decode()
+    session.refresh_from_db()
+    assert session.model == LOCAL_MODEL
+
+    refused = client.post(f"/sessions/{session.id}/model", {"model": "openai:gpt-x"}, HTTP_HX_REQUEST="true")
+    assert refused.status_code == 200  # the picker, re-rendered in place with the refusal
+    assert 'role="alert"' in refused.content.decode() and "is not offered here" in refused.content.decode()
+    session.refresh_from_db()
+    assert session.model == LOCAL_MODEL
+
+    client.force_login(other_user)
+    assert client.post(f"/sessions/{session.id}/model", {"model": "scripted"}).status_code == 404
+    session.refresh_from_db()
+    assert session.model == LOCAL_MODEL
