@@ -1,0 +1,1 @@
+"""Fake model servers on real sockets, for the provider tests and benchmarks."""
