@@ -129,6 +129,9 @@ STREAM_DEADLINE_S = 15.0
 # poll lands still ends the run when the stream does, and is measured rather than cut off.
 TERMINAL_DEADLINE_S = 60.0
 LATE_ACK_MS = 1000.0  # a stop acknowledged later than this was landed by neither the wake-up nor the poll
+# A throughput phase during which processes we did not start used more than this many cores (other users of a
+# shared machine) is marked, and the ratio is also given over the unmarked phases only.
+NOISY_OTHERS_CORES = 0.25
 
 
 def script_text(script: dict) -> str:
@@ -310,6 +313,17 @@ class Watcher:
             if frame.get("type") == kind and (run_id is None or frame.get("run_id") in (None, run_id)):
                 return frame, time.perf_counter()
 
+    def count(self, kind: str, seconds: float) -> int:
+        """How many frames of this type arrive within the next `seconds`."""
+        deadline, seen = time.monotonic() + seconds, 0
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                frame = json.loads(self.connection.recv(timeout=remaining))
+            except TimeoutError:
+                break
+            seen += frame.get("type") == kind
+        return seen
+
     def close(self) -> None:
         try:
             self._context.__exit__(None, None, None)
@@ -319,8 +333,9 @@ class Watcher:
 
 class StopBench:
     def __init__(self, clients: dict[str, ApiClient], ports: dict[str, int], tokens: dict[str, str],
-                 db: Db | None) -> None:
+                 db: Db | None, linger_s: float = 0.0) -> None:
         self.clients, self.ports, self.tokens, self.db = clients, ports, tokens, db
+        self.linger_s = linger_s
 
     def trial(self, variant: str) -> dict:
         start_web, stop_web = VARIANT_WEBS[variant]
@@ -359,6 +374,8 @@ class StopBench:
             try:
                 finished, seen = watcher.until("run.finished", TERMINAL_DEADLINE_S, run_id=run_id)
                 record["client_finished_event_ms"] = round((seen - sent) * 1000, 3)
+                if self.linger_s:  # diagnosis: does anything still stream for this run after it finished?
+                    record["deltas_after_finished"] = watcher.count("message.delta", self.linger_s)
             except TimeoutError:
                 record["client_finished_event_ms"] = None  # judged on the database below
             deadline = time.monotonic() + TERMINAL_DEADLINE_S
@@ -458,9 +475,9 @@ def attach_probe(stop: dict, events: dict[str, list[dict]]) -> dict:
     for variant, res in stop.items():
         if variant == "embedded":
             continue
-        wake, poll, cancel, swallowed_where = [], [], [], Counter()
+        wake, poll, cancel, swallowed_where, orphan_lives = [], [], [], Counter(), []
         first_by: Counter = Counter()
-        swallowed = 0
+        swallowed = abandoned = 0
         for record in res["trials"]:
             mine, requested = events.get(record.get("run_id") or "", []), record.get("requested_at_epoch")
             if not mine or requested is None:
@@ -477,8 +494,15 @@ def attach_probe(stop: dict, events: dict[str, list[dict]]) -> dict:
                 poll.append(pieces["poll_after_request_ms"])
             first_by["wake-up" if wakeups and (not polls or wakeups[0] <= polls[0]) else "db poll" if polls else
                      "none"] += 1
+            orphans = [e for e in mine if e["event"] == "orphan_ended"]
+            if orphans:
+                pieces["orphan_ended_after_cancel_s"] = orphans[0]["seconds_after_cancel"]
+                pieces["orphan_ended_how"] = orphans[0]["how"]
+                orphan_lives.append(orphans[0]["seconds_after_cancel"])
             if done:
                 pieces["cancel_to_work_end_ms"] = round(done[0]["seconds"] * 1000, 3)
+                pieces["abandoned"] = bool(done[0].get("abandoned"))
+                abandoned += pieces["abandoned"]
                 cancel.append(pieces["cancel_to_work_end_ms"])
                 if done[0]["swallowed"]:
                     swallowed += 1
@@ -486,7 +510,10 @@ def attach_probe(stop: dict, events: dict[str, list[dict]]) -> dict:
                     swallowed_where[" → ".join(done[0]["await_chain"][-3:])] += 1
             record["probe"] = pieces
         out[variant] = {
-            "first_signal": dict(first_by), "swallowed_cancels": swallowed,
+            "first_signal": dict(first_by), "swallowed_cancels": swallowed, "abandoned_work": abandoned,
+            "orphan_lifetimes_s": orphan_lives,
+            "deltas_after_run_finished": sum(r.get("deltas_after_finished", 0) for r in res["trials"]),
+            "trials_with_deltas_after_run_finished": sum(1 for r in res["trials"] if r.get("deltas_after_finished")),
             "swallowed_at": dict(swallowed_where),
             "raw": {"wakeup_after_request_ms": wake, "poll_after_request_ms": poll, "cancel_to_work_end_ms": cancel},
             "percentiles": {"wakeup_after_request_ms": summary(wake), "poll_after_request_ms": summary(poll),
@@ -774,8 +801,13 @@ def run_throughput_scenario(cluster, clients, db, meter_groups, postmaster, *, r
         phases.append(phase)
         print(f"  throughput with {workers} worker(s): {phase['runs_per_s_server']:.1f} runs/s (server), "
               f"{phase['runs_per_s_client']:.1f} runs/s (client); CPU: {cpu_line(phase['cpu'])}", flush=True)
+    for phase in phases:
+        phase["noisy"] = (phase["cpu"].get("others_cores") or 0) > NOISY_OTHERS_CORES
     by_workers = {}
+    clean = {}
     for count in (1, 2):
+        quiet = [p["runs_per_s_server"] for p in phases if p["workers"] == count and not p["noisy"]]
+        clean[count] = statistics.median(quiet) if quiet else None
         mine = [p for p in phases if p["workers"] == count]
         by_workers[count] = {
             "runs_per_s_server": [p["runs_per_s_server"] for p in mine],
@@ -788,6 +820,8 @@ def run_throughput_scenario(cluster, clients, db, meter_groups, postmaster, *, r
         "by_workers": {str(k): v for k, v in by_workers.items()},
         "ratio_2_over_1_server": round(by_workers[2]["median_runs_per_s_server"] / by_workers[1]["median_runs_per_s_server"], 3),
         "ratio_2_over_1_client": round(by_workers[2]["median_runs_per_s_client"] / by_workers[1]["median_runs_per_s_client"], 3),
+        "noisy_others_cores": NOISY_OTHERS_CORES,
+        "ratio_2_over_1_server_quiet_phases": round(clean[2] / clean[1], 3) if clean[1] and clean[2] else None,
     }
 
 
@@ -876,10 +910,13 @@ def report(results: dict, settings_used: dict) -> tuple[str, dict]:
                 rows.append([variant, pair(pct["wakeup_after_request_ms"]), fmt(pct["wakeup_after_request_ms"]["max"]),
                              ", ".join(f"{k}: {v}" for k, v in res["first_signal"].items()),
                              pair(pct["cancel_to_work_end_ms"]), fmt(pct["cancel_to_work_end_ms"]["max"]),
-                             str(res["swallowed_cancels"])])
+                             str(res["swallowed_cancels"]), str(res["abandoned_work"]),
+                             ", ".join(f"{s:g}" for s in res["orphan_lifetimes_s"]) or "-",
+                             f"{res['deltas_after_run_finished']} in {res['trials_with_deltas_after_run_finished']}"])
             out.append("")
             out.append(table(["probe (instrumented workers)", "stop_requested→wake-up at worker p50/p99 ms", "max",
-                              "first signal", "cancel→work ended p50/p99 ms", "max", "cancels swallowed"], rows))
+                              "first signal", "cancel→work ended p50/p99 ms", "max", "cancels swallowed",
+                              "left behind", "orphan ended after (s)", "deltas after run.finished (trials)"], rows))
             for variant, res in probe.items():
                 for where, count in res["swallowed_at"].items():
                     out.append(f"  swallowed ({variant}, {count}×) at: {where}")
@@ -927,7 +964,8 @@ def report(results: dict, settings_used: dict) -> tuple[str, dict]:
                 " / ".join(str(v) for v in sorted(phase["runs_per_worker"].values(), reverse=True)),
                 *(f"{cores.get(k):.2f}" if cores.get(k) is not None else "-" for k in
                   ("workers", "web a", "web b", "postgresql", "redis", "bench client")),
-                f"{phase['cpu'].get('others_cores', 0):.2f}", f"{phase['cpu'].get('machine_busy_cores', 0):.2f}",
+                f"{phase['cpu'].get('others_cores', 0):.2f}" + (" *" if phase.get("noisy") else ""),
+                f"{phase['cpu'].get('machine_busy_cores', 0):.2f}",
             ])
         out.append("")
         out.append(table(["workers", "runs", "runs/s (server)", "runs/s (client)", "run start→end p50/p99 ms",
@@ -954,6 +992,10 @@ def report(results: dict, settings_used: dict) -> tuple[str, dict]:
                    f"{medians['1']['median_runs_per_s_server']:.2f}, 2 workers {medians['2']['median_runs_per_s_server']:.2f}")
         out.append(f"throughput ratio 2 workers / 1 worker: {tput['ratio_2_over_1_server']:.2f} (server clocks), "
                    f"{tput['ratio_2_over_1_client']:.2f} (client); CPU in cores of the {os.cpu_count()} the machine has")
+        if any(p.get("noisy") for p in tput["phases"]):
+            quiet = tput.get("ratio_2_over_1_server_quiet_phases")
+            out.append(f"* other processes used > {NOISY_OTHERS_CORES:g} cores during this phase (a shared machine); "
+                       "ratio over the other phases only: " + (f"{quiet:.2f}" if quiet else "- (no quiet pair)"))
     out.append("")
     out.append("settings: " + ", ".join(f"{k}={v}" for k, v in settings_used.items()))
     out.append("")
@@ -1098,8 +1140,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stop: {args.stop_trials} trials × {variants} (+{args.stop_warmup} warm-up each)", flush=True)
             meter = CpuMeter({**meter_groups(), "workers": [p.pid for p in cluster.workers]}, postmaster)
             before = meter.sample()
-            results["stop"] = run_stop_scenario(StopBench(clients, ports, tokens, db), variants, args.stop_trials,
-                                                args.stop_warmup)
+            # Diagnosis only: after run.finished, watch the socket 1.5 s longer (work left behind by a stop
+            # would still publish deltas until its next checkpoint finds the lease gone).
+            bench = StopBench(clients, ports, tokens, db, linger_s=1.5 if args.probe else 0.0)
+            results["stop"] = run_stop_scenario(bench, variants, args.stop_trials, args.stop_warmup)
             stop_cpu = CpuMeter.usage(before, meter.sample())
             if args.probe:
                 results["stop_probe"] = attach_probe(results["stop"], read_probe_events(tmpdir / "logs"))

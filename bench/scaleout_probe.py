@@ -4,10 +4,13 @@ stop path instrumented, to time its pieces. Never used by the tests or in produc
 It monkeypatches, in this process only (production code is unchanged):
   RunExecutor.signal_stop     logs the `run.stop` wake-up's arrival (web → Redis → this worker);
   RunExecutor._stop_flag_set  logs when the watcher's database poll sees the flag (the fallback path);
-  StepContext.preemptible     the same logic as the original (orchestrator/engine/context.py), plus logs of
-                              when the cancel is issued, the await chain it lands in, and when the cancelled
-                              work really ends — and whether it ended with CancelledError or *returned*
-                              (the cancellation was swallowed somewhere below);
+  StepContext.preemptible     the same logic as the original (orchestrator/engine/context.py: cancel, repeat
+                              the cancel every RECANCEL_EVERY_SECONDS until the work ends, at most
+                              CANCEL_GRACE_SECONDS, then go ahead without the work),
+                              plus logs of when the cancel is issued, the await chain it lands in, when the
+                              cancelled work really ends — whether it ended with CancelledError, *returned*
+                              (the cancellation was swallowed somewhere below) or was left behind, and when
+                              such an orphan finally ended. Keep it in step with the original;
   DatabaseSyncToAsync.thread_handler, DatabaseWrapper.is_usable
                               time spent in the one database thread (every `database_sync_to_async` call
                               runs there) and the connection health checks (`SELECT 1`) among it;
@@ -92,18 +95,37 @@ async def preemptible(self, work):
         return False, task.result()
     chain = await_chain(task)
     issued = time.time()
-    task.cancel()
     probe("cancel_issued", self.run_id, await_chain=chain)
-    swallowed = False
-    try:
-        await task
-        swallowed = True  # the work returned although it was cancelled
-    except asyncio.CancelledError:
-        pass
-    except Exception:
-        context_module.logger.info("preempted work of run %s raised while cancelling", self.run_id, exc_info=True)
+    # context.cancel_until_done, counting the cancels: more than one means a cancellation was swallowed.
+    loop = asyncio.get_running_loop()
+    grace, every = context_module.CANCEL_GRACE_SECONDS, context_module.RECANCEL_EVERY_SECONDS
+    deadline, cancels, done = loop.time() + grace, 1, set()
+    task.cancel()
+    while True:
+        remaining = deadline - loop.time()
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, min(every, remaining)))
+        if done or remaining <= every:
+            break
+        task.cancel()
+        cancels += 1
+    run_id = self.run_id
+    if not done:
+        # Left behind, as the engine does: log when (and how) the orphaned work finally ends.
+        def orphan_ended(finished: asyncio.Task) -> None:
+            how = "cancelled" if finished.cancelled() else (
+                type(finished.exception()).__name__ if finished.exception() is not None else "returned")
+            probe("orphan_ended", run_id, seconds_after_cancel=round(time.time() - issued, 3), how=how)
+
+        task.add_done_callback(orphan_ended)
+        context_module.logger.error("run %s: preempted work ignored cancellation for %.1f s; leaving it behind",
+                                    self.run_id, grace)
+    elif not task.cancelled() and task.exception() is not None:
+        context_module.logger.info("preempted work of run %s raised while cancelling", self.run_id,
+                                   exc_info=task.exception())
+    # Still running, or it returned normally although it was cancelled.
+    swallowed = cancels > 1 or not done or (not task.cancelled() and task.exception() is None)
     probe("cancel_done", self.run_id, seconds=round(time.time() - issued, 4), swallowed=swallowed,
-          await_chain=chain)
+          cancels=cancels, abandoned=not done, await_chain=chain)
     if self.interrupt.lease_lost:
         raise context_module.LeaseLost(self.run_id)
     return True, None
