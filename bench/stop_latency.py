@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Stop latency benchmark: how fast does a stop answer, and how fast does the run reach `stopped`?
 
-Run with `make bench` (or `.venv/bin/python bench/stop_latency.py [--quick] [--trials N] [--json PATH]`).
-Never run by the tests. Standard library only.
+Run with `make bench` (or `.venv/bin/python bench/stop_latency.py [--quick] [--trials N] [--scenarios LIST]
+[--json PATH]`). Never run by the tests. Standard library only, plus the repository's fake model servers
+(`tests/fakes`, standard library too), which the provider scenarios run inside this process.
 
 What it does:
 
 1. Makes a temporary directory with a fresh SQLite database and workspace root, runs `manage.py migrate`
    and `manage.py create_api_token bench`, and starts `manage.py serve 127.0.0.1:<free port>` (Daphne +
-   the orchestrator worker in one process) as a subprocess, which it always shuts down at the end.
+   the orchestrator worker in one process) as a subprocess, which it always shuts down at the end. With a
+   provider scenario selected it first starts that provider's fake wire server (tests/fakes/wire_server.py,
+   on a thread of this process) and offers the server the model `openai:<model>@http://127.0.0.1:<port>/v1`
+   or `anthropic:<model>@http://127.0.0.1:<port>` (HARNESS_MODELS; fake API keys), chosen per session.
 2. Measures baselines on the idle server, over the same connection: the round trip of a trivial
    authenticated `GET /api/sessions/<id>`, and of `GET /api/no-such-endpoint` (the API's JSON 404: no
    authentication, no database — the floor of any request through Daphne and Django).
@@ -17,6 +21,11 @@ What it does:
      mid_tool            a cancellable `sleep` tool (30 s) is running
      parked_on_approval  a `shell` call waits for approval (the run is parked, no executor holds it)
      provisioning        stop sent right after the start response (the run may have moved on already)
+     openai_mid_stream   the real OpenAI SDK is streaming a long answer from the fake Chat Completions server
+     anthropic_mid_stream  the same with the Anthropic SDK and the fake Messages server
+                         (one small text event every 20 ms, 20 s in all; the stop is sent once the server has
+                         written 10 events and streamed text is in the snapshot). Each provider scenario
+                         starts with --warmup discarded trials (the SDK client and its first connection).
    For each trial it records
      stop→response   client-side, time.perf_counter() around `POST /api/sessions/<sid>/stop` on an
                      already-open keep-alive connection (no TCP connect in the number);
@@ -28,6 +37,16 @@ What it does:
                      (coarse: includes the poll interval, --poll-ms);
      pre-stop GET    the round trip of a `GET /api/sessions/<sid>` just before the stop, i.e. a trivial
                      request under the same load as the stop.
+   and in the provider scenarios, all on one clock (time.time(): this process and the server's timestamps)
+     stop→disconnect the fake server's `disconnected_at` (the moment it read the client's EOF) minus the
+                     moment the stop request was sent;
+     sent→recorded, recorded→disconnect, disconnect→acknowledged
+                     the same interval split at the server's stop.requested_at, then carried on to its
+                     stop.acknowledged_at: HTTP and Django up to the stop's transaction; commit, wake-up,
+                     interrupt, cancellation and the SDK closing the connection; the first step persisted after.
+   A provider trial fails unless the fake server saw the client disconnect (not a completed stream) after
+   the stop was sent, and the run ended `stopped` with its assistant message `stopped` and holding a
+   non-empty, strict prefix of the answer (the partial text kept).
 4. Prints tables, PASS/MISS per target, and writes everything (raw arrays, per-trial records, percentiles,
    machine info) as JSON to --json (default bench/results/stop_latency.json, gitignored). It also reports
    how much CPU the server, the client and *other* processes used during the trials (from /proc): the
@@ -35,8 +54,10 @@ What it does:
 
 Percentiles are nearest-rank: pK is the ceil(K/100 * n)-th smallest sample (1-based), always an observed
 value (with n = 100, p99 is the 99th of 100 sorted samples and p50 the 50th).
-Targets: stop→terminal p99 <= 100 ms in every scenario and stop→response p99 <= 20 ms; a scenario with any
-failed trial (stop not accepted, precondition or terminal deadline missed) is a MISS whatever its p99.
+Targets: stop→terminal p99 <= 100 ms in every scenario and stop→response p99 <= 20 ms; in the provider
+scenarios also stop→disconnect p50 <= 10 ms and p99 <= 25 ms. A scenario with any failed trial (stop not
+accepted, precondition or terminal deadline missed, no disconnect, partial text lost) is a MISS whatever its
+percentiles.
 """
 
 from __future__ import annotations
@@ -60,24 +81,67 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # for tests.fakes when run as `python bench/stop_latency.py`
+
+from tests.fakes import anthropic_wire, openai_wire  # noqa: E402
+from tests.fakes.wire_server import RecordedRequest, SSEStream, WireServer  # noqa: E402
+
 MANAGE = ROOT / "manage.py"
 DEFAULT_JSON = ROOT / "bench" / "results" / "stop_latency.json"
 
 TARGET_TERMINAL_P99_MS = 100.0
 TARGET_RESPONSE_P99_MS = 20.0
+TARGET_DISCONNECT_P50_MS = 10.0
+TARGET_DISCONNECT_P99_MS = 25.0
 
 TERMINAL_DEADLINE_S = 10.0
 PRECONDITION_DEADLINE_S = 10.0
 READY_DEADLINE_S = 30.0
+WIRE_FINISH_DEADLINE_S = 2.0  # after `stopped` is seen, how long the fake server may take to record the end
 
 STREAM_SCRIPT = {"turns": [{"words": 5000, "delay_ms": 5}]}
 TOOL_SCRIPT = {"turns": [{"calls": [{"name": "sleep", "arguments": {"seconds": 30}}]}]}
 APPROVAL_SCRIPT = {"turns": [{"calls": [{"name": "shell", "arguments": {"command": "echo hi"}}]}]}
 
-SCENARIOS = ("mid_stream", "mid_tool", "parked_on_approval", "provisioning")
+# The provider scenarios' answer: 1000 small text events, one every 20 ms (20 s if nobody stops it).
+PROVIDER_ANSWER = "".join(f"word{i} " for i in range(1000))
+PROVIDER_EVENTS = 1000
+PROVIDER_EVENT_DELAY_S = 0.02
+PROVIDER_EVENTS_BEFORE_STOP = 10
+PROVIDER_API_KEY = "bench-fake-key"  # the fake servers accept any key; never a real one
+
+
+@dataclass(frozen=True)
+class ProviderWire:
+    """How a provider scenario's model is served: the fake wire server's answer and the model id to use."""
+
+    kind: str  # the model id's kind: "openai" | "anthropic"
+    model: str
+    api_path: str  # appended to the fake server's URL to make the model id's base_url
+    key_variable: str
+    text_answer: Callable[..., SSEStream]  # the wire module's builder of a streamed plain-text answer
+
+    def answer(self) -> SSEStream:
+        return self.text_answer(PROVIDER_ANSWER, pieces=PROVIDER_EVENTS, delay=PROVIDER_EVENT_DELAY_S)
+
+    def model_id(self, server: WireServer) -> str:
+        return f"{self.kind}:{self.model}@{server.base_url}{self.api_path}"
+
+
+PROVIDER_WIRES = {
+    "openai_mid_stream": ProviderWire("openai", "gpt-4.1-mini", "/v1", "OPENAI_API_KEY", openai_wire.text_answer),
+    "anthropic_mid_stream": ProviderWire(
+        "anthropic", anthropic_wire.MODEL, "", "ANTHROPIC_API_KEY", anthropic_wire.text_answer
+    ),
+}
+
+SCENARIOS = ("mid_stream", "mid_tool", "parked_on_approval", "provisioning", *PROVIDER_WIRES)
 
 
 def script_text(script: dict) -> str:
@@ -115,6 +179,10 @@ def fmt(value: float | None) -> str:
 
 def parse_iso(value: str | None) -> datetime.datetime | None:
     return datetime.datetime.fromisoformat(value) if value else None
+
+
+def to_ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
 
 
 # --- HTTP client ---------------------------------------------------------------------------------------
@@ -241,9 +309,10 @@ class TrialFailed(Exception):
 
 
 class Bench:
-    def __init__(self, client: ApiClient, poll_s: float) -> None:
+    def __init__(self, client: ApiClient, poll_s: float, wire_servers: dict[str, WireServer] | None = None) -> None:
         self.client = client
         self.poll_s = poll_s
+        self.wire_servers = wire_servers or {}  # provider scenario -> its running fake model server
 
     def get(self, path: str) -> tuple[dict, float]:
         status, data, elapsed, _ = self.client.request("GET", path)
@@ -251,8 +320,9 @@ class Bench:
             raise TrialFailed(f"GET {path} answered {status}: {data}")
         return data, elapsed
 
-    def new_session(self) -> str:
-        status, data, _, _ = self.client.request("POST", "/api/sessions", {"title": "bench"})
+    def new_session(self, model: str | None = None) -> str:
+        body = {"title": "bench"} if model is None else {"title": "bench", "model": model}
+        status, data, _, _ = self.client.request("POST", "/api/sessions", body)
         if status != 201:
             raise TrialFailed(f"POST /api/sessions answered {status}: {data}")
         return data["id"]
@@ -284,18 +354,71 @@ class Bench:
 
     # The scenarios: each returns (session_id, run_id) with the run in the wanted situation.
 
-    def setup_mid_stream(self) -> tuple[str, str]:
-        sid = self.new_session()
-        run_id = self.start_run(sid, script_text(STREAM_SCRIPT))
+    def latest_assistant_message(self, session_id: str) -> dict | None:
+        snapshot, _ = self.get(f"/api/sessions/{session_id}")
+        assistant = [m for m in snapshot["messages"] if m["role"] == "assistant"]
+        return assistant[-1] if assistant else None
+
+    def start_streaming(self, session_id: str, text: str) -> str:
+        """Start a run and wait until it is `assistant_streaming` with streamed text in the snapshot."""
+        run_id = self.start_run(session_id, text)
         self.wait_for("assistant_streaming", self.run_state_is(run_id, "assistant_streaming"))
 
         def has_text():
-            snapshot, _ = self.get(f"/api/sessions/{sid}")
-            assistant = [m for m in snapshot["messages"] if m["role"] == "assistant"]
-            return bool(assistant and assistant[-1]["text"])
+            message = self.latest_assistant_message(session_id)
+            return bool(message and message["text"])
 
         self.wait_for("streamed text in the snapshot", has_text)
-        return sid, run_id
+        return run_id
+
+    def setup_mid_stream(self) -> tuple[str, str]:
+        sid = self.new_session()
+        return sid, self.start_streaming(sid, script_text(STREAM_SCRIPT))
+
+    def setup_provider_stream(self, scenario: str) -> tuple[str, str, RecordedRequest]:
+        """A run streaming from the scenario's fake server: (session, run, the model request being answered)."""
+        server = self.wire_servers[scenario]
+        sid = self.new_session(model=PROVIDER_WIRES[scenario].model_id(server))
+        # The session id in the prompt tells this trial's model request from any other's.
+        run_id = self.start_streaming(sid, f"Tell me a long story. (bench session {sid})")
+        marker = sid.encode()
+        request = server.wait_for(
+            lambda: next((r for r in server.requests if marker in r.raw_body), None), PRECONDITION_DEADLINE_S
+        )
+        if request is None:
+            raise TrialFailed("precondition: the fake model server got no request for this run")
+        if not server.wait_for(lambda: request.events_sent >= PROVIDER_EVENTS_BEFORE_STOP, PRECONDITION_DEADLINE_S):
+            raise TrialFailed(f"precondition: the fake model server did not send {PROVIDER_EVENTS_BEFORE_STOP} events "
+                              f"(sent {request.events_sent}, response {request.outcome})")
+        return sid, run_id, request
+
+    def check_provider_stop(self, record: dict, scenario: str, request: RecordedRequest, sent_at: float,
+                            run: dict) -> None:
+        """The fake server saw the client leave after the stop (timed on one clock), and the partial text stayed."""
+        self.wire_servers[scenario].wait_finished(request.index, timeout=WIRE_FINISH_DEADLINE_S)
+        record.update(wire_outcome=request.outcome, events_sent=request.events_sent)
+        disconnected_at = request.disconnected_at
+        if request.outcome != "disconnected" or disconnected_at is None:
+            raise TrialFailed(f"disconnect: the fake server saw none (response {request.outcome} after "
+                              f"{request.events_sent} events)")
+        if disconnected_at < sent_at:
+            raise TrialFailed("disconnect: the client left before the stop was sent")
+        record.update(stop_sent_at=sent_at, disconnected_at=disconnected_at)  # raw, to match with server traces
+        record["stop_disconnect_ms"] = to_ms(disconnected_at - sent_at)
+        requested, acknowledged = parse_iso(run["stop"]["requested_at"]), parse_iso(run["stop"]["acknowledged_at"])
+        if requested:
+            record["sent_recorded_ms"] = to_ms(requested.timestamp() - sent_at)
+            record["recorded_disconnect_ms"] = to_ms(disconnected_at - requested.timestamp())
+        if acknowledged:
+            record["disconnect_ack_ms"] = to_ms(acknowledged.timestamp() - disconnected_at)
+
+        message = self.latest_assistant_message(record["session_id"])
+        text = message["text"] if message else ""
+        record["kept_chars"] = len(text)
+        if message is None or message["status"] != "stopped":
+            raise TrialFailed(f"partial text: the answer is {message and message['status']}, not stopped")
+        if not (text and len(text) < len(PROVIDER_ANSWER) and PROVIDER_ANSWER.startswith(text)):
+            raise TrialFailed(f"partial text: {len(text)} characters kept, not a non-empty prefix of the answer")
 
     def setup_mid_tool(self) -> tuple[str, str]:
         sid = self.new_session()
@@ -323,18 +446,23 @@ class Bench:
 
     def trial(self, scenario: str) -> dict:
         record: dict = {"scenario": scenario}
+        request: RecordedRequest | None = None  # the model request a provider scenario's stop must cut off
         try:
             if scenario == "provisioning":
                 sid = self.new_session()
                 run_id = self.start_run(sid, script_text(STREAM_SCRIPT))
             else:
-                sid, run_id = getattr(self, f"setup_{scenario}")()
+                if scenario in PROVIDER_WIRES:
+                    sid, run_id, request = self.setup_provider_stream(scenario)
+                else:
+                    sid, run_id = getattr(self, f"setup_{scenario}")()
                 # A trivial request under the same load, right before the stop: the baseline for the stop.
                 _, elapsed = self.get(f"/api/sessions/{sid}")
                 record["pre_stop_get_ms"] = round(elapsed, 3)
             record.update(session_id=sid, run_id=run_id)
 
             reconnects = self.client.reconnects
+            sent_at = time.time()  # the fake server's clock, for stop→disconnect
             sent = time.perf_counter()
             status, stop, elapsed, _ = self.client.request("POST", f"/api/sessions/{sid}/stop", {"run_id": run_id})
             record["stop_response_ms"] = round(elapsed, 3)
@@ -353,7 +481,7 @@ class Bench:
                 if time.monotonic() > deadline:
                     raise TrialFailed(f"terminal: still {run['state']} {TERMINAL_DEADLINE_S:g} s after the stop")
                 time.sleep(self.poll_s)
-            record["client_terminal_ms"] = round((observed - sent) * 1000, 3)
+            record["client_terminal_ms"] = to_ms(observed - sent)
             record["final_state"] = run["state"]
             if run["state"] != "stopped":
                 raise TrialFailed(f"terminal: ended {run['state']} ({run.get('error')}), not stopped")
@@ -363,8 +491,10 @@ class Bench:
             record["stop_terminal_ms"] = latency
             requested, acknowledged = parse_iso(run["stop"]["requested_at"]), parse_iso(run["stop"]["acknowledged_at"])
             if requested and acknowledged:
-                record["stop_ack_ms"] = round((acknowledged - requested).total_seconds() * 1000, 3)
+                record["stop_ack_ms"] = to_ms((acknowledged - requested).total_seconds())
                 record["ack_terminal_ms"] = round(latency - record["stop_ack_ms"], 3)
+            if request is not None:
+                self.check_provider_stop(record, scenario, request, sent_at, run)
         except TrialFailed as exc:
             record["failure"] = str(exc)
         return record
@@ -402,11 +532,24 @@ def baseline(bench: Bench, count: int) -> dict[str, list[float]]:
 # --- reporting -----------------------------------------------------------------------------------------
 
 FIELDS = ("stop_response_ms", "stop_terminal_ms", "stop_ack_ms", "ack_terminal_ms", "client_terminal_ms", "pre_stop_get_ms")
+PROVIDER_FIELDS = ("stop_disconnect_ms", "sent_recorded_ms", "recorded_disconnect_ms", "disconnect_ack_ms")
+
+# (name, field, percentile, limit in ms): the first two apply to every scenario, the others to provider ones.
+TARGETS = (
+    ("stop_terminal_p99_ms", "stop_terminal_ms", "p99", TARGET_TERMINAL_P99_MS),
+    ("stop_response_p99_ms", "stop_response_ms", "p99", TARGET_RESPONSE_P99_MS),
+)
+PROVIDER_TARGETS = (
+    ("stop_disconnect_p50_ms", "stop_disconnect_ms", "p50", TARGET_DISCONNECT_P50_MS),
+    ("stop_disconnect_p99_ms", "stop_disconnect_ms", "p99", TARGET_DISCONNECT_P99_MS),
+)
 
 
-def scenario_result(name: str, records: list[dict]) -> dict:
+def scenario_result(name: str, records: list[dict], warmup: list[dict] | None = None) -> dict:
+    provider = name in PROVIDER_WIRES
+    fields = FIELDS + PROVIDER_FIELDS if provider else FIELDS
     ok = [r for r in records if "failure" not in r]
-    raw = {field: [r[field] for r in ok if r.get(field) is not None] for field in FIELDS}
+    raw = {field: [r[field] for r in ok if r.get(field) is not None] for field in fields}
     # A stop whose run later failed to stop still answered: its response time counts.
     raw["stop_response_ms"] = [r["stop_response_ms"] for r in records if r.get("stop_response_ms") is not None]
     result = {
@@ -420,19 +563,15 @@ def scenario_result(name: str, records: list[dict]) -> dict:
         "raw": raw,
         "percentiles": {field: summary(values) for field, values in raw.items()},
     }
-    response_p99 = result["percentiles"]["stop_response_ms"]["p99"]
-    terminal_p99 = result["percentiles"]["stop_terminal_ms"]["p99"]
-    result["targets"] = {
-        "stop_terminal_p99_ms": {
-            "target": TARGET_TERMINAL_P99_MS, "value": terminal_p99,
-            "pass": terminal_p99 is not None and terminal_p99 <= TARGET_TERMINAL_P99_MS and not result["failures"],
-        },
-        "stop_response_p99_ms": {
-            "target": TARGET_RESPONSE_P99_MS, "value": response_p99,
-            "pass": response_p99 is not None and response_p99 <= TARGET_RESPONSE_P99_MS and not result["failures"],
-        },
-    }
+    result["targets"] = {}
+    for target, field, percentile, limit in TARGETS + PROVIDER_TARGETS if provider else TARGETS:
+        value = result["percentiles"][field][percentile]
+        result["targets"][target] = {
+            "target": limit, "value": value, "pass": value is not None and value <= limit and not result["failures"],
+        }
     result["trials"] = records
+    if warmup is not None:
+        result["warmup_trials"] = warmup
     return result
 
 
@@ -476,6 +615,22 @@ def report(results: dict, baselines: dict) -> str:
         rows,
     ))
     out.append("")
+    rows = []
+    for name, res in results.items():
+        if name in PROVIDER_WIRES:
+            pct = res["percentiles"]
+            rows.append([
+                name, triple(pct["stop_disconnect_ms"]), fmt(pct["stop_disconnect_ms"]["max"]),
+                triple(pct["sent_recorded_ms"]), triple(pct["recorded_disconnect_ms"]),
+                triple(pct["disconnect_ack_ms"]),
+            ])
+    if rows:
+        out.append(table(
+            ["provider scenario", "stop→disconnect p50/p95/p99 (ms)", "max (ms)", "sent→recorded (ms)",
+             "recorded→disconnect (ms)", "disconnect→acknowledged (ms)"],
+            rows,
+        ))
+        out.append("")
     rows = [[name, str(s["n"]), triple(s), fmt(s["max"])] for name, s in baselines.items()]
     out.append(table(["baseline", "n", "p50 / p95 / p99 (ms)", "max (ms)"], rows))
     out.append("")
@@ -570,13 +725,40 @@ def machine_info() -> dict:
     }
 
 
+# --- the fake model servers ----------------------------------------------------------------------------
+
+
+def start_wire_servers(stack: ExitStack, scenarios: list[str]) -> dict[str, WireServer]:
+    """A fake model server per selected provider scenario, answering every request with the slow answer."""
+    return {
+        scenario: stack.enter_context(WireServer(default=PROVIDER_WIRES[scenario].answer()))
+        for scenario in scenarios if scenario in PROVIDER_WIRES
+    }
+
+
+def provider_env(wire_servers: dict[str, WireServer]) -> dict[str, str]:
+    """The server's settings for the provider scenarios: their models on offer, fake keys, no proxy for them."""
+    if not wire_servers:
+        return {}
+    wires = [(PROVIDER_WIRES[scenario], server) for scenario, server in wire_servers.items()]
+    inherited = os.environ.get("NO_PROXY") or os.environ.get("no_proxy")
+    no_proxy = ",".join(filter(None, (inherited, "127.0.0.1,localhost")))
+    return {
+        "HARNESS_MODELS": ",".join(wire.model_id(server) for wire, server in wires),
+        **{wire.key_variable: PROVIDER_API_KEY for wire, _ in wires},
+        "NO_PROXY": no_proxy, "no_proxy": no_proxy,  # the SDKs' HTTP clients honour proxy settings
+    }
+
+
 # --- main ----------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=100, help="trials per scenario (default 100)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 10 trials per scenario")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 10 trials per scenario (warm-up 1)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="discarded warm-up trials before each provider scenario (default 3)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"result file (default {DEFAULT_JSON})")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset to run")
     parser.add_argument("--poll-ms", type=float, default=10.0, help="client polling interval (default 10 ms)")
@@ -585,13 +767,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-log", type=Path, default=None, help="keep the server's output in this file")
     args = parser.parse_args(argv)
     trials = 10 if args.quick else args.trials
+    warmup = args.warmup if args.warmup is not None else 1 if args.quick else 3
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
 
-    with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp, ExitStack() as wire_stack:
         tmpdir = Path(tmp)
+        # Started before the server, which is told their addresses; stopped after it (the ExitStack).
+        wire_servers = start_wire_servers(wire_stack, scenarios)
         env = dict(os.environ)
         env.update(
             DATABASE_URL=f"sqlite:///{tmpdir / 'bench.sqlite3'}",  # an absolute path: sqlite:////tmp/...
@@ -600,6 +785,8 @@ def main(argv: list[str] | None = None) -> int:
             STATIC_ROOT=str(tmpdir / "static"),
             DJANGO_SETTINGS_MODULE="harness.settings",
             PYTHONUNBUFFERED="1",
+            HARNESS_MODEL="scripted",  # the `script:` scenarios need it as the default
+            **provider_env(wire_servers),
         )
         if args.log_level:
             env["HARNESS_LOG_LEVEL"] = args.log_level
@@ -615,8 +802,9 @@ def main(argv: list[str] | None = None) -> int:
         client = ApiClient("127.0.0.1", port, token)
         try:
             ready_s = wait_ready(proc, port, token, log_path)
-            print(f"server up on 127.0.0.1:{port} after {ready_s:.2f} s; {trials} trials per scenario", flush=True)
-            bench = Bench(client, poll_s=args.poll_ms / 1000)
+            print(f"server up on 127.0.0.1:{port} after {ready_s:.2f} s; {trials} trials per scenario"
+                  + (f" (+{warmup} warm-up per provider scenario)" if wire_servers else ""), flush=True)
+            bench = Bench(client, poll_s=args.poll_ms / 1000, wire_servers=wire_servers)
             began = datetime.datetime.now(datetime.timezone.utc)
             load_before = os.getloadavg()
             cpu_before = (cpu_busy_seconds(), process_cpu_seconds(proc.pid), own_cpu_seconds(), time.monotonic())
@@ -624,17 +812,25 @@ def main(argv: list[str] | None = None) -> int:
             baselines = dict(idle_samples)
             results = {}
             for scenario in scenarios:
-                records = []
+                provider = scenario in PROVIDER_WIRES
+                warmups, records = [], []
+                for index in range(warmup if provider else 0):
+                    warmups.append(bench.trial(scenario))
+                    if "failure" in warmups[-1]:
+                        print(f"  {scenario} warm-up #{index + 1}: {warmups[-1]['failure']}", flush=True)
                 for index in range(trials):
                     records.append(bench.trial(scenario))
                     if "failure" in records[-1]:
                         print(f"  {scenario} #{index + 1}: {records[-1]['failure']}", flush=True)
-                results[scenario] = scenario_result(scenario, records)
+                results[scenario] = scenario_result(scenario, records, warmups if provider else None)
                 pct = results[scenario]["percentiles"]
+                disconnect = pct.get("stop_disconnect_ms")
                 print(
                     f"{scenario}: stop→response p99 {fmt(pct['stop_response_ms']['p99'])} ms, "
                     f"stop→terminal p99 {fmt(pct['stop_terminal_ms']['p99'])} ms, "
-                    f"{results[scenario]['failures']} failures",
+                    + (f"stop→disconnect p50 {fmt(disconnect['p50'])} / p99 {fmt(disconnect['p99'])} ms, "
+                       if disconnect else "")
+                    + f"{results[scenario]['failures']} failures",
                     flush=True,
                 )
             ended = datetime.datetime.now(datetime.timezone.utc)
@@ -680,15 +876,25 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": {"before": load_before, "after": load_after},
         "cpu_usage": cpu,
         "config": {
-            "trials": trials, "scenarios": scenarios, "poll_ms": args.poll_ms,
+            "trials": trials, "warmup_per_provider_scenario": warmup, "scenarios": scenarios, "poll_ms": args.poll_ms,
             "terminal_deadline_s": TERMINAL_DEADLINE_S, "precondition_deadline_s": PRECONDITION_DEADLINE_S,
             "scripts": {"mid_stream": STREAM_SCRIPT, "mid_tool": TOOL_SCRIPT, "parked_on_approval": APPROVAL_SCRIPT,
                         "provisioning": STREAM_SCRIPT},
-            "server": "manage.py serve (Daphne + orchestrator worker, SQLite, in-memory channel layer, scripted model)",
+            "provider_streams": {
+                scenario: {
+                    "model": PROVIDER_WIRES[scenario].model_id(server), "text_events": PROVIDER_EVENTS,
+                    "event_delay_s": PROVIDER_EVENT_DELAY_S, "events_before_stop": PROVIDER_EVENTS_BEFORE_STOP,
+                    "answer_chars": len(PROVIDER_ANSWER),
+                }
+                for scenario, server in wire_servers.items()
+            },
+            "server": "manage.py serve (Daphne + orchestrator worker, SQLite, in-memory channel layer, scripted model; "
+                      "provider scenarios: the real SDK against a fake wire server on a thread of the bench process)",
         },
         "percentile_method": "nearest-rank: pK = ceil(K/100*n)-th smallest sample",
         "targets": {"stop_terminal_p99_ms": TARGET_TERMINAL_P99_MS, "stop_response_p99_ms": TARGET_RESPONSE_P99_MS,
-                    "all_pass": all_pass},
+                    "stop_disconnect_p50_ms": TARGET_DISCONNECT_P50_MS,
+                    "stop_disconnect_p99_ms": TARGET_DISCONNECT_P99_MS, "all_pass": all_pass},
         "baselines": baselines,
         "baseline_raw": idle_samples,
         "scenarios": results,
