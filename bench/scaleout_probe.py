@@ -3,7 +3,7 @@ stop path instrumented, to time its pieces. Never used by the tests or in produc
 
 It monkeypatches, in this process only (production code is unchanged):
   RunExecutor.signal_stop     logs the `run.stop` wake-up's arrival (web → Redis → this worker);
-  RunExecutor._stop_flag_set  logs when the watcher's database poll sees the flag (the fallback path);
+  pool.leases_watch           logs when the pool watcher's database poll sees a stop flag (the fallback path);
   StepContext.preemptible     the same logic as the original (orchestrator/engine/context.py: cancel, repeat
                               the cancel every RECANCEL_EVERY_SECONDS until the work ends, at most
                               CANCEL_GRACE_SECONDS, then go ahead without the work),
@@ -71,14 +71,14 @@ def signal_stop(self) -> None:
     _signal_stop(self)
 
 
-_stop_flag_set = executor_module.RunExecutor._stop_flag_set
+_leases_watch = pool_module.leases_watch
 
 
-def stop_flag_set(self) -> bool:
-    seen = _stop_flag_set(self)
-    if seen:
-        probe("poll_sees_flag", self.run_id)
-    return seen
+def leases_watch(**kwargs) -> tuple[set[str], set[str]]:
+    stopped, lost = _leases_watch(**kwargs)
+    for run_id in stopped:
+        probe("poll_sees_flag", run_id)
+    return stopped, lost
 
 
 async def preemptible(self, work):
@@ -194,7 +194,7 @@ DatabaseSyncToAsync.thread_handler = thread_handler
 DatabaseWrapper.is_usable = is_usable
 pool_module.ExecutorPool.start_background = start_background
 executor_module.RunExecutor.signal_stop = signal_stop
-executor_module.RunExecutor._stop_flag_set = stop_flag_set
+pool_module.leases_watch = leases_watch
 context_module.StepContext.preemptible = preemptible
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 channels-redis drops a channel from a group `group_expiry` seconds after it joined, active or not, and
 sockets here can live for days; so a consumer re-joins its session's group every hour while it is open.
+
+Group events skip channels' per-message `aclose_old_connections()`: it is a trip to the database thread for
+every event to every client (a streaming answer sends ~20 a second to each), while the event handlers
+reach the database only through `database_sync_to_async`, which manages connections itself.
 """
 
 from __future__ import annotations
@@ -10,16 +14,25 @@ import asyncio
 import contextlib
 import logging
 
+from orchestrator.events import CHANNEL_MESSAGE_TYPE
+
 logger = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 3600
 
 
 class SessionGroupMember:
-    """Mixed into a consumer: `await self.join_group(name)` on connect, `await self.leave_group()` on close."""
+    """Mixed into a consumer: `await self.join_group(name)` on connect, `await self.leave_group()` on close;
+    group events (`{"type": "session.event"}`) go to `session_event`."""
 
     group: str | None = None
     _group_refresh: asyncio.Task | None = None
+
+    async def dispatch(self, message: dict) -> None:
+        if message.get("type") == CHANNEL_MESSAGE_TYPE:
+            await self.session_event(message)
+            return
+        await super().dispatch(message)
 
     async def join_group(self, group: str) -> None:
         self.group = group

@@ -192,7 +192,8 @@ if REDIS_URL:
 else:
     # One process: the orchestrator channel carries every start/stop/wake; the default capacity (100) drops
     # wake-ups when hundreds of runs start at once (recovery would still find them, a second later).
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 5000}}}
+    # (Its expiry sweep runs once a second instead of on every message: harness/layers.py.)
+    CHANNEL_LAYERS = {"default": {"BACKEND": "harness.layers.AmortisedInMemoryChannelLayer", "CONFIG": {"capacity": 5000}}}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -263,8 +264,12 @@ HARNESS_STOP_POLL_SECONDS = _env_float("HARNESS_STOP_POLL_SECONDS", 0.5)
 HARNESS_RECOVERY_INTERVAL_SECONDS = _env_float("HARNESS_RECOVERY_INTERVAL_SECONDS", 1)
 # Streaming text reaches the database at least this often (and on every exit).
 HARNESS_CHECKPOINT_SECONDS = _env_float("HARNESS_CHECKPOINT_SECONDS", 0.25)
-# Streaming deltas are coalesced into one event per message at most this often.
+# Streaming deltas are coalesced into one event per message at most this often …
 HARNESS_DELTA_COALESCE_SECONDS = _env_float("HARNESS_DELTA_COALESCE_SECONDS", 0.05)
+# … and less often when a process streams so many answers at once that it would send more delta events per
+# second than this (the interval becomes streams / this): beyond it the event loop falls behind and every
+# client's latency grows without bound, while bigger, rarer deltas keep it flowing.
+HARNESS_MAX_DELTAS_PER_SECOND = _env_float("HARNESS_MAX_DELTAS_PER_SECOND", 2000)
 # Each session gets a workspace directory below this root (shell, read_file, write_file run there).
 HARNESS_WORKSPACE_ROOT = Path(os.environ.get("HARNESS_WORKSPACE_ROOT", VAR_DIR / "workspaces"))
 # The shell tool is killed after this long.

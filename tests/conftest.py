@@ -44,7 +44,7 @@ def _isolated_harness(settings, tmp_path):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.HARNESS_WORKSPACE_ROOT = tmp_path / "workspaces"
     settings.HARNESS_EXTRA_TOOLS = TEST_TOOLS
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "harness.layers.AmortisedInMemoryChannelLayer"}}
     # The layer and the pool hold asyncio objects bound to one event loop; every test has its own loop.
     channel_layers.backends = {}
     pool_module.reset_pool()

@@ -23,6 +23,7 @@ from .. import events
 from ..models import Message, MessageRole, MessageStatus, Run, RunState
 from ..providers.base import Provider
 from ..tools.registry import ToolRegistry
+from .checkpoints import StreamCheckpoints
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +132,13 @@ class StepContext:
     interrupt: Interrupt
     provider: Provider | None  # set by the executor from the run's model before the first step
     tools: ToolRegistry
+    # Where streaming text is checkpointed: the pool's, shared by all its runs (a context of its own in tests).
+    checkpoints: StreamCheckpoints | None = None
     parked: bool = False
+
+    def __post_init__(self) -> None:
+        if self.checkpoints is None:
+            self.checkpoints = StreamCheckpoints(self.owner)
 
     async def advance(self, write: Callable[[Tx], str]) -> Run:
         """Run `write` in one transaction with the run locked; persist the state it returns; publish."""

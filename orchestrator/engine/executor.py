@@ -1,7 +1,7 @@
 """The drive loop: one executor per run, stepping it through the state table until it ends or parks.
 
-While it drives, a watcher task renews the lease and re-reads the stop flag, so a stop whose wake-up
-message was lost still interrupts a model stream or a tool within HARNESS_STOP_POLL_SECONDS, and an
+While it drives, the pool's watcher (pool.py) renews its lease and re-reads its stop flag, so a stop whose
+wake-up message was lost still interrupts a model stream or a tool within HARNESS_STOP_POLL_SECONDS, and an
 executor that lost its lease stops at once.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -20,7 +19,7 @@ from ..models import TERMINAL_STATES, Run, RunState
 from ..providers.registry import provider_for
 from ..tools.registry import get_registry
 from .context import Interrupt, LeaseLost, StepContext
-from .lease import lease_acquire, lease_release, lease_renew
+from .lease import lease_acquire, lease_release
 from .step import HANDLERS, fail_write, force_fail
 
 logger = logging.getLogger(__name__)
@@ -32,6 +31,7 @@ class RunExecutor:
         self.owner = owner
         self.pool = pool  # where this process's current channel name is (it can change)
         self.interrupt = Interrupt()
+        self.driving = False  # holds the lease and steps the run
 
     @property
     def channel(self) -> str:
@@ -45,8 +45,9 @@ class RunExecutor:
             return
         ctx = StepContext(
             run_id=self.run_id, owner=self.owner, interrupt=self.interrupt, provider=None, tools=get_registry(),
+            checkpoints=self.pool.checkpoints if self.pool is not None else None,
         )
-        watcher = asyncio.ensure_future(self._watch())
+        self.driving = True  # the pool's watcher now renews our lease and reads our stop flag
         release = True
         try:
             run = await database_sync_to_async(Run.objects.get)(pk=self.run_id)
@@ -67,7 +68,7 @@ class RunExecutor:
             release = False
             logger.warning("run %s: lease lost; this executor stops driving it", self.run_id)
         finally:
-            watcher.cancel()
+            self.driving = False
             if release:
                 # Cancelled (shutdown) or broken: let another executor take over without waiting for expiry.
                 await asyncio.shield(database_sync_to_async(lease_release)(run_id=self.run_id, owner=self.owner))
@@ -97,30 +98,3 @@ class RunExecutor:
                 return None
             return await ctx.advance(fail_write(f"internal error in {run.state}: {exc}"))
 
-    async def _watch(self) -> None:
-        poll = settings.HARNESS_STOP_POLL_SECONDS
-        renew_every = settings.HARNESS_LEASE_TTL_SECONDS / 3
-        last_renewal = time.monotonic()
-        while True:
-            await asyncio.sleep(poll)
-            try:
-                if time.monotonic() - last_renewal >= renew_every:
-                    renewed = await database_sync_to_async(lease_renew)(
-                        run_id=self.run_id, owner=self.owner, channel=self.channel
-                    )
-                    if not renewed:
-                        self.interrupt.lose_lease()
-                        return
-                    last_renewal = time.monotonic()
-                if not self.interrupt.is_set and await database_sync_to_async(self._stop_flag_set)():
-                    self.interrupt.stop()
-            except DatabaseError:
-                logger.warning("run %s: watcher could not reach the database", self.run_id, exc_info=True)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # The watcher is what lands a stop whose wake-up was lost: it must never die silently.
-                logger.exception("run %s: watcher error; it keeps watching", self.run_id)
-
-    def _stop_flag_set(self) -> bool:
-        return Run.objects.filter(pk=self.run_id, stop_requested_at__isnull=False).exists()

@@ -46,6 +46,25 @@ def lease_renew(*, run_id, owner: str, channel: str = "") -> bool:
     return Run.objects.filter(pk=run_id, lease_owner=owner).update(**fields) == 1
 
 
+def leases_watch(*, run_ids: list[str], owner: str, channel: str = "", renew: bool) -> tuple[set[str], set[str]]:
+    """One round of the worker's watch over every run it drives: renew their leases (when `renew`) and read
+    their stop flags, in two statements whatever the number of runs. Returns (stop requested, lease lost)."""
+    if renew:
+        fields = {"lease_expires_at": timezone.now() + lease_ttl()}
+        if channel:
+            fields["lease_channel"] = channel
+        Run.objects.filter(pk__in=run_ids, lease_owner=owner).update(**fields)
+    stopped, held = set(), set()
+    for pk, lease_owner, stop_requested_at in Run.objects.filter(pk__in=run_ids).values_list(
+        "pk", "lease_owner", "stop_requested_at"
+    ):
+        if stop_requested_at is not None:
+            stopped.add(str(pk))
+        if lease_owner == owner:
+            held.add(str(pk))
+    return stopped, set(run_ids) - held
+
+
 def heartbeat_beat(*, owner: str, channel: str, runs: int) -> None:
     now = timezone.now()
     WorkerHeartbeat.objects.update_or_create(owner=owner, defaults={"channel_name": channel, "seen_at": now,

@@ -1,7 +1,10 @@
-"""This process's executors: at most one driving task per run, plus the recovery scan.
+"""This process's executors: at most one driving task per run, the watcher over all of them, and the
+recovery scan.
 
 The worker consumer only translates channel messages into calls here, so its handlers return at once and
-a stop is never queued behind a running turn.
+a stop is never queued behind a running turn. The watcher is one task for the whole process: every
+HARNESS_STOP_POLL_SECONDS it reads the stop flags of every run driven here (and every third of the lease
+TTL renews their leases) in one database round, so its cost does not grow with the number of runs.
 """
 
 from __future__ import annotations
@@ -10,14 +13,16 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 
+from .checkpoints import StreamCheckpoints
 from .executor import RunExecutor
-from .lease import heartbeat_beat, runs_without_executor
+from .lease import heartbeat_beat, leases_watch, runs_without_executor
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +35,8 @@ class ExecutorPool:
         self.tasks: dict[str, asyncio.Task] = {}
         self._rewake: set[str] = set()
         self._background: asyncio.Task | None = None
+        self._watcher: asyncio.Task | None = None
+        self.checkpoints = StreamCheckpoints(self.owner)
 
     def ensure_driving(self, run_id: str) -> None:
         run_id = str(run_id)
@@ -40,6 +47,8 @@ class ExecutorPool:
             return
         executor = RunExecutor(run_id=run_id, owner=self.owner, pool=self)
         self.executors[run_id] = executor
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_forever(), name="run watcher")
         task = asyncio.get_running_loop().create_task(executor.drive(), name=f"run {run_id}")
         self.tasks[run_id] = task
         task.add_done_callback(lambda t, run_id=run_id: self._finished(run_id, t))
@@ -61,6 +70,36 @@ class ExecutorPool:
             return False
         executor.signal_stop()
         return True
+
+    async def watch_once(self, *, renew: bool) -> None:
+        """Land stops whose wake-up was lost, renew leases, and stop executors whose lease was taken over."""
+        driving = {run_id: executor for run_id, executor in self.executors.items() if executor.driving}
+        if not driving:
+            return
+        stopped, lost = await database_sync_to_async(leases_watch)(
+            run_ids=list(driving), owner=self.owner, channel=self.channel_name, renew=renew
+        )
+        for run_id, executor in driving.items():
+            if run_id in lost:
+                executor.interrupt.lose_lease()
+            elif run_id in stopped and not executor.interrupt.is_set:
+                executor.signal_stop()
+
+    async def _watch_forever(self) -> None:
+        renew_every = settings.HARNESS_LEASE_TTL_SECONDS / 3
+        last_renewal = time.monotonic()
+        while True:
+            await asyncio.sleep(settings.HARNESS_STOP_POLL_SECONDS)
+            renew = time.monotonic() - last_renewal >= renew_every
+            try:
+                await self.watch_once(renew=renew)
+                if renew:
+                    last_renewal = time.monotonic()
+            except DatabaseError:
+                logger.warning("run watcher could not reach the database", exc_info=True)
+            except Exception:
+                # The watcher is what lands a stop whose wake-up was lost: it must never die silently.
+                logger.exception("run watcher error; it keeps watching")
 
     def start_background(self) -> None:
         """Heartbeat and recovery, once per process."""
@@ -85,9 +124,7 @@ class ExecutorPool:
             await asyncio.sleep(settings.HARNESS_RECOVERY_INTERVAL_SECONDS)
 
     async def shutdown(self) -> None:
-        if self._background is not None:
-            self._background.cancel()
-        tasks = list(self.tasks.values())
+        tasks = [t for t in (self._background, self._watcher) if t is not None] + list(self.tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

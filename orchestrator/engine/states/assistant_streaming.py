@@ -1,8 +1,9 @@
 """assistant_streaming: call the model and stream its answer — preemptible.
 
 The stream runs in a task of its own that a stop cancels at once (closing the provider's stream). Text is
-checkpointed to the database at least every HARNESS_CHECKPOINT_SECONDS and on every exit, and published
-to clients as coalesced deltas, so a stop or a crash keeps what the user already saw.
+checkpointed to the database every HARNESS_CHECKPOINT_SECONDS (by the process's StreamCheckpoints, for all
+its streams at once) and on every exit, and published to clients as coalesced deltas, so a stop or a crash
+keeps what the user already saw.
 """
 
 from __future__ import annotations
@@ -74,32 +75,39 @@ async def handle(ctx: StepContext, run: Run) -> Run:
 
 
 async def _consume(ctx: StepContext, run: Run, request: ModelRequest, buffer: StreamBuffer) -> None:
-    coalesce = settings.HARNESS_DELTA_COALESCE_SECONDS
-    checkpoint_every = settings.HARNESS_CHECKPOINT_SECONDS
-    last_publish = last_checkpoint = time.monotonic()
+    last_publish = time.monotonic()
     stream = stream_with_retries(
         ctx.provider, request, retries=settings.HARNESS_MODEL_RETRIES,
         base_delay=settings.HARNESS_MODEL_RETRY_BASE_SECONDS, max_wait=settings.HARNESS_MODEL_RETRY_MAX_WAIT_SECONDS,
     )
-    async with aclosing(stream):
-        async for event in stream:
-            if isinstance(event, TextDelta):
-                buffer.append(event.text)
-                now = time.monotonic()
-                if now - last_publish >= coalesce:
-                    await _publish_delta(run, buffer)
-                    last_publish = now
-                if now - last_checkpoint >= checkpoint_every:
-                    await ctx.db(_checkpoint, ctx, buffer.message_id, buffer.text)
-                    last_checkpoint = now
-            elif isinstance(event, ToolCall):
-                buffer.calls.append(event)
-            elif isinstance(event, Usage):
-                buffer.usage = event
-            elif isinstance(event, Finish):
-                buffer.finish = event.reason
-                break
+    ctx.checkpoints.register(buffer)
+    try:
+        async with aclosing(stream):
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    buffer.append(event.text)
+                    now = time.monotonic()
+                    if now - last_publish >= coalesce_seconds(ctx.checkpoints.active):
+                        await _publish_delta(run, buffer)
+                        last_publish = now
+                elif isinstance(event, ToolCall):
+                    buffer.calls.append(event)
+                elif isinstance(event, Usage):
+                    buffer.usage = event
+                elif isinstance(event, Finish):
+                    buffer.finish = event.reason
+                    break
+    finally:
+        ctx.checkpoints.unregister(buffer)
     await _publish_delta(run, buffer)
+
+
+def coalesce_seconds(streams: int) -> float:
+    """How long deltas of one message are gathered into one event: HARNESS_DELTA_COALESCE_SECONDS, longer
+    when this process streams so many answers at once that it would otherwise send more than
+    HARNESS_MAX_DELTAS_PER_SECOND events (each costs a group send and a socket write per watching client:
+    past that rate the event loop falls behind and every client's latency grows without bound)."""
+    return max(settings.HARNESS_DELTA_COALESCE_SECONDS, streams / settings.HARNESS_MAX_DELTAS_PER_SECOND)
 
 
 async def _publish_delta(run: Run, buffer: StreamBuffer) -> None:
