@@ -183,3 +183,40 @@ async def test_a_model_chosen_in_one_tab_reaches_the_others(user, session, setti
     assert 'id="model-picker" class="model-picker"' in received and 'hx-swap-oob="true"' in received
     assert f'<option value="{local}" selected>' in received
     await communicator.disconnect()
+
+
+async def test_streaming_deltas_reach_the_page_without_a_trip_to_the_database_thread(session, user, monkeypatch):
+    """~20 deltas a second per open tab: neither channels' per-message connection clean-up nor the fragment
+    rendering may cost a hop to the (single) database thread for a delta the tab can simply append."""
+    import channels.consumer
+
+    from harness.portal import consumers as portal_consumers
+    from orchestrator import events
+
+    message = await db(Message.objects.create, session=session, role="assistant", text="Hel", status="streaming")
+    communicator, _ = await connect(session.id, user=user)
+    await communicator.receive_from(timeout=5)  # the snapshot holds "Hel"
+    hops = []
+
+    async def counted_close():
+        hops.append("aclose_old_connections")
+
+    def counted_sync_to_async(fn):
+        hops.append(getattr(fn, "__name__", repr(fn)))
+        return db_hop(fn)
+
+    db_hop = portal_consumers.database_sync_to_async
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted_close)
+    monkeypatch.setattr(portal_consumers, "database_sync_to_async", counted_sync_to_async)
+    delta = events.message_delta(run_id=session.id, message_id=message.id, offset=3, text="lo <b>", produced_at=0)
+    await events.publish(session.id, delta)
+    received = await communicator.receive_from(timeout=5)
+    assert received.strip() == f'<span id="msg-{message.id}-text" hx-swap-oob="beforeend">lo &lt;b&gt;</span>'
+    assert hops == []
+    # A delta the tab cannot append (text it never received) still goes to the database, to fill the gap.
+    await db(Message.objects.filter(pk=message.id).update, text="Hello <b>there")
+    await events.publish(session.id, events.message_delta(run_id=session.id, message_id=message.id, offset=14,
+                                                          text="!", produced_at=0))
+    received = await communicator.receive_from(timeout=5)
+    assert "there!" in received and hops == ["_fragments_for"]
+    await communicator.disconnect()
