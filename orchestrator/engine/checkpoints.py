@@ -15,12 +15,12 @@ import asyncio
 import logging
 from typing import Protocol
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from ..models import Message, Run
+from .dbthread import engine_db
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class StreamCheckpoints:
         while self._streams:
             await asyncio.sleep(settings.HARNESS_CHECKPOINT_SECONDS)
             try:
-                await database_sync_to_async(self.flush)()
+                await engine_db(self.flush)()
             except DatabaseError:
                 logger.warning("could not checkpoint streaming text", exc_info=True)
             except Exception:

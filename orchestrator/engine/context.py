@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from channels.db import database_sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
@@ -24,6 +23,7 @@ from ..models import Message, MessageRole, MessageStatus, Run, RunState
 from ..providers.base import Provider
 from ..tools.registry import ToolRegistry
 from .checkpoints import StreamCheckpoints
+from .dbthread import engine_db
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class StepContext:
 
     async def advance(self, write: Callable[[Tx], str]) -> Run:
         """Run `write` in one transaction with the run locked; persist the state it returns; publish."""
-        run, emitted = await database_sync_to_async(self._advance_sync)(write)
+        run, emitted = await engine_db(self._advance_sync)(write)
         if run.stop_requested_at:
             self.interrupt.stop()
         if emitted:
@@ -185,7 +185,7 @@ class StepContext:
             return run, tx.emitted
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await database_sync_to_async(fn)(*args, **kwargs)
+        return await engine_db(fn)(*args, **kwargs)
 
     async def preemptible(self, work: Awaitable[T]) -> tuple[bool, T | None]:
         """Run `work` until it finishes or the run is interrupted; on interruption cancel it and wait for it.

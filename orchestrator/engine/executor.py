@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
@@ -19,6 +18,7 @@ from ..models import TERMINAL_STATES, Run, RunState
 from ..providers.registry import provider_for
 from ..tools.registry import get_registry
 from .context import Interrupt, LeaseLost, StepContext
+from .dbthread import engine_db
 from .lease import lease_acquire, lease_release
 from .step import HANDLERS, fail_write, force_fail
 
@@ -41,7 +41,7 @@ class RunExecutor:
         self.interrupt.stop()
 
     async def drive(self) -> None:
-        if not await database_sync_to_async(lease_acquire)(run_id=self.run_id, owner=self.owner, channel=self.channel):
+        if not await engine_db(lease_acquire)(run_id=self.run_id, owner=self.owner, channel=self.channel):
             return
         ctx = StepContext(
             run_id=self.run_id, owner=self.owner, interrupt=self.interrupt, provider=None, tools=get_registry(),
@@ -50,7 +50,7 @@ class RunExecutor:
         self.driving = True  # the pool's watcher now renews our lease and reads our stop flag
         release = True
         try:
-            run = await database_sync_to_async(Run.objects.get)(pk=self.run_id)
+            run = await engine_db(Run.objects.get)(pk=self.run_id)
             if run.stop_requested:
                 self.interrupt.stop()
             if run.resume_count > settings.HARNESS_MAX_RESUMES:
@@ -71,7 +71,7 @@ class RunExecutor:
             self.driving = False
             if release:
                 # Cancelled (shutdown) or broken: let another executor take over without waiting for expiry.
-                await asyncio.shield(database_sync_to_async(lease_release)(run_id=self.run_id, owner=self.owner))
+                await asyncio.shield(engine_db(lease_release)(run_id=self.run_id, owner=self.owner))
 
     async def _give_up(self, ctx: StepContext, run: Run) -> Run | None:
         error = f"the run was interrupted {run.resume_count} times (its worker kept stopping); not resuming it again"

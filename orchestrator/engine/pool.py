@@ -16,11 +16,11 @@ import socket
 import time
 import uuid
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 
 from .checkpoints import StreamCheckpoints
+from .dbthread import engine_db
 from .executor import RunExecutor
 from .lease import heartbeat_beat, leases_watch, runs_without_executor
 
@@ -76,7 +76,7 @@ class ExecutorPool:
         driving = {run_id: executor for run_id, executor in self.executors.items() if executor.driving}
         if not driving:
             return
-        stopped, lost = await database_sync_to_async(leases_watch)(
+        stopped, lost = await engine_db(leases_watch)(
             run_ids=list(driving), owner=self.owner, channel=self.channel_name, renew=renew
         )
         for run_id, executor in driving.items():
@@ -108,7 +108,7 @@ class ExecutorPool:
 
     async def recover_once(self) -> list[str]:
         """Drive every run nobody drives (new runs whose wake-up was lost, lapsed leases, resolved approvals)."""
-        orphans = await database_sync_to_async(runs_without_executor)()
+        orphans = await engine_db(runs_without_executor)()
         for run_id in orphans:
             self.ensure_driving(run_id)
         return orphans
@@ -116,7 +116,7 @@ class ExecutorPool:
     async def _background_forever(self) -> None:
         while True:
             try:
-                await database_sync_to_async(heartbeat_beat)(owner=self.owner, channel=self.channel_name,
+                await engine_db(heartbeat_beat)(owner=self.owner, channel=self.channel_name,
                                                              runs=len(self.tasks))
                 await self.recover_once()
             except DatabaseError:

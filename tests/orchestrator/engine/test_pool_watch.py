@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from orchestrator.engine.executor import RunExecutor
+from orchestrator.engine.lease import leases_watch
 from orchestrator.engine.pool import ExecutorPool
 from orchestrator.models import Run, RunState
 from orchestrator.services.sessions import session_create
@@ -36,10 +37,9 @@ def driven_runs(owner, pool: ExecutorPool, count: int) -> list[Run]:
 
 
 def watch_queries(pool: ExecutorPool, *, renew: bool) -> int:
-    from asgiref.sync import async_to_sync
-
+    """The queries of one watch round (run here, on the test's connection, to count them)."""
     with CaptureQueriesContext(connection) as queries:
-        async_to_sync(pool.watch_once)(renew=renew)
+        leases_watch(run_ids=list(pool.executors), owner=pool.owner, renew=renew)
     return len(queries)
 
 
