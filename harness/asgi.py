@@ -3,6 +3,7 @@ and the `orchestrator` channel for the turn-loop worker."""
 
 import gc
 import os
+import sys
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "harness.settings")
 
@@ -27,3 +28,9 @@ application = ProtocolTypeRouter(
 # full collection no longer rescans ~90k start-up objects (a 50 ms pause every few seconds under load).
 gc.collect()
 gc.freeze()
+
+# One process runs the event loop, the engine's database thread and the request threads, and they take
+# turns holding the GIL. A thread that wants it waits for the holder to release it — at the latest after
+# the switch interval, 5 ms by default: a stop request arriving while the engine is busy paid that several
+# times over (request thread → loop → request thread). 1 ms keeps those hand-offs short.
+sys.setswitchinterval(0.001)
