@@ -67,7 +67,7 @@ def database_from_url(url: str) -> dict:
 
 def _sqlite_database(path: Path) -> dict:
     return {
-        "ENGINE": "django.db.backends.sqlite3",
+        "ENGINE": "harness.sqlite",  # Django's, with writers queued on a lock (harness/sqlite/base.py)
         "NAME": str(path),
         # WAL lets readers run beside the one writer; IMMEDIATE transactions take the write lock at BEGIN,
         # so two writers queue on busy_timeout instead of failing with "database is locked" on upgrade.

@@ -5,7 +5,7 @@ A model id names a provider kind, the provider's model and, optionally, the serv
     scripted                                    the built-in scripted model (embedded default)
     openai:gpt-4.1-mini                         OpenAI (key from OPENAI_API_KEY)
     openai:llama3@http://127.0.0.1:11434/v1     any OpenAI-compatible server (Ollama, vLLM, llama.cpp …)
-    anthropic:claude-sonnet-4-5                 Anthropic (key from ANTHROPIC_API_KEY)
+    anthropic:claude-sonnet-4-6                 Anthropic (key from ANTHROPIC_API_KEY)
 
 HARNESS_MODEL is the default; HARNESS_MODELS the list a session may choose from (the default always
 included). Problems are reported in plain words, at start-up (`manage.py check`, `serve`, `runworker`) and

@@ -34,7 +34,7 @@ from ..helpers import start, wait_terminal
         ("openai:llama3@http://127.0.0.1:11434/v1", "openai", "llama3", "http://127.0.0.1:11434/v1"),
         # Ollama tags contain ":"; only "@" separates the model from the server.
         ("openai:llama3:8b@http://127.0.0.1:11434/v1", "openai", "llama3:8b", "http://127.0.0.1:11434/v1"),
-        ("anthropic:claude-sonnet-4-5", "anthropic", "claude-sonnet-4-5", None),
+        ("anthropic:claude-sonnet-4-6", "anthropic", "claude-sonnet-4-6", None),
         (" anthropic:claude-x@https://proxy.example/anthropic ", "anthropic", "claude-x", "https://proxy.example/anthropic"),
     ],
 )
@@ -65,12 +65,12 @@ def test_keys_are_required_where_the_service_needs_them(settings):
     with pytest.raises(ModelConfigError, match="set OPENAI_API_KEY"):
         check_model("openai:gpt-4.1-mini")
     with pytest.raises(ModelConfigError, match="set ANTHROPIC_API_KEY"):
-        check_model("anthropic:claude-sonnet-4-5")
+        check_model("anthropic:claude-sonnet-4-6")
     # A local OpenAI-compatible server needs no key (the SDK gets a placeholder).
     assert check_model("openai:llama3@http://127.0.0.1:11434/v1").kind == "openai"
     settings.OPENAI_API_KEY, settings.ANTHROPIC_API_KEY = "sk-test", "sk-ant-test"
     assert check_model("openai:gpt-4.1-mini").model == "gpt-4.1-mini"
-    assert check_model("anthropic:claude-sonnet-4-5").model == "claude-sonnet-4-5"
+    assert check_model("anthropic:claude-sonnet-4-6").model == "claude-sonnet-4-6"
 
 
 def test_the_default_is_always_offered_first_without_duplicates(settings):
@@ -84,7 +84,7 @@ def test_the_default_is_always_offered_first_without_duplicates(settings):
 
 def test_an_unusable_model_is_listed_as_unavailable_with_the_reason(settings):
     settings.ANTHROPIC_API_KEY = ""
-    settings.HARNESS_MODELS = ["anthropic:claude-sonnet-4-5"]
+    settings.HARNESS_MODELS = ["anthropic:claude-sonnet-4-6"]
     [_, anthropic] = model_choices()
     assert anthropic["available"] is False and "ANTHROPIC_API_KEY" in anthropic["problem"]
 
@@ -99,7 +99,7 @@ def test_resolve_model_refuses_a_model_not_offered_here(settings):
 
 def test_start_up_validation_and_system_check_name_every_problem(settings):
     settings.OPENAI_API_KEY = settings.ANTHROPIC_API_KEY = settings.OPENAI_BASE_URL = ""
-    settings.HARNESS_MODELS = ["openai:gpt-4.1-mini", "anthropic:claude-sonnet-4-5"]
+    settings.HARNESS_MODELS = ["openai:gpt-4.1-mini", "anthropic:claude-sonnet-4-6"]
     with pytest.raises(ImproperlyConfigured) as refused:
         validate_models()
     assert "OPENAI_API_KEY" in str(refused.value) and "ANTHROPIC_API_KEY" in str(refused.value)
@@ -114,7 +114,7 @@ def test_provider_for_builds_the_provider_and_refuses_unusable_ids(settings):
     assert isinstance(provider_for("scripted"), ScriptedProvider)
     settings.ANTHROPIC_API_KEY = ""
     with pytest.raises(ImproperlyConfigured, match="ANTHROPIC_API_KEY"):
-        provider_for("anthropic:claude-sonnet-4-5")
+        provider_for("anthropic:claude-sonnet-4-6")
 
 
 @pytest.mark.django_db

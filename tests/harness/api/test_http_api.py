@@ -226,11 +226,11 @@ LOCAL_MODEL = "openai:llama3@http://127.0.0.1:11434/v1"
 
 def test_models_lists_the_configured_choices(api, settings):
     settings.ANTHROPIC_API_KEY = ""
-    settings.HARNESS_MODELS = [LOCAL_MODEL, "anthropic:claude-sonnet-4-5"]
+    settings.HARNESS_MODELS = [LOCAL_MODEL, "anthropic:claude-sonnet-4-6"]
     response = api.get("/api/models")
     assert response.status_code == 200
     models = response.json()["models"]
-    assert [m["id"] for m in models] == ["scripted", LOCAL_MODEL, "anthropic:claude-sonnet-4-5"]
+    assert [m["id"] for m in models] == ["scripted", LOCAL_MODEL, "anthropic:claude-sonnet-4-6"]
     assert [m["default"] for m in models] == [True, False, False]
     assert [m["available"] for m in models] == [True, True, False]
     assert "ANTHROPIC_API_KEY" in models[2]["problem"]

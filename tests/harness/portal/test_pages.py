@@ -79,14 +79,14 @@ LOCAL_MODEL = "openai:llama3@http://127.0.0.1:11434/v1"
 
 def test_the_session_page_offers_the_configured_models(client, user, session, settings):
     settings.ANTHROPIC_API_KEY = ""
-    settings.HARNESS_MODELS = [LOCAL_MODEL, "anthropic:claude-sonnet-4-5"]
+    settings.HARNESS_MODELS = [LOCAL_MODEL, "anthropic:claude-sonnet-4-6"]
     client.force_login(user)
     body = client.get(f"/sessions/{session.id}/").content.decode()
     assert 'id="model-picker"' in body
     assert '<option value="scripted" selected>' in body
     assert f'<option value="{LOCAL_MODEL}">llama3 (openai at 127.0.0.1:11434)</option>' in body
     # A model without its key is listed, but cannot be chosen, and says why.
-    assert '<option value="anthropic:claude-sonnet-4-5" disabled title="model' in body and "ANTHROPIC_API_KEY" in body
+    assert '<option value="anthropic:claude-sonnet-4-6" disabled title="model' in body and "ANTHROPIC_API_KEY" in body
 
 
 def test_choosing_a_model_in_the_page(client, user, session, other_user, settings):
