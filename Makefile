@@ -40,6 +40,7 @@ test: install-test
 bench: install-test migrate
 	$(BIN)/python bench/stop_latency.py
 	$(BIN)/python bench/stream_fanout.py
+	$(BIN)/python bench/scaleout.py
 
 clean:
 	rm -rf $(VENV) var

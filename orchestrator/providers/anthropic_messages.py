@@ -28,11 +28,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import weakref
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal, TypeVar
 
 import anthropic
@@ -61,14 +59,10 @@ from .base import (
     ToolSpec,
     Usage,
 )
+from .http import clip, close_response, http_timeout, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
-# Closing a response closes a socket and does not wait on the peer; the bound is only a guarantee that a
-# stop can never hang here whatever the transport does.
-CLOSE_TIMEOUT_SECONDS = 1.0
-# A server's error text goes into the transcript: enough to act on, not a whole HTML error page.
-MAX_SERVER_MESSAGE = 500
 
 # Anthropic's stop reasons in the engine's vocabulary (OpenAI's finish reasons); others pass through as is.
 STOP_REASONS = {
@@ -345,27 +339,6 @@ def _arguments(tool_use: _ToolUseBlock) -> dict[str, Any]:
 # --- errors -----------------------------------------------------------------------------------------------
 
 
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """How long the server asked us to wait: `retry-after-ms`, else `retry-after` in seconds or as an HTTP date."""
-    milliseconds = headers.get("retry-after-ms")
-    if milliseconds:
-        try:
-            return max(0.0, float(milliseconds) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
 def translate_error(exc: Exception, *, timeouts: ModelTimeouts, base_url: str | None = None) -> ProviderError:
     """Any failure of a call, as a ProviderError of the right kind with a message fit for the user."""
     api = f"the Anthropic API at {base_url.rstrip('/')}" if base_url else "the Anthropic API"
@@ -399,7 +372,7 @@ def _status_error(exc: anthropic.APIStatusError) -> ProviderError:
     status = exc.status_code
     error_type = exc.type or ""
     # The API's own words when the body is its JSON error; else whatever came (a proxy's page), cut short.
-    detail = _clip(exc.api_message or (exc.message if not isinstance(exc.body, dict) else "")) or f"HTTP {status}"
+    detail = clip(exc.api_message or (exc.message if not isinstance(exc.body, dict) else "")) or f"HTTP {status}"
     details = {"status": status, "type": error_type, "request_id": exc.request_id}
     if status < 400:
         # An `error` event inside a 200 stream: its type says what happened.
@@ -438,11 +411,6 @@ def _timeout_error(cause: BaseException | None, *, timeouts: ModelTimeouts, api:
     return ProviderError(f"no data from the model for {timeouts.idle:g} s", kind=ErrorKind.IDLE_TIMEOUT)
 
 
-def _clip(text: str, limit: int = MAX_SERVER_MESSAGE) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _describe(exc: BaseException | None) -> str:
     if exc is None:
         return ""
@@ -450,11 +418,6 @@ def _describe(exc: BaseException | None) -> str:
 
 
 # --- the provider -----------------------------------------------------------------------------------------
-
-
-def http_timeout(timeouts: ModelTimeouts) -> httpx2.Timeout:
-    """Per-phase limits: `read` applies to each read of the stream, so it is the idle timeout between chunks."""
-    return httpx2.Timeout(connect=timeouts.connect, read=timeouts.idle, write=timeouts.idle, pool=timeouts.connect)
 
 
 class AnthropicProvider:
@@ -516,20 +479,7 @@ class AnthropicProvider:
             for out in closing:
                 yield out
         finally:
-            await _close(response)
+            await close_response(response, what="model")
 
     def _error(self, exc: Exception) -> ProviderError:
         return translate_error(exc, timeouts=self.timeouts, base_url=self.base_url)
-
-
-async def _close(response: AsyncStream[Any]) -> None:
-    """Close the response (and so its connection) now rather than whenever the garbage collector runs.
-
-    After a complete answer this is a no-op. On a stop it runs while CancelledError or GeneratorExit
-    propagates; it must neither hang (hence the bound) nor replace that exception with its own.
-    """
-    try:
-        async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
-            await response.close()
-    except Exception as exc:
-        logger.warning("closing an Anthropic response failed: %s", _describe(exc))

@@ -17,10 +17,8 @@ when the answer is complete, followed by the usage the server reported (if any) 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
-import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
@@ -46,16 +44,9 @@ from .base import (
     ToolSpec,
     Usage,
 )
+from .http import clip, close_response, http_timeout, retry_after_seconds
 
 logger = logging.getLogger(__name__)
-
-# Closing a response only tears down a socket; if it ever takes longer, stop waiting and let it finish alone.
-CLOSE_TIMEOUT_SECONDS = 1.0
-# Sending the request body and waiting for a free pooled connection: generous, they are not the model's time.
-WRITE_TIMEOUT_SECONDS = 30.0
-POOL_TIMEOUT_SECONDS = 30.0
-MAX_SERVER_MESSAGE = 500
-
 
 class OpenAIChatProvider:
     name = "openai"
@@ -89,10 +80,7 @@ class OpenAIChatProvider:
                     api_key=self._api_key,
                     base_url=self.base_url,
                     max_retries=0,
-                    timeout=httpx2.Timeout(
-                        connect=self.timeouts.connect, read=self.timeouts.idle,
-                        write=WRITE_TIMEOUT_SECONDS, pool=POOL_TIMEOUT_SECONDS,
-                    ),
+                    timeout=http_timeout(self.timeouts),
                 )
             except openai.OpenAIError as exc:  # e.g. no API key at all
                 raise ProviderError(f"the OpenAI client could not be set up: {exc}",
@@ -115,7 +103,7 @@ class OpenAIChatProvider:
             for event in answer.finish():
                 yield event
         finally:
-            await _close(response)
+            await close_response(response, what="model")
 
     def _request_body(self, request: ModelRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -149,21 +137,6 @@ class OpenAIChatProvider:
 
     def _server_name(self) -> str:
         return urlsplit(self.base_url).netloc if self.base_url else "api.openai.com"
-
-
-async def _close(response: AsyncStream[ChatCompletionChunk]) -> None:
-    """Close the HTTP response without ever holding up the caller (a stop, or the end of the answer).
-
-    On cancellation the SDK's HTTP layer has normally closed the connection already and this is a no-op.
-    The close runs as a task of its own so that a second cancellation cannot cut it short.
-    """
-    closing = asyncio.ensure_future(response.close())
-    done, _ = await asyncio.wait({closing}, timeout=CLOSE_TIMEOUT_SECONDS)
-    if not done:
-        logger.warning("closing a model response took over %.1f s; left to finish in the background",
-                       CLOSE_TIMEOUT_SECONDS)
-    elif closing.exception() is not None:
-        logger.debug("closing a model response failed", exc_info=closing.exception())
 
 
 # -- the request ------------------------------------------------------------------------------------------
@@ -328,28 +301,4 @@ def _server_message(exc: openai.APIError) -> str:
     message = body.get("message") if isinstance(body, dict) else body if isinstance(body, str) else None
     if not isinstance(message, str) or not message.strip():
         message = "no explanation given"
-    message = " ".join(message.split())
-    return message if len(message) <= MAX_SERVER_MESSAGE else message[: MAX_SERVER_MESSAGE - 1] + "…"
-
-
-def retry_after_seconds(headers: httpx2.Headers) -> float | None:
-    """The server's requested wait: `retry-after-ms` (OpenAI's), else `retry-after` in seconds or as a date."""
-    if (millis := _number(headers.get("retry-after-ms"))) is not None:
-        return max(0.0, millis / 1000)
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    if (seconds := _number(value)) is not None:
-        return max(0.0, seconds)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _number(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    return clip(message)

@@ -53,7 +53,7 @@ def test_a_rolled_back_transaction_releases_the_lock(user):
 def test_a_second_writer_proceeds_as_soon_as_the_first_commits(user):
     if connection.vendor != "sqlite":
         pytest.skip("the writer lock is the SQLite backend's")
-    inside, go_on, second_done = threading.Event(), threading.Event(), threading.Event()
+    inside, second_done = threading.Event(), threading.Event()
 
     def second_writer() -> None:
         inside.wait(5)

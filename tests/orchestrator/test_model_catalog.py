@@ -23,7 +23,7 @@ from orchestrator.services.errors import Conflict, InvalidInput
 from orchestrator.services.runs import start_run
 from orchestrator.services.sessions import session_create, session_update
 
-from ..helpers import start, wait_terminal
+from ..helpers import wait_terminal
 
 
 @pytest.mark.parametrize(
