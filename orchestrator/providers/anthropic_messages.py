@@ -25,10 +25,8 @@ must stop the billing); the close is bounded in time so that it can never hold u
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import weakref
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -59,7 +57,7 @@ from .base import (
     ToolSpec,
     Usage,
 )
-from .http import clip, close_response, http_timeout, retry_after_seconds
+from .http import LoopClient, clip, close_response, http_timeout, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -440,24 +438,22 @@ class AnthropicProvider:
         self.timeouts = timeouts
         self.max_tokens = max_tokens
         self._api_key = api_key
-        # The SDK client's connection pool belongs to the event loop that opened its connections, so the
-        # client is made in the running loop, and made anew if this (cached) provider meets another loop
-        # (tests, management commands). The loop is held weakly: a dead loop must not be kept alive here.
-        self._client: AsyncAnthropic | None = None
-        self._client_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._client = LoopClient(
+            lambda: AsyncAnthropic(
+                api_key=api_key, base_url=base_url, timeout=http_timeout(timeouts),
+                max_retries=0,  # the engine retries, and only before the first token
+            )
+        )
 
     def __repr__(self) -> str:
         return f"AnthropicProvider(model={self.model!r}, base_url={self.base_url!r})"
 
     def client(self) -> AsyncAnthropic:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is None or self._client_loop() is not loop:
-            self._client = AsyncAnthropic(
-                api_key=self._api_key, base_url=self.base_url, timeout=http_timeout(self.timeouts),
-                max_retries=0,  # the engine retries, and only before the first token
-            )
-            self._client_loop = weakref.ref(loop)
-        return self._client
+        return self._client.get()
+
+    async def aclose(self) -> None:
+        """Release the client's pooled connections (tests, shutdown); the next call opens new ones."""
+        await self._client.aclose()
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
         try:

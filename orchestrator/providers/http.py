@@ -6,15 +6,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx2
 
 from .base import ModelTimeouts
 
 logger = logging.getLogger(__name__)
+
+Client = TypeVar("Client")
 
 # Closing a response only tears down a socket; the bound is a guarantee that a stop can never hang on it.
 CLOSE_TIMEOUT_SECONDS = 1.0
@@ -75,3 +78,30 @@ async def close_response(response: Any, *, what: str) -> None:
                        CLOSE_TIMEOUT_SECONDS)
     elif closing.exception() is not None:
         logger.warning("closing a %s response failed: %s", what, closing.exception())
+
+
+class LoopClient(Generic[Client]):
+    """An SDK client made inside the running event loop, and made anew when used from another loop.
+
+    The client's connection pool belongs to the loop that opened its connections, and the registry keeps
+    providers (so their clients) for the life of the process while loops may come and go (tests, management
+    commands). The loop is held weakly: a dead loop must not be kept alive here.
+    """
+
+    def __init__(self, make: Callable[[], Client]) -> None:
+        self._make = make
+        self._client: Client | None = None
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+
+    def get(self) -> Client:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is None or self._loop() is not loop:
+            self._client = self._make()
+            self._loop = weakref.ref(loop)
+        return self._client
+
+    async def aclose(self) -> None:
+        """Release the pooled connections now (tests, shutdown); the next call opens new ones."""
+        client, self._client, self._loop = self._client, None, None
+        if client is not None:
+            await client.close()

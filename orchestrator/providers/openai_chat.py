@@ -16,10 +16,8 @@ when the answer is complete, followed by the usage the server reported (if any) 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -44,7 +42,7 @@ from .base import (
     ToolSpec,
     Usage,
 )
-from .http import clip, close_response, http_timeout, retry_after_seconds
+from .http import LoopClient, clip, close_response, http_timeout, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -57,39 +55,25 @@ class OpenAIChatProvider:
         self.base_url = base_url
         self.timeouts = timeouts
         self._api_key = api_key
-        # The SDK's connection pool belongs to the event loop it was first used on, so the client is made
-        # lazily, inside the running loop, and made again if this instance is ever used from another loop.
-        self._client: AsyncOpenAI | None = None
-        # Weak: the registry keeps providers for the life of the process, loops may come and go (tests).
-        self._client_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._client = LoopClient(self._new_client)
 
     def __repr__(self) -> str:
         return f"OpenAIChatProvider(model={self.model!r}, base_url={self.base_url!r})"
 
     async def aclose(self) -> None:
         """Release the client's pooled connections (tests, shutdown); the next call opens new ones."""
-        client, self._client, self._client_loop = self._client, None, None
-        if client is not None:
-            await client.close()
+        await self._client.aclose()
 
-    def _client_for_running_loop(self) -> AsyncOpenAI:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is None or self._client_loop() is not loop:
-            try:
-                self._client = AsyncOpenAI(
-                    api_key=self._api_key,
-                    base_url=self.base_url,
-                    max_retries=0,
-                    timeout=http_timeout(self.timeouts),
-                )
-            except openai.OpenAIError as exc:  # e.g. no API key at all
-                raise ProviderError(f"the OpenAI client could not be set up: {exc}",
-                                    kind=ErrorKind.AUTHENTICATION) from None
-            self._client_loop = weakref.ref(loop)
-        return self._client
+    def _new_client(self) -> AsyncOpenAI:
+        try:
+            return AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0,
+                               timeout=http_timeout(self.timeouts))
+        except openai.OpenAIError as exc:  # e.g. no API key at all
+            raise ProviderError(f"the OpenAI client could not be set up: {exc}",
+                                kind=ErrorKind.AUTHENTICATION) from None
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
-        client = self._client_for_running_loop()
+        client = self._client.get()
         try:
             response = await client.chat.completions.create(**self._request_body(request))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a ProviderError; CancelledError passes
