@@ -230,6 +230,8 @@ class StreamAssembler:
         kind = getattr(event, "type", None)
         if kind == "message_start":
             self._message_start(event)
+            # Known now, before any text: a stop mid-answer still records the real input count.
+            return [Usage(input_tokens=self.input_tokens or 0, output_tokens=self.output_tokens, final=False)]
         elif kind == "content_block_start":
             return self._block_start(event)
         elif kind == "content_block_delta":

@@ -65,6 +65,9 @@ class Usage:
     input_tokens: int
     output_tokens: int
     estimated: bool = False
+    # False: the counts so far, sent early (Anthropic's input count at message_start). If the stream ends
+    # before a final Usage (a stop), the engine keeps the input count and estimates the output.
+    final: bool = True
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from orchestrator.providers.anthropic_messages import (
 )
 from orchestrator.providers.base import (
     ErrorKind,
+    estimate_tokens,
     Finish,
     ModelMessage,
     ModelRequest,
@@ -92,8 +93,10 @@ def text_of(events: list[ProviderEvent]) -> str:
 async def test_text_streams_as_deltas_then_usage_and_finish(server):
     events = MessageEvents(input_tokens=31, cache_read_input_tokens=9).text("Hel", "lo, ", "world")
     server.push(events.end("end_turn", 7).sse(delay=0.001))
-    # Cached prompt tokens count as input; pings (one follows the first block start) are skipped.
+    # Cached prompt tokens count as input; pings (one follows the first block start) are skipped. The input
+    # count goes out at once (a stop mid-answer keeps it), the final counts at the end.
     assert await collect(provider_for(server)) == [
+        Usage(input_tokens=40, output_tokens=1, final=False),
         TextDelta("Hel"), TextDelta("lo, "), TextDelta("world"), Usage(input_tokens=40, output_tokens=7), Finish("stop"),
     ]
 
@@ -109,6 +112,7 @@ async def test_two_tool_uses_are_assembled_from_many_input_json_deltas(server):
     server.push(events.sse())
     result = await collect(provider_for(server))
     assert result == [
+        Usage(input_tokens=25, output_tokens=1, final=False),
         TextDelta("Working on it."),
         ToolCall(call_id="toolu_01A09q90qw90lq917835lq9", name="calculator", arguments=first),
         ToolCall(call_id="toolu_01B2xyz", name="write_file", arguments=second),
@@ -125,6 +129,7 @@ async def test_each_tool_call_is_yielded_when_its_block_closes(server):
     server.push(events.sse(end="stall"))
     stream = provider_for(server).stream(HELLO)
     try:
+        assert isinstance(await asyncio.wait_for(anext(stream), 5), Usage)  # the input count, at message_start
         assert await asyncio.wait_for(anext(stream), 5) == ToolCall(call_id="toolu_1", name="clock", arguments={})
     finally:
         await stream.aclose()
@@ -134,7 +139,7 @@ async def test_a_tool_without_input_gets_empty_arguments_and_max_tokens_means_le
     events = MessageEvents().tool_use("toolu_1", "clock", "", pieces=1).end("max_tokens", 4096)
     server.push(events.sse())
     result = await collect(provider_for(server))
-    assert result[0] == ToolCall(call_id="toolu_1", name="clock", arguments={})
+    assert result[1] == ToolCall(call_id="toolu_1", name="clock", arguments={})
     assert result[-1] == Finish("length")
 
 
@@ -477,7 +482,7 @@ def test_assembler_takes_cumulative_usage_and_maps_stop_reasons():
                            ("refusal", "content_filter"), ("pause_turn", "pause_turn")]:
         assembler = StreamAssembler()
         items = MessageEvents(input_tokens=10).text("a").delta(reason, 3).delta(reason, 8).stop().items
-        assert feed_all(assembler, items) == [TextDelta("a")]
+        assert feed_all(assembler, items) == [Usage(input_tokens=10, output_tokens=1, final=False), TextDelta("a")]
         assert assembler.finish() == [Usage(input_tokens=10, output_tokens=8), Finish(finish)]
 
 
@@ -571,7 +576,7 @@ async def test_stop_mid_stream_disconnects_at_once_and_the_next_run_is_told(anth
                                                                             session, user):
     from orchestrator.services.runs import stop_run
 
-    server.push(slow_answer(words=2000, delay=0.01))
+    server.push(MessageEvents(input_tokens=1234).text(*["word "] * 2000).end("end_turn", 2000).sse(delay=0.01))
     run = await start(session, user, "tell me a long story")
     await server.await_for(lambda: server.requests and server.requests[0].events_sent >= 20, timeout=10)
     stopped_at = time.time()
@@ -585,6 +590,11 @@ async def test_stop_mid_stream_disconnects_at_once_and_the_next_run_is_told(anth
     [(status, partial)] = [(status, text) for role, status, text in await db(transcript, session.id)
                            if role == "assistant"]
     assert status == "stopped" and partial.startswith("word word")
+    # The input count came at message_start and is kept; the output, never reported, is estimated.
+    message = await db(lambda: Message.objects.get(run_id=run.id, role="assistant"))
+    assert (message.input_tokens, message.usage_estimated) == (1234, True)
+    assert message.output_tokens == estimate_tokens(partial)
+    assert (run.input_tokens, run.usage_estimated) == (1234, True)
 
     # The next run's request carries the partial answer and, in the new user turn, the interruption note.
     server.push(text_answer("Sorry, here is the end."))

@@ -138,13 +138,16 @@ def _checkpoint_if_ours(ctx: StepContext, message_id: int, text: str) -> None:
 
 
 def _close_message(tx: Tx, buffer: StreamBuffer, request: ModelRequest, status: str) -> Message:
-    """Save the answer's final text and status, and account for its tokens (estimated if not reported)."""
+    """Save the answer's final text and status, and account for its tokens: as reported, else estimated
+    (the output always, the input unless the provider reported it before the stream ended)."""
     text = buffer.text
-    usage = buffer.usage or Usage(
-        input_tokens=estimate_tokens("".join(m.text for m in request.messages)),
-        output_tokens=estimate_tokens(text),
-        estimated=True,
-    )
+    usage = buffer.usage
+    if usage is None or not usage.final:
+        usage = Usage(
+            input_tokens=usage.input_tokens if usage else estimate_tokens("".join(m.text for m in request.messages)),
+            output_tokens=estimate_tokens(text),
+            estimated=True,
+        )
     message = Message.objects.get(pk=buffer.message_id)
     message.text = text
     message.status = status
