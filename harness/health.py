@@ -55,7 +55,11 @@ def _channel_layer() -> dict:
 def _workers(database_ok: bool) -> dict:
     if not database_ok:
         return {"ok": False, "error": "unknown (database unreachable)"}
-    alive = live_workers()
+    try:
+        alive = live_workers()
+    except Exception as exc:  # e.g. a database not migrated yet: unhealthy, said plainly, never a 500
+        logger.warning("health: worker heartbeats unreadable", exc_info=True)
+        return {"ok": False, "error": type(exc).__name__}
     return {"ok": alive > 0, "alive": alive}
 
 

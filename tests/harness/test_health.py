@@ -35,6 +35,21 @@ async def test_unavailable_without_a_live_worker():
     assert body["checks"]["database"]["ok"] and body["checks"]["channel_layer"]["ok"]
 
 
+async def test_unreadable_heartbeats_are_unhealthy_not_a_server_error(monkeypatch):
+    """A database that answers but has no heartbeat table (not migrated yet) is a 503 that says so."""
+    from django.db import OperationalError
+
+    from harness import health
+
+    def missing_table():
+        raise OperationalError("no such table: orchestrator_workerheartbeat")
+
+    monkeypatch.setattr(health, "live_workers", missing_table)
+    status, body = await get_health()
+    assert status == 503 and body["checks"]["database"]["ok"]
+    assert body["checks"]["workers"] == {"ok": False, "error": "OperationalError"}
+
+
 async def test_an_unreachable_channel_layer_is_reported(worker, monkeypatch):
     await wait_until(lambda: WorkerHeartbeat.objects.exists(), what="a heartbeat")
     from harness import health
