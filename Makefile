@@ -34,7 +34,7 @@ run: migrate
 # PostgreSQL cluster, so the two databases cannot drift.
 test: install-test
 	$(BIN)/python -m pytest
-	$(BIN)/python -m tests.with_postgres tests/orchestrator tests/harness -q
+	$(BIN)/python -m tests.with_postgres tests/orchestrator tests/harness -q --ignore=tests/harness/test_sqlite_backend.py
 
 # Benchmarks print a table and write JSON under bench/results/ (see docs/performance.md). Not run by tests.
 bench: install-test migrate

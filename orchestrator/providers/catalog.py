@@ -36,7 +36,7 @@ class ModelSpec:
     @property
     def label(self) -> str:
         if self.kind == "scripted":
-            return "Scripted model (built in)"
+            return f"Scripted model ({self.model})" if self.model else "Scripted model (built in)"
         where = f" at {urlsplit(self.base_url).netloc}" if self.base_url else ""
         return f"{self.model} ({self.kind}{where})"
 

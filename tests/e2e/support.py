@@ -88,6 +88,7 @@ class HarnessServer:
             "HARNESS_VAR_DIR": str(self.directory / "var"),
             "HARNESS_LEASE_TTL_SECONDS": "2",
             "HARNESS_RECOVERY_INTERVAL_SECONDS": "0.5",
+            "HARNESS_MODELS": "scripted:second",  # a second model to choose in the page
             "PYTHONUNBUFFERED": "1",
         }
         self.env.pop("DJANGO_SETTINGS_MODULE", None)  # manage.py's default, not pytest-django's
