@@ -112,8 +112,13 @@ def get_run(user: AbstractBaseUser, data: dict[str, Any], *, run_id: Any) -> Res
     return 200, selectors.run_detail(run)
 
 
-def decide(user: AbstractBaseUser, data: dict[str, Any], *, approval_id: Any) -> Result:
+def decide(user: AbstractBaseUser, data: dict[str, Any], *, approval_id: Any, session_id: str | None = None) -> Result:
+    """`session_id`: only an approval of that session (a session's socket speaks for that session only)."""
     decision = field(data, "decision", str)
     if decision not in ("approve", "deny"):
         raise CommandError(400, "invalid_field", "'decision' must be 'approve' or 'deny'")
+    if session_id is not None:
+        owner_session = selectors.session_for_approval(approval_id=approval_id, user=user)
+        if owner_session is None or str(owner_session.id) != session_id:
+            raise not_found("approval")
     return 200, _service(decide_approval, approval_id=approval_id, user=user, decision=decision).as_dict()

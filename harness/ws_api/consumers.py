@@ -20,8 +20,10 @@ from harness import commands
 from harness.api.responses import parse_json_object
 from harness.commands import CommandError
 from harness.groups import SessionGroupMember
+from harness.ws_api.auth import bearer_token
 from harness.streaming import GAP, StreamTracker
 from orchestrator import events, selectors
+from orchestrator.services.tokens import user_for_token
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +36,16 @@ CLOSE_INTERNAL_ERROR = 1011
 
 def _decide(user, data: dict[str, Any], *, session_id: str) -> commands.Result:
     approval_id = commands.field(data, "approval_id", str)
-    return commands.decide(user, data, approval_id=approval_id)
+    # A socket speaks for its own session only: another session's approval is not found here (decide it on
+    # that session's socket, or over HTTP).
+    return commands.decide(user, data, approval_id=approval_id, session_id=session_id)
+
+
+def _token_still_valid(scope, user) -> bool:
+    """The socket's token still names its user (not deleted, user still active): checked per command."""
+    token = bearer_token(scope)
+    current = user_for_token(token) if token else None
+    return current is not None and current.pk == user.pk
 
 
 # Frame type -> the command it runs (looked up at call time, so the command module stays the one source).
@@ -141,6 +152,14 @@ class ApiConsumer(SessionGroupMember, AsyncWebsocketConsumer):
             except CommandError as exc:
                 raise FrameError(exc.code, exc.detail, status=exc.status) from None
             request_id = _request_id(frame)
+            if not await database_sync_to_async(_token_still_valid)(self.scope, self.user):
+                # Revoked (or its user deactivated) since the socket opened: say so, then close like a
+                # connect without a valid token would have.
+                await self.send_json(_error("unauthenticated", "the API token is no longer valid", status=401,
+                                            request_id=request_id))
+                await self.disconnect(CLOSE_UNAUTHENTICATED)
+                await self.close(code=CLOSE_UNAUTHENTICATED)
+                return
             kind = frame.get("type")
             if kind == "ping":
                 await self.send_json({"type": "ping.result", "request_id": request_id})

@@ -25,6 +25,7 @@ from harness.asgi import application
 from harness.ws_api import reducer
 from orchestrator import events, selectors
 from orchestrator.models import (
+    ApiToken,
     Approval,
     ApprovalStatus,
     CallStatus,
@@ -407,6 +408,36 @@ async def test_another_users_approval_is_not_found_and_unchanged(session, other_
     approval = await db(Approval.objects.select_related("function_call").get, pk=approval.id)
     assert approval.status == ApprovalStatus.PENDING and approval.decided_by_id is None
     assert approval.function_call.status == CallStatus.AWAITING_APPROVAL
+
+
+async def test_an_approval_of_another_of_my_sessions_is_not_decided_on_this_socket(session, user, token):
+    mine_elsewhere = await db(session_create, owner=user, title="another of mine")
+    approval = await db(make_approval, mine_elsewhere)
+    async with open_socket(session.id, token) as (communicator, _):
+        answer, _ = await request(communicator, {"type": "approval.decide", "request_id": "x",
+                                                 "approval_id": str(approval.id), "decision": "approve"})
+        assert answer == {"type": "error", "code": "not_found", "detail": "no such approval", "http_status": 404,
+                          "request_id": "x", "command": "approval.decide"}
+        await assert_still_open(communicator)
+    approval = await db(Approval.objects.get, pk=approval.id)
+    assert approval.status == ApprovalStatus.PENDING and approval.decided_by_id is None
+    # On its own session's socket the same decision goes through.
+    async with open_socket(mine_elsewhere.id, token) as (communicator, _):
+        answer, _ = await request(communicator, {"type": "approval.decide", "approval_id": str(approval.id),
+                                                 "decision": "approve"})
+        assert answer["type"] == "approval.decide.result" and answer["accepted"] is True
+
+
+async def test_a_token_revoked_while_the_socket_is_open_ends_it_at_the_next_frame(session, user, token):
+    async with open_socket(session.id, token) as (communicator, _):
+        await assert_still_open(communicator)  # the token works …
+        await db(ApiToken.objects.filter(user=user).delete)  # … until it is revoked
+        await communicator.send_json_to({"type": "run.start", "request_id": 1, "text": "hi"})
+        assert await communicator.receive_json_from(timeout=5) == {
+            "type": "error", "code": "unauthenticated", "detail": "the API token is no longer valid",
+            "http_status": 401, "request_id": 1, "command": None}
+        assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+    assert not await db(Run.objects.filter(session=session).exists)  # the command did not run
 
 
 # --- bad frames: an error frame, and the socket stays open ------------------------------------------------
