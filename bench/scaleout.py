@@ -94,23 +94,19 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # tests.servers, tests.scaleout
 import psycopg  # noqa: E402
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
+from common import MANAGE, fmt, git, manage, script_text, stop_server, table  # noqa: E402
 from stop_latency import (  # noqa: E402
     ApiClient,
     cpu_busy_seconds,
-    fmt,
     machine_info,
-    manage,
     parse_iso,
     process_cpu_seconds,
-    stop_server,
     summary,
-    table,
     wait_ready,
 )
 from tests.scaleout.conftest import Cluster, _stop  # noqa: E402
 from tests.servers import PostgresServer, RedisServer, free_port, wait_for_port  # noqa: E402
 
-MANAGE = ROOT / "manage.py"
 DEFAULT_JSON = ROOT / "bench" / "results" / "scaleout.json"
 
 TARGET_CROSS_STOP_TERMINAL_P99_MS = 250.0
@@ -132,10 +128,6 @@ LATE_ACK_MS = 1000.0  # a stop acknowledged later than this was landed by neithe
 # A throughput phase during which processes we did not start used more than this many cores (other users of a
 # shared machine) is marked, and the ratio is also given over the unmarked phases only.
 NOISY_OTHERS_CORES = 0.25
-
-
-def script_text(script: dict) -> str:
-    return "script:" + json.dumps(script)
 
 
 class TrialFailed(Exception):
@@ -1015,13 +1007,8 @@ def report(results: dict, settings_used: dict) -> tuple[str, dict]:
 def code_version() -> dict:
     """The commit measured, and whether the code the servers import differs from it (spawned processes load
     the working tree: a change during the run would be measured by the processes started after it)."""
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-    changed = git("status", "--porcelain", "--", "harness", "orchestrator", "templates", "manage.py")
-    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_server_changes": changed.splitlines()}
+    changed = git("status", "--porcelain", "--", "harness", "orchestrator", "templates", "manage.py") or ""
+    return {"commit": git("rev-parse", "--short", "HEAD") or "", "uncommitted_server_changes": changed.splitlines()}
 
 
 def main(argv: list[str] | None = None) -> int:

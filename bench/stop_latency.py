@@ -66,11 +66,9 @@ import argparse
 import datetime
 import http.client
 import json
-import math
 import os
 import platform
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -87,12 +85,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # for tests.fakes when run as `python bench/stop_latency.py`
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # tests.fakes and bench/common.py, run as `python bench/…`
 
+from common import (  # noqa: E402
+    MANAGE,
+    cpu_model,
+    fmt,
+    free_port,
+    git,
+    manage,
+    nearest_rank,
+    script_text,
+    stop_server,
+    table,
+    tail,
+)
 from tests.fakes import anthropic_wire, openai_wire  # noqa: E402
 from tests.fakes.wire_server import RecordedRequest, SSEStream, WireServer  # noqa: E402
 
-MANAGE = ROOT / "manage.py"
 DEFAULT_JSON = ROOT / "bench" / "results" / "stop_latency.json"
 
 TARGET_TERMINAL_P99_MS = 100.0
@@ -144,19 +154,7 @@ PROVIDER_WIRES = {
 SCENARIOS = ("mid_stream", "mid_tool", "parked_on_approval", "provisioning", *PROVIDER_WIRES)
 
 
-def script_text(script: dict) -> str:
-    return "script:" + json.dumps(script)
-
-
 # --- statistics ----------------------------------------------------------------------------------------
-
-
-def nearest_rank(values: list[float], pct: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def summary(values: list[float]) -> dict:
@@ -171,10 +169,6 @@ def summary(values: list[float]) -> dict:
         "min": min(values),
         "mean": round(statistics.fmean(values), 3),
     }
-
-
-def fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
 
 
 def parse_iso(value: str | None) -> datetime.datetime | None:
@@ -249,21 +243,6 @@ class ApiClient:
 # --- the server ----------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def manage(env: dict, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, str(MANAGE), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"manage.py {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result.stdout
-
-
 def wait_ready(proc: subprocess.Popen, port: int, token: str, log_path: Path) -> float:
     started = time.monotonic()
     deadline = started + READY_DEADLINE_S
@@ -280,25 +259,6 @@ def wait_ready(proc: subprocess.Popen, port: int, token: str, log_path: Path) ->
             pass
         time.sleep(0.1)
     raise SystemExit(f"the server did not answer within {READY_DEADLINE_S:g} s:\n{tail(log_path)}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    for action, grace in ((lambda: proc.send_signal(signal.SIGINT), 10), (proc.terminate, 5), (proc.kill, 5)):
-        action()
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no server log)"
 
 
 # --- trials --------------------------------------------------------------------------------------------
@@ -575,12 +535,6 @@ def scenario_result(name: str, records: list[dict], warmup: list[dict] | None = 
     return result
 
 
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
-
-
 def triple(p: dict) -> str:
     return f"{fmt(p['p50'])} / {fmt(p['p95'])} / {fmt(p['p99'])}"
 
@@ -694,31 +648,15 @@ def cpu_usage(before: tuple, after: tuple) -> dict:
 
 def code_version() -> dict:
     """The commit measured (and whether the tree had local changes), when this is a git checkout."""
-
-    def git(*args: str) -> str | None:
-        try:
-            result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return result.stdout.strip() if result.returncode == 0 else None
-
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
 
 
 def machine_info() -> dict:
-    cpu_model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "cpu_model": cpu_model,
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),

@@ -62,10 +62,8 @@ import json
 import math
 import os
 import platform
-import random
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -84,7 +82,21 @@ except ImportError:  # pragma: no cover - the venv has it
     raise SystemExit("bench/stream_fanout.py needs the `websockets` package (pip install websockets)") from None
 
 ROOT = Path(__file__).resolve().parent.parent
-MANAGE = ROOT / "manage.py"
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # tests.servers and bench/common.py, run as `python bench/…`
+
+from common import (  # noqa: E402
+    MANAGE,
+    cpu_model,
+    fmt,
+    free_port,
+    git,
+    manage,
+    nearest_rank,
+    script_text,
+    stop_server,
+    table,
+    tail,
+)
 DEFAULT_JSON = ROOT / "bench" / "results" / "stream_fanout.json"
 
 TARGET_CAPACITY_RUNS = 200
@@ -105,10 +117,6 @@ LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def script_text(script: dict) -> str:
-    return "script:" + json.dumps(script)
-
-
 def fanout_script(delay_ms: float) -> dict:
     return {"turns": [{"words": FANOUT_WORDS, "delay_ms": delay_ms}]}
 
@@ -116,21 +124,12 @@ def fanout_script(delay_ms: float) -> dict:
 # --- statistics ----------------------------------------------------------------------------------------
 
 
-def nearest_rank(values: list[float], pct: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(pct / 100 * len(ordered))) - 1]
-
-
 def summary(values: list[float]) -> dict:
     if not values:
         return {"n": 0, "p50": None, "p90": None, "p99": None, "max": None, "min": None, "mean": None}
-    ordered = sorted(values)
-    pick = lambda pct: ordered[max(1, math.ceil(pct / 100 * len(ordered))) - 1]  # noqa: E731
     return {
-        "n": len(values), "p50": round(pick(50), 3), "p90": round(pick(90), 3), "p99": round(pick(99), 3),
-        "max": round(ordered[-1], 3), "min": round(ordered[0], 3), "mean": round(statistics.fmean(values), 3),
+        "n": len(values), **{f"p{pct}": round(nearest_rank(values, pct), 3) for pct in (50, 90, 99)},
+        "max": round(max(values), 3), "min": round(min(values), 3), "mean": round(statistics.fmean(values), 3),
     }
 
 
@@ -144,10 +143,6 @@ def histogram(values: list[float]) -> dict:
         else:
             counts[f">={LATENCY_BUCKETS_MS[-1]}"] += 1
     return {key: counts[key] for key in [f"<{e}" for e in LATENCY_BUCKETS_MS] + [f">={LATENCY_BUCKETS_MS[-1]}"]}
-
-
-def fmt(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -246,14 +241,6 @@ class CpuSample:
 
 
 def machine_info() -> dict:
-    cpu_model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     try:
         import websockets
 
@@ -261,19 +248,13 @@ def machine_info() -> dict:
     except Exception:  # noqa: BLE001
         ws_version = None
     return {
-        "platform": platform.platform(), "machine": platform.machine(), "cpu_model": cpu_model,
+        "platform": platform.platform(), "machine": platform.machine(), "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(), "python": platform.python_version(), "websockets": ws_version,
         "memory_mib": _meminfo_mib(),
     }
 
 
 def git_state() -> dict:
-    def git(*args: str) -> str | None:
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
     status = git("status", "--porcelain")
     return {"head": git("rev-parse", "HEAD"), "dirty_files": status.splitlines() if status else []}
 
@@ -302,28 +283,6 @@ def raise_nofile() -> int:
 # --- servers -------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def manage(env: dict, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, str(MANAGE), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"manage.py {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result.stdout
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no server log)"
-
-
 def spawn(argv: list[str], env: dict, log_path: Path) -> subprocess.Popen:
     with open(log_path, "ab") as log:
         return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -346,19 +305,6 @@ def wait_port(proc: subprocess.Popen, port: int, log_path: Path, probe=None) -> 
             pass
         time.sleep(0.1)
     raise SystemExit(f"the server did not answer within {READY_DEADLINE_S:g} s:\n{tail(log_path)}")
-
-
-def stop_server(proc: subprocess.Popen | None) -> None:
-    """SIGINT (a clean shutdown), then SIGTERM, then SIGKILL; only this one process."""
-    if proc is None or proc.poll() is not None:
-        return
-    for action, grace in ((lambda: proc.send_signal(signal.SIGINT), 10), (proc.terminate, 5), (proc.kill, 5)):
-        action()
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 class Api:
@@ -789,12 +735,6 @@ async def raw_stream(raw: RawDaphne, *, clients: int, per_client: int, size: int
 
 
 # --- reporting -----------------------------------------------------------------------------------------
-
-
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
 def lat(summary_: dict) -> str:
