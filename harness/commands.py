@@ -117,8 +117,5 @@ def decide(user: AbstractBaseUser, data: dict[str, Any], *, approval_id: Any, se
     decision = field(data, "decision", str)
     if decision not in ("approve", "deny"):
         raise CommandError(400, "invalid_field", "'decision' must be 'approve' or 'deny'")
-    if session_id is not None:
-        owner_session = selectors.session_for_approval(approval_id=approval_id, user=user)
-        if owner_session is None or str(owner_session.id) != session_id:
-            raise not_found("approval")
-    return 200, _service(decide_approval, approval_id=approval_id, user=user, decision=decision).as_dict()
+    result = _service(decide_approval, approval_id=approval_id, user=user, decision=decision, session_id=session_id)
+    return 200, result.as_dict()

@@ -31,16 +31,18 @@ class DecisionResult:
         return {"accepted": self.accepted, "reason": self.reason}
 
 
-def decide_approval(*, approval_id, user: AbstractBaseUser, decision: Decision) -> DecisionResult:
+def decide_approval(
+    *, approval_id, user: AbstractBaseUser, decision: Decision, session_id=None
+) -> DecisionResult:
+    """`session_id`: only an approval of that session counts (a session's socket speaks for it alone)."""
     approval_uuid = parse_uuid(approval_id)
     with transaction.atomic():
-        approval = (
-            Approval.objects.select_related("function_call", "run")
-            .filter(pk=approval_uuid, run__session__owner=user)
-            .first()
-            if approval_uuid
-            else None
+        approvals = Approval.objects.select_related("function_call", "run").filter(
+            pk=approval_uuid, run__session__owner=user
         )
+        if session_id is not None:
+            approvals = approvals.filter(run__session_id=session_id)
+        approval = approvals.first() if approval_uuid else None
         if approval is None:
             raise NotFound("no such approval")
         # Lock the run: serialises this decision with a stop's sweep and with the run parking.
