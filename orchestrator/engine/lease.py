@@ -37,18 +37,12 @@ def lease_acquire(*, run_id, owner: str, channel: str = "") -> bool:
     return taken_over == 1
 
 
-def lease_renew(*, run_id, owner: str, channel: str = "") -> bool:
-    """Extend our lease; False if it is no longer ours. Also records our current channel (it changes if the
-    worker's consumer was restarted), so stops keep reaching us directly."""
-    fields = {"lease_expires_at": timezone.now() + lease_ttl()}
-    if channel:
-        fields["lease_channel"] = channel
-    return Run.objects.filter(pk=run_id, lease_owner=owner).update(**fields) == 1
-
-
 def leases_watch(*, run_ids: list[str], owner: str, channel: str = "", renew: bool) -> tuple[set[str], set[str]]:
     """One round of the worker's watch over every run it drives: renew their leases (when `renew`) and read
-    their stop flags, in two statements whatever the number of runs. Returns (stop requested, lease lost)."""
+    their stop flags, in two statements whatever the number of runs. Returns (stop requested, lease lost).
+
+    A renewal also records the worker's current channel (it changes if its consumer was restarted), so stops
+    keep reaching the executor directly."""
     if renew:
         fields = {"lease_expires_at": timezone.now() + lease_ttl()}
         if channel:

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import ModelTimeouts, Provider
-from .catalog import ModelConfigError, ModelSpec, api_key_for, base_url_for, check_model, configuration_problems
+from .catalog import ModelConfigError, ModelSpec, api_key_for, base_url_for, check_model
 from .scripted import ScriptedProvider
 
 
@@ -21,17 +21,6 @@ def provider_for(model_id: str) -> Provider:
     # Keyed on everything the instance is built from, so tests (and a changed setting) get a fresh one;
     # the same id shares one SDK client and its connection pool.
     return _build(spec, api_key_for(spec) or "", base_url_for(spec), _timeouts(), settings.HARNESS_MODEL_MAX_TOKENS)
-
-
-def get_provider() -> Provider:
-    return provider_for(settings.HARNESS_MODEL)
-
-
-def validate_models() -> None:
-    """Fail start-up with every configuration problem at once, in plain words."""
-    problems = configuration_problems()
-    if problems:
-        raise ImproperlyConfigured("model configuration: " + "; ".join(problems))
 
 
 def _timeouts() -> ModelTimeouts:

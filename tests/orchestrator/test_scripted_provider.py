@@ -19,7 +19,7 @@ from orchestrator.providers.base import (
     Usage,
     estimate_tokens,
 )
-from orchestrator.providers.registry import get_provider, provider_for
+from orchestrator.providers.registry import provider_for
 from orchestrator.providers.scripted import MAX_DELAY_MS, MAX_WORDS, ScriptedProvider, ScriptTurn, parse_script
 
 
@@ -370,7 +370,3 @@ def test_unknown_model_is_improperly_configured():
     with pytest.raises(ImproperlyConfigured, match="is not a known model"):
         provider_for("gpt-nothing")
 
-
-def test_get_provider_uses_the_setting(settings):
-    settings.HARNESS_MODEL = "scripted"
-    assert isinstance(get_provider(), ScriptedProvider)

@@ -33,13 +33,12 @@ class Command(BaseCommand):
         from daphne.server import Server
         from channels.layers import get_channel_layer
         from channels.routing import get_default_application
-        from orchestrator.providers.registry import validate_models
         from orchestrator.tools.registry import get_registry
         from orchestrator.wakeups import ORCHESTRATOR_CHANNEL
         from orchestrator.worker import OrchestratorWorker
 
         host, port = parse_address(options["address"])
-        validate_models()  # a bad model configuration is a clear start-up error, not a failed first run
+        # (A model configuration it cannot use was refused by the system checks before handle() ran.)
         get_registry()
         application = get_default_application()
         layer = get_channel_layer()
