@@ -87,3 +87,14 @@ def git(*args: str) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return result.stdout.strip() if result.returncode == 0 else None
+
+
+PERCENTILE_METHOD = "nearest-rank: pK = ceil(K/100*n)-th smallest sample"
+
+
+def write_results(path: Path, output: dict, *, all_pass: bool, strict: bool) -> int:
+    """Write the run's JSON and say where; the exit status (1 only when `strict` and a target was missed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(output, indent=2, default=str) + "\n")
+    print(f"results written to {path}")
+    return 1 if strict and not all_pass else 0

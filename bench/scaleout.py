@@ -94,7 +94,17 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # tests.servers, tests.scaleout
 import psycopg  # noqa: E402
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
-from common import MANAGE, fmt, git, manage, script_text, stop_server, table  # noqa: E402
+from common import (  # noqa: E402
+    MANAGE,
+    PERCENTILE_METHOD,
+    fmt,
+    git,
+    manage,
+    script_text,
+    stop_server,
+    table,
+    write_results,
+)
 from stop_latency import (  # noqa: E402
     ApiClient,
     cpu_busy_seconds,
@@ -1208,16 +1218,13 @@ def main(argv: list[str] | None = None) -> int:
                           "2 × `manage.py runworker orchestrator`, all on 127.0.0.1",
             "embedded": None if args.no_embedded else "manage.py serve (SQLite, in-memory channel layer)",
         },
-        "percentile_method": "nearest-rank: pK = ceil(K/100*n)-th smallest sample",
+        "percentile_method": PERCENTILE_METHOD,
         "targets": {**verdicts, "all_pass": all_pass},
         "cpu_during_stop_trials": stop_cpu,
         "results": results,
         "table": text,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(output, indent=2, default=str) + "\n")
-    print(f"results written to {args.json}")
-    return 1 if args.strict and not all_pass else 0
+    return write_results(args.json, output, all_pass=all_pass, strict=args.strict)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # tests.fakes and bench/common.
 
 from common import (  # noqa: E402
     MANAGE,
+    PERCENTILE_METHOD,
     cpu_model,
     fmt,
     free_port,
@@ -99,6 +100,7 @@ from common import (  # noqa: E402
     stop_server,
     table,
     tail,
+    write_results,
 )
 from tests.fakes import anthropic_wire, openai_wire  # noqa: E402
 from tests.fakes.wire_server import RecordedRequest, SSEStream, WireServer  # noqa: E402
@@ -829,7 +831,7 @@ def main(argv: list[str] | None = None) -> int:
             "server": "manage.py serve (Daphne + orchestrator worker, SQLite, in-memory channel layer, scripted model; "
                       "provider scenarios: the real SDK against a fake wire server on a thread of the bench process)",
         },
-        "percentile_method": "nearest-rank: pK = ceil(K/100*n)-th smallest sample",
+        "percentile_method": PERCENTILE_METHOD,
         "targets": {"stop_terminal_p99_ms": TARGET_TERMINAL_P99_MS, "stop_response_p99_ms": TARGET_RESPONSE_P99_MS,
                     "stop_disconnect_p50_ms": TARGET_DISCONNECT_P50_MS,
                     "stop_disconnect_p99_ms": TARGET_DISCONNECT_P99_MS, "all_pass": all_pass},
@@ -838,10 +840,7 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": results,
         "table": text,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(output, indent=2, default=str) + "\n")
-    print(f"results written to {args.json}")
-    return 1 if args.strict and not all_pass else 0
+    return write_results(args.json, output, all_pass=all_pass, strict=args.strict)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # tests.servers and bench/commo
 
 from common import (  # noqa: E402
     MANAGE,
+    PERCENTILE_METHOD,
     cpu_model,
     fmt,
     free_port,
@@ -96,6 +97,7 @@ from common import (  # noqa: E402
     stop_server,
     table,
     tail,
+    write_results,
 )
 DEFAULT_JSON = ROOT / "bench" / "results" / "stream_fanout.json"
 
@@ -1121,17 +1123,14 @@ def main(argv: list[str] | None = None) -> int:
                       "model); baseline: python -m daphne bench.raw_ws_app:application",
             "latency": "client time.time() at frame read minus the delta's produced_at (raw: minus the frame's t)",
         },
-        "percentile_method": "nearest-rank: pK = ceil(K/100*n)-th smallest sample",
+        "percentile_method": PERCENTILE_METHOD,
         "targets": {"capacity_runs": TARGET_CAPACITY_RUNS, "capacity_p99_ms": TARGET_CAPACITY_P99_MS,
                     "capacity_pace_fraction": CAPACITY_PACE_FRACTION, "idle_sockets": TARGET_IDLE_SOCKETS,
                     "all_pass": all_pass},
         **results,
         "table": text,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(output, indent=2, default=str) + "\n")
-    print(f"results written to {args.json}")
-    return 1 if args.strict and not all_pass else 0
+    return write_results(args.json, output, all_pass=all_pass, strict=args.strict)
 
 
 if __name__ == "__main__":
