@@ -68,8 +68,12 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
     # --- rendering (on the database thread) ---------------------------------------------------------
 
     def _snapshot(self) -> str:
-        self.tracker.hold_all(Message.objects.filter(session=self.session).values_list("id", "text"))
-        return fragments.snapshot_html(self.session)
+        # One read for both: the tracker must know exactly the messages the snapshot shows. Read apart, a
+        # message committed in between (the engine writes from its own thread) was shown by the snapshot
+        # and then appended a second time by its message.completed event.
+        messages = fragments.transcript_messages(self.session)
+        self.tracker.hold_all((m.id, m.text) for m in messages)
+        return fragments.snapshot_html(self.session, messages=messages)
 
     def _fragments_for(self, event: dict) -> str:
         kind = event["type"]

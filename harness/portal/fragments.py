@@ -85,13 +85,18 @@ def delta_html(message_id: int, text: str) -> str:
     return _render("portal/fragments/delta.html", {"message_id": message_id, "text": text}, True)
 
 
-def transcript_html(session: Session, *, oob: bool = False) -> str:
-    messages = (
+def transcript_messages(session: Session) -> list[Message]:
+    return list(
         Message.objects.filter(session=session)
         .select_related("function_call")
         .prefetch_related("function_calls")
         .order_by("id")
     )
+
+
+def transcript_html(session: Session, *, messages: list[Message] | None = None, oob: bool = False) -> str:
+    if messages is None:
+        messages = transcript_messages(session)
     return _render("portal/fragments/transcript.html", {"messages": messages}, oob)
 
 
@@ -146,14 +151,15 @@ def receipt_html(run: Run) -> str:
     return render_to_string("portal/fragments/receipt.html", {"run": run, "receipt": run.receipt or {}, "calls": calls})
 
 
-def snapshot_html(session: Session) -> str:
-    """Everything live on the page, for a (re)connecting tab: it converges to the truth."""
+def snapshot_html(session: Session, *, messages: list[Message]) -> str:
+    """Everything live on the page, for a (re)connecting tab: it converges to the truth. `messages` are the
+    transcript's (`transcript_messages`), read once by the caller, who must know exactly which it sent."""
     run = latest_run(session.id)
     return "".join(
         [
             composer_html(session, run, oob=True),
             run_status_html(session, run, oob=True),
-            transcript_html(session, oob=True),
+            transcript_html(session, messages=messages, oob=True),
             approvals_html(session, oob=True),
             steering_html(session, run, oob=True),
             model_picker_html(session.id, session.model, oob=True),
