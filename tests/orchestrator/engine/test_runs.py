@@ -301,7 +301,7 @@ async def kill_executor(pool, run_id) -> None:
 async def test_worker_killed_mid_tool_the_run_resumes_and_never_reruns_the_call(worker, session, user, settings):
     run = await start(session, user, script({"calls": [{"name": "side_effect", "arguments": {"seconds": 30}}]},
                                              {"text": "after the crash"}))
-    await wait_until(lambda: call_status(run.id, "side_effect") == "running", what="the tool to start")
+    await wait_until(lambda: side_effects(workspace(settings, session)) == ["effect"], what="the tool to run")
     await kill_executor(worker, run.id)
     assert str(run.id) in await worker.recover_once()
     run = await wait_terminal(run.id)
@@ -368,14 +368,15 @@ async def test_events_tell_the_story_and_finish_only_after_the_transcript_is_sav
 async def test_a_run_that_keeps_killing_its_workers_is_finalized_not_resumed_forever(worker, session, user, settings):
     settings.HARNESS_MAX_RESUMES = 2
     run = await start(session, user, script({"calls": [{"name": "side_effect", "arguments": {"seconds": 30}}]}))
-    await wait_until(lambda: call_status(run.id, "side_effect") == "running", what="the tool to start")
+    await wait_until(lambda: side_effects(workspace(settings, session)) == ["effect"], what="the tool to run")
     await kill_executor(worker, run.id)
     await worker.recover_once()  # takeover 1 of 2 allowed: resumed
     resumed = await wait_terminal(run.id)
     assert (resumed.outcome, resumed.resume_count) == ("completed", 1)
 
     second = await start(session, user, script({"calls": [{"name": "side_effect", "arguments": {"seconds": 30}}]}))
-    await wait_until(lambda: call_status(second.id, "side_effect") == "running", what="the tool to start")
+    # Killed mid-tool: once the tool has really run ("running" is committed just before it starts).
+    await wait_until(lambda: len(side_effects(workspace(settings, session))) == 2, what="the tool to run")
     await kill_executor(worker, second.id)
     await db(Run.objects.filter(pk=second.id).update, resume_count=2)  # it already crashed twice before
     await worker.recover_once()
