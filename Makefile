@@ -41,6 +41,7 @@ bench: install-test migrate
 	$(BIN)/python bench/stop_latency.py
 	$(BIN)/python bench/stream_fanout.py
 	$(BIN)/python bench/scaleout.py
+	$(BIN)/python bench/sandbox.py
 
 clean:
 	rm -rf $(VENV) var

@@ -1,7 +1,8 @@
 """`GET /healthz`: is this process able to serve? Database, channel layer, and live orchestrator workers.
 
 200 when all three are fine, 503 otherwise, with the reason per check. For load balancers and monitors:
-no login, and nothing in it is secret.
+no login, and nothing in it is secret. It also reports how agents' commands run (`sandbox`): that does not
+make the server unhealthy, since everything but the shell tool works without it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 from orchestrator.engine.lease import live_workers
+from orchestrator.sandbox import sandbox_state
 
 logger = logging.getLogger(__name__)
 
@@ -68,5 +70,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     database = _database()
     checks = {"database": database, "channel_layer": _channel_layer(), "workers": _workers(database["ok"])}
     healthy = all(check["ok"] for check in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "unavailable", "checks": checks},
-                        status=200 if healthy else 503)
+    return JsonResponse(
+        {"status": "ok" if healthy else "unavailable", "checks": checks, "sandbox": sandbox_state().as_health()},
+        status=200 if healthy else 503,
+    )

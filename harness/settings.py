@@ -278,3 +278,20 @@ HARNESS_SHELL_TIMEOUT_SECONDS = _env_float("HARNESS_SHELL_TIMEOUT_SECONDS", 60)
 HARNESS_EXTRA_TOOLS = _env_list("HARNESS_EXTRA_TOOLS", [])
 # Limit on a user message / steering message, in bytes of UTF-8.
 HARNESS_MAX_TEXT_BYTES = 32 * 1024
+
+# The sandbox every command an agent runs lives in (orchestrator/sandbox/, docs/ARCHITECTURE.md).
+HARNESS_BWRAP = os.environ.get("HARNESS_BWRAP", "bwrap")
+# Give sandboxed commands the network (off by default: a command reaches nothing, this server included).
+HARNESS_SANDBOX_NETWORK = _env_bool("HARNESS_SANDBOX_NETWORK", False)
+# Where bubblewrap cannot run, commands are refused unless this is set: they then run unconfined.
+HARNESS_UNSAFE_TOOLS = _env_bool("HARNESS_UNSAFE_TOOLS", False)
+# Per-process limits inside the sandbox: CPU seconds, address space, processes (all of the sandbox's
+# together), size of any one file written (and of its private /tmp).
+HARNESS_SANDBOX_CPU_SECONDS = int(_env_float("HARNESS_SANDBOX_CPU_SECONDS", 60))
+HARNESS_SANDBOX_MEMORY_BYTES = int(_env_float("HARNESS_SANDBOX_MEMORY_BYTES", 4 * 1024**3))
+HARNESS_SANDBOX_PROCESSES = int(_env_float("HARNESS_SANDBOX_PROCESSES", 256))
+HARNESS_SANDBOX_FILE_SIZE_BYTES = int(_env_float("HARNESS_SANDBOX_FILE_SIZE_BYTES", 256 * 1024**2))
+# A server running as root runs sandboxed commands as this user (root is exempt from the process limit).
+HARNESS_SANDBOX_UID = int(_env_float("HARNESS_SANDBOX_UID", 65534))
+# Output a tool keeps (shell output, a file read); the rest is counted and reported as truncated.
+HARNESS_TOOL_OUTPUT_LIMIT_BYTES = int(_env_float("HARNESS_TOOL_OUTPUT_LIMIT_BYTES", 1024**2))

@@ -17,6 +17,7 @@ from orchestrator.engine import pool as pool_module
 from orchestrator.services.sessions import session_create
 from orchestrator.wakeups import ORCHESTRATOR_CHANNEL
 from orchestrator.worker import OrchestratorWorker
+from tests.servers import sandbox_reachable_dir
 
 TEST_TOOLS = [
     "tests.tools.side_effect",
@@ -42,7 +43,7 @@ def django_db_modify_db_settings(tmp_path_factory):
 def _isolated_harness(settings, tmp_path):
     # Users are created in most tests; the production hasher's deliberate slowness is not under test.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.HARNESS_WORKSPACE_ROOT = tmp_path / "workspaces"
+    settings.HARNESS_WORKSPACE_ROOT = sandbox_reachable_dir("harness-workspaces-")
     settings.HARNESS_EXTRA_TOOLS = TEST_TOOLS
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "harness.layers.AmortisedInMemoryChannelLayer"}}
     # The layer and the pool hold asyncio objects bound to one event loop; every test has its own loop.

@@ -6,6 +6,7 @@ PostgreSQL refuses to run as root, so when we are root the cluster belongs to th
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import shutil
@@ -15,6 +16,19 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+
+def sandbox_reachable_dir(prefix: str) -> Path:
+    """A new directory the sandbox's user can reach, removed when this process exits.
+
+    A server running as root runs sandboxed commands as another user (orchestrator/sandbox/policy.py),
+    which must be able to traverse to the workspace root; pytest's tmp_path lies in a directory private
+    to root.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o711)
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def free_port() -> int:

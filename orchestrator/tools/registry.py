@@ -27,6 +27,11 @@ class ToolError(Exception):
     """The tool ran and failed; its message becomes the call's result."""
 
 
+def truncated(text: str, dropped: int) -> str:
+    """A tool's output with the note every tool uses when it kept only the first part of it."""
+    return f"{text}\n… (truncated: {dropped} more bytes)" if dropped else text
+
+
 @dataclass(frozen=True)
 class ToolContext:
     run_id: str

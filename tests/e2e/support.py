@@ -18,6 +18,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.servers import sandbox_reachable_dir
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -84,7 +86,7 @@ class HarnessServer:
         self.env = {
             **os.environ,
             "DATABASE_URL": f"sqlite:///{self.directory / 'e2e.sqlite3'}",
-            "HARNESS_WORKSPACE_ROOT": str(self.directory / "workspaces"),
+            "HARNESS_WORKSPACE_ROOT": str(sandbox_reachable_dir("harness-e2e-workspaces-")),
             "HARNESS_VAR_DIR": str(self.directory / "var"),
             "HARNESS_LEASE_TTL_SECONDS": "2",
             "HARNESS_RECOVERY_INTERVAL_SECONDS": "0.5",

@@ -70,3 +70,18 @@ def test_runworker_is_the_orchestrators():
     from orchestrator.worker import OrchestratorWorker
 
     assert command.worker_class is OrchestratorWorker
+
+
+async def test_reports_how_commands_run_without_changing_health(worker, settings):
+    await wait_until(lambda: WorkerHeartbeat.objects.filter(owner=worker.owner).exists(), what="a heartbeat")
+    status, body = await get_health()
+    assert status == 200 and body["sandbox"] == {"mode": "bubblewrap", "network": False}
+    settings.HARNESS_BWRAP = "/nonexistent/bwrap"
+    status, body = await get_health()
+    assert status == 200 and body["status"] == "ok"  # everything but the shell tool still works
+    assert body["sandbox"] == {
+        "mode": "refused", "network": False,
+        "reason": "bubblewrap (/nonexistent/bwrap) is not installed (Debian: apt-get install bubblewrap)",
+    }
+    settings.HARNESS_UNSAFE_TOOLS = True
+    assert (await get_health())[1]["sandbox"]["mode"] == "unsafe"

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import sandbox_reachable_dir
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -32,7 +34,7 @@ def manage(env: dict, *args: str, check: bool = True) -> subprocess.CompletedPro
 @pytest.fixture
 def served(tmp_path):
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'serve.sqlite3'}",
-           "HARNESS_WORKSPACE_ROOT": str(tmp_path / "ws")}
+           "HARNESS_WORKSPACE_ROOT": str(sandbox_reachable_dir("harness-serve-ws-"))}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     manage(env, "migrate", "--noinput")
     token = manage(env, "create_api_token", "carol").stdout.strip()

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.servers import PostgresServer, RedisServer, free_port, wait_for_port
+from tests.servers import PostgresServer, RedisServer, free_port, sandbox_reachable_dir, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,7 +161,7 @@ def cluster(backing_services, tmp_path_factory):
         "DJANGO_SETTINGS_MODULE": "harness.settings",
         "DATABASE_URL": postgres.url,
         "REDIS_URL": redis.url,
-        "HARNESS_WORKSPACE_ROOT": str(tmp_path_factory.mktemp("workspaces")),
+        "HARNESS_WORKSPACE_ROOT": str(sandbox_reachable_dir("harness-scaleout-workspaces-")),
         "HARNESS_EXTRA_TOOLS": "tests.tools.side_effect",
         "HARNESS_LEASE_TTL_SECONDS": "2",
         "HARNESS_RECOVERY_INTERVAL_SECONDS": "0.25",

@@ -1,54 +1,36 @@
-"""Run a shell command in the session's workspace.
+"""Run a shell command in the session's workspace, inside the sandbox (orchestrator/sandbox/).
 
-The command gets a process group of its own, so a stop or a timeout kills it *and* its children
-(`sleep 30 & wait` included), and we wait for the group leader so no zombie is left behind.
+A stop or a timeout kills the command's whole process tree (`sleep 30 & wait` included) before the tool
+returns. Output (stdout and stderr interleaved) is kept up to HARNESS_TOOL_OUTPUT_LIMIT_BYTES; the rest
+is counted and reported as truncated. A command that times out is killed, and the output it wrote until
+then is part of the error.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
 from typing import Any
 
 from django.conf import settings
 
-from ..registry import Tool, ToolContext, ToolError
-
-MAX_OUTPUT = 16 * 1024
+from ...sandbox import CappedOutput, CommandTimeout, SandboxUnavailable, command_run, workspace_prepare
+from ..registry import Tool, ToolContext, ToolError, truncated
 
 
 async def _shell(arguments: dict[str, Any], context: ToolContext) -> str:
-    context.workspace.mkdir(parents=True, exist_ok=True)
-    process = await asyncio.create_subprocess_exec(
-        "/bin/sh", "-c", arguments["command"],
-        cwd=context.workspace,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-    )
+    workspace_prepare(context.workspace)
+    timeout = settings.HARNESS_SHELL_TIMEOUT_SECONDS
     try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout=settings.HARNESS_SHELL_TIMEOUT_SECONDS)
-    except TimeoutError:
-        await kill_process_group(process)
-        raise ToolError(f"timed out after {settings.HARNESS_SHELL_TIMEOUT_SECONDS:g} s") from None
-    except asyncio.CancelledError:
-        await kill_process_group(process)
-        raise
-    text = output[:MAX_OUTPUT].decode("utf-8", errors="replace")
-    if len(output) > MAX_OUTPUT:
-        text += f"\n… ({len(output) - MAX_OUTPUT} more bytes)"
-    return f"exit code {process.returncode}\n{text}"
+        result = await command_run(["/bin/sh", "-c", arguments["command"]], workspace=context.workspace,
+                                   timeout=timeout, output_limit=settings.HARNESS_TOOL_OUTPUT_LIMIT_BYTES)
+    except SandboxUnavailable as exc:
+        raise ToolError(str(exc)) from None
+    except CommandTimeout as exc:
+        raise ToolError(f"timed out after {timeout:g} s" + (f"\n{_text(exc.output)}" if exc.output.kept else "")) from None
+    return f"exit code {result.exit_code}\n{_text(result.output)}"
 
 
-async def kill_process_group(process: asyncio.subprocess.Process) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    # Reap the leader even if we are being cancelled, so the process is really gone when we return.
-    await asyncio.shield(process.wait())
+def _text(output: CappedOutput) -> str:
+    return truncated(output.kept.decode("utf-8", errors="replace"), output.dropped)
 
 
 shell = Tool(

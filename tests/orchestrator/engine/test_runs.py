@@ -7,7 +7,6 @@ that proves the stream or tool was interrupted, without timing anything (speed l
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from orchestrator.services.runs import steer_run, stop_run
 from orchestrator.services.sessions import session_create
 from tests.conftest import running_worker
 from tests.helpers import db, script, start, wait_for_state, wait_terminal, wait_until
+from tests.processes import marker, wait_no_live_processes, wait_sleeping
 from tests.tools import side_effects
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -186,31 +186,18 @@ async def test_stop_mid_sleep_cancels_the_tool(worker, session, user):
     assert run.receipt["partly_run_calls"] == [{"call_id": "call_t1_0", "name": "sleep", "status": "cancelled"}]
 
 
-def _process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # Killed but not yet reaped by its new parent (this container's init may be slow to): a zombie is dead.
-    status = Path(f"/proc/{pid}/status")
-    return status.exists() and "\nState:\tZ" in status.read_text()
-
-
 async def test_stop_mid_shell_kills_the_command_and_its_children(worker, session, user, settings):
-    command = "echo $$ > shell.pid; sleep 30 & echo $! > child.pid; wait"
+    tag = marker()
+    command = f"sleep {tag} & sleep {tag}; wait"
     run = await start(session, user, script({"calls": [{"name": "shell", "arguments": {"command": command}}]}))
     approval = await wait_until(lambda: pending_approval(run.id), what="an approval")
     await db(decide_approval, approval_id=approval.id, user=user, decision="approve")
-    folder = workspace(settings, session)
-    await wait_until(lambda: (folder / "child.pid").exists() and (folder / "child.pid").read_text().strip(),
-                     what="the shell's child to start")
-    pids = [int((folder / name).read_text()) for name in ("shell.pid", "child.pid")]
-    assert not any(_process_gone(pid) for pid in pids)  # they were running: the kill below is what ends them
+    await wait_sleeping(tag)  # running, 30 s from its end: the kill below is what ends it
     await stop(session, user)
     run = await wait_terminal(run.id, timeout=5)
     assert run.outcome == "stopped"
     assert await db(call_status, run.id, "shell") == "cancelled"
-    await wait_until(lambda: all(_process_gone(pid) for pid in pids), timeout=5, what="the processes to be gone")
+    await wait_no_live_processes(tag)
 
 
 async def test_stop_while_parked_on_an_approval(worker, session, user):

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
-from orchestrator.tools.builtin.files import MAX_READ, read_file, write_file
+from orchestrator.tools.builtin.files import read_file, write_file
 from orchestrator.tools.registry import ToolContext, ToolError
 
 
 @pytest.fixture
-def workspace(tmp_path):
-    return tmp_path / "ws"
+def workspace(settings):
+    return Path(settings.HARNESS_WORKSPACE_ROOT) / "ws"
 
 
 @pytest.fixture
@@ -54,21 +55,22 @@ async def test_dotdot_that_stays_inside_is_allowed(context, workspace):
     assert (workspace / "inside.txt").read_text(encoding="utf-8") == "ok"
 
 
-async def test_large_files_are_truncated_on_read(context, workspace):
+async def test_large_files_are_truncated_on_read(context, workspace, settings):
+    settings.HARNESS_TOOL_OUTPUT_LIMIT_BYTES = 100_000
     workspace.mkdir()
-    (workspace / "big.txt").write_bytes(b"a" * (MAX_READ + 10))
+    (workspace / "big.txt").write_bytes(b"a" * (100_000 + 10))
     text = await read_file.run({"path": "big.txt"}, context)
-    assert text == "a" * MAX_READ + "\n… (10 more bytes)"
+    assert text == "a" * 100_000 + "\n… (truncated: 10 more bytes)"
 
 
 @pytest.mark.parametrize("path", ["../x", "../outside/secret.txt", "sub/../../x", "..", ""])
-async def test_paths_escaping_the_workspace_are_refused(context, tmp_path, outside, path):
+async def test_paths_escaping_the_workspace_are_refused(context, workspace, outside, path):
     with pytest.raises(ToolError) as caught:
         await write_file.run({"path": path, "content": "escaped"}, context)
     assert "outside the session workspace" in str(caught.value)
     with pytest.raises(ToolError, match="outside the session workspace"):
         await read_file.run({"path": path}, context)
-    assert not (tmp_path / "x").exists()
+    assert not (workspace.parent / "x").exists()
     assert (outside / "secret.txt").read_text(encoding="utf-8") == "top secret"
 
 
@@ -167,3 +169,52 @@ async def test_read_of_a_nul_path_is_a_plain_tool_error(context, workspace):
         await read_file.run({"path": "a\x00b"}, context)
     assert str(caught.value) == "invalid path 'a\\x00b'"
 
+
+
+# The sandbox era: limits, FIFOs, files the sandboxed shell can use, and symlinks planted after the check.
+
+
+async def test_a_fifo_in_the_workspace_does_not_hang_a_read(context, workspace):
+    workspace.mkdir()
+    os.mkfifo(workspace / "pipe")  # a shell command can plant one; opening it for reading would block
+    with pytest.raises(ToolError, match="no such file: pipe"):
+        await read_file.run({"path": "pipe"}, context)
+
+
+async def test_writes_over_the_file_size_limit_are_refused(context, workspace, settings):
+    settings.HARNESS_SANDBOX_FILE_SIZE_BYTES = 10
+    assert await write_file.run({"path": "ok.txt", "content": "x" * 10}, context) == "wrote 10 bytes to ok.txt"
+    with pytest.raises(ToolError) as caught:
+        await write_file.run({"path": "big.txt", "content": "x" * 11}, context)
+    assert str(caught.value) == "content is 11 bytes, over the 10-byte file size limit"
+    assert not (workspace / "big.txt").exists()
+
+
+async def test_content_that_is_not_text_is_a_plain_error(context):
+    with pytest.raises(ToolError, match="the content is not valid Unicode text"):
+        await write_file.run({"path": "s.txt", "content": "a\ud800b"}, context)
+
+
+async def test_written_files_belong_to_the_sandbox_user(context, workspace):
+    """What write_file writes, the sandboxed shell (another user, when the server is root) can change."""
+    from orchestrator.tools.builtin.shell import shell
+
+    await write_file.run({"path": "sub/notes.txt", "content": "v1"}, context)
+    result = await shell.run({"command": "echo v2 > sub/notes.txt && mkdir sub/more && cat sub/notes.txt"}, context)
+    assert result == "exit code 0\nv2\n"
+
+
+def test_a_symlink_planted_after_the_check_is_not_followed(workspace, outside):
+    """confined_path resolves and checks; the open then follows no symlink, so one swapped in between (a
+    race with a command still running) fails the call instead of escaping."""
+    from orchestrator.tools.builtin import files
+
+    (workspace / "dir").mkdir(parents=True)
+    root, parts = files.confined_path(workspace, "dir/secret.txt")
+    (workspace / "dir").rmdir()
+    os.symlink(outside, workspace / "dir")  # swapped after the check
+    with pytest.raises(ToolError, match="outside the session workspace"):
+        files._read(root, parts, "dir/secret.txt", 1000)
+    with pytest.raises(ToolError, match="outside the session workspace|Not a directory"):
+        files._write(root, parts, "dir/secret.txt", b"overwritten")
+    assert (outside / "secret.txt").read_text(encoding="utf-8") == "top secret"
