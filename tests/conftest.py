@@ -31,7 +31,7 @@ def django_db_modify_db_settings(tmp_path_factory):
     """Each pytest session gets its own SQLite test file (WAL needs a file, and parallel sessions must not
     share one)."""
     database = settings.DATABASES["default"]
-    if database["ENGINE"].endswith("sqlite3"):
+    if database["ENGINE"] == "harness.sqlite":  # Django's SQLite backend, subclassed (harness/sqlite/)
         database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
     else:
         # Tests use threads (the engine's DB thread, racing services): close connections after each use so

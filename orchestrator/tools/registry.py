@@ -19,6 +19,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from .schema import schema_problem
+
 ApprovalPolicy = Literal["auto", "ask", "deny"]
 CancellationPolicy = Literal["cancellable", "must_finish"]
 
@@ -58,6 +60,8 @@ class Tool:
             raise ImproperlyConfigured(f"tool {self.name}: approval must be auto, ask or deny")
         if self.cancellation not in ("cancellable", "must_finish"):
             raise ImproperlyConfigured(f"tool {self.name}: cancellation must be cancellable or must_finish")
+        if (problem := schema_problem(self.parameters)) is not None:
+            raise ImproperlyConfigured(f"tool {self.name}: its parameters are not a valid JSON Schema: {problem}")
 
 
 BUILTIN_TOOLS = (

@@ -140,3 +140,56 @@ def test_non_finite_numbers_are_refused(value):
     assert validate_arguments({"name": "x", "count": 1, "ratio": value}, SCHEMA) == [
         "argument 'ratio' must be a finite number"
     ]
+
+
+# Full JSON Schema (Draft 2020-12): what the subset checker silently let through.
+
+RICH = {
+    "type": "object",
+    "properties": {
+        "mode": {"enum": ["fast", "slow"]},
+        "code": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 2},
+        "options": {
+            "type": "object",
+            "properties": {"depth": {"type": "integer", "minimum": 0}},
+            "required": ["depth"],
+            "additionalProperties": False,
+        },
+        "note": {"type": ["string", "null"]},
+    },
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "errors"),
+    [
+        ({"mode": "medium"}, ['argument \'mode\' must be one of "fast", "slow"']),
+        ({"code": "abc"}, ["argument 'code' must match the pattern '^[A-Z]{3}$'"]),
+        ({"tags": ["a", 2]}, ["argument 'tags[1]' must be of type string"]),
+        ({"tags": ["a", "b", "c"]}, ["argument 'tags' must have at most 2 items"]),
+        ({"options": {"depth": -1}}, ["argument 'options.depth' must be at least 0"]),
+        ({"options": {}}, ["missing required argument 'options.depth'"]),
+        ({"options": {"depth": 1, "x": 1}}, ["unexpected argument 'options.x'"]),
+        ({"note": 3}, ["argument 'note' must be of type string or null"]),
+        ({"tags": [float("nan")]}, ["argument 'tags[0]' must be a finite number"]),
+    ],
+)
+def test_nested_and_richer_keywords(arguments, errors):
+    assert validate_arguments(arguments, RICH) == errors
+
+
+def test_valid_rich_arguments():
+    arguments = {"mode": "fast", "code": "ABC", "tags": ["a"], "options": {"depth": 0}, "note": None}
+    assert validate_arguments(arguments, RICH) == []
+
+
+def test_a_tool_with_an_invalid_schema_is_refused_at_start_up():
+    from django.core.exceptions import ImproperlyConfigured
+
+    from orchestrator.tools.registry import Tool
+
+    with pytest.raises(ImproperlyConfigured, match="tool broken: its parameters are not a valid JSON Schema"):
+        Tool(name="broken", description="", parameters={"type": "object", "properties": {"x": {"type": "str"}}},
+             run=sleep.run)
