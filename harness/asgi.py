@@ -1,9 +1,8 @@
 """ASGI entry point: HTTP (Django), WebSocket (`harness/routing.py`: the portal's socket and the JSON API's),
-and the `orchestrator` channel for the turn-loop worker."""
+and the `orchestrator` channel for the turn-loop worker. Importing it changes nothing process-wide; servers
+tune the process at start (`harness/process.py`)."""
 
-import gc
 import os
-import sys
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "harness.settings")
 
@@ -23,14 +22,3 @@ application = ProtocolTypeRouter(
         "channel": ChannelNameRouter({ORCHESTRATOR_CHANNEL: OrchestratorConsumer.as_asgi()}),
     }
 )
-
-# Everything loaded at start-up lives as long as the process: freeze it out of the garbage collector, so a
-# full collection no longer rescans ~90k start-up objects (a 50 ms pause every few seconds under load).
-gc.collect()
-gc.freeze()
-
-# One process runs the event loop, the engine's database thread and the request threads, and they take
-# turns holding the GIL. A thread that wants it waits for the holder to release it — at the latest after
-# the switch interval, 5 ms by default: a stop request arriving while the engine is busy paid that several
-# times over (request thread → loop → request thread). 1 ms keeps those hand-offs short.
-sys.setswitchinterval(0.001)

@@ -115,7 +115,5 @@ def get_run(user: AbstractBaseUser, data: dict[str, Any], *, run_id: Any) -> Res
 def decide(user: AbstractBaseUser, data: dict[str, Any], *, approval_id: Any, session_id: str | None = None) -> Result:
     """`session_id`: only an approval of that session (a session's socket speaks for that session only)."""
     decision = field(data, "decision", str)
-    if decision not in ("approve", "deny"):
-        raise CommandError(400, "invalid_field", "'decision' must be 'approve' or 'deny'")
     result = _service(decide_approval, approval_id=approval_id, user=user, decision=decision, session_id=session_id)
     return 200, result.as_dict()

@@ -1,5 +1,8 @@
 """Settings for the agent harness.
 
+Environment variables are read with the three small typed readers below (their errors name the variable,
+which django-environ's casts do not); DATABASE_URL is parsed by dj-database-url.
+
 Everything comes from the environment with an embedded default, so `make run` works on a fresh machine
 (SQLite + the in-memory channel layer + the scripted model) and the same code scales out by configuration
 alone (PostgreSQL via DATABASE_URL, Redis via REDIS_URL). Every variable is documented in README.md.
@@ -9,8 +12,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlparse
 
+import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -42,27 +45,28 @@ def _env_list(name: str, default: list[str]) -> list[str]:
 
 
 def database_from_url(url: str) -> dict:
-    """Translate DATABASE_URL (sqlite:///path or postgres://user:pass@host:port/name) into Django's dict."""
-    parsed = urlparse(url)
-    if parsed.scheme == "sqlite":
+    """DATABASE_URL (sqlite:///relative/path, sqlite:////absolute/path or postgres://user:pass@host:port/name)
+    as Django's dict, parsed by dj-database-url; the engines' options are ours."""
+    scheme = url.split("://", 1)[0] if "://" in url else url
+    if scheme not in _DATABASE_SCHEMES:
+        raise ImproperlyConfigured(f"DATABASE_URL scheme {scheme!r} is not supported (sqlite or postgres)")
+    try:
+        parsed = dj_database_url.parse(url)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from None
+    if _DATABASE_SCHEMES[scheme] == "sqlite":
         # sqlite:///relative.db is relative to the project, sqlite:////abs/path.db is absolute.
-        raw_path = unquote(parsed.path[1:] if parsed.path.startswith("/") else parsed.path)
-        path = Path(raw_path) if Path(raw_path).is_absolute() else BASE_DIR / raw_path
-        return _sqlite_database(path)
-    if parsed.scheme in {"postgres", "postgresql", "pgsql"}:
-        options = dict(parse_qsl(parsed.query))
-        return {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": unquote(parsed.path.lstrip("/")),
-            "USER": unquote(parsed.username or ""),
-            "PASSWORD": unquote(parsed.password or ""),
-            "HOST": parsed.hostname or "",
-            "PORT": str(parsed.port or ""),
-            "OPTIONS": options,
-            "CONN_MAX_AGE": 60,
-            "CONN_HEALTH_CHECKS": True,
-        }
-    raise ImproperlyConfigured(f"DATABASE_URL scheme {parsed.scheme!r} is not supported (sqlite or postgres)")
+        return _sqlite_database(BASE_DIR / parsed["NAME"])  # an absolute NAME replaces BASE_DIR
+    return {
+        **parsed,
+        "PORT": str(parsed["PORT"] or ""),
+        "OPTIONS": parsed.get("OPTIONS", {}),
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
+    }
+
+
+_DATABASE_SCHEMES = {"sqlite": "sqlite", "postgres": "postgres", "postgresql": "postgres", "pgsql": "postgres"}
 
 
 def _sqlite_database(path: Path) -> dict:

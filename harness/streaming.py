@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from orchestrator.models import Message
+from orchestrator.selectors import checkpointed_text
 
 # A delta this client cannot append yet: the text before it must first come from the checkpoint.
 GAP = object()
@@ -50,7 +50,7 @@ class StreamTracker:
         """On the database thread: the hole plus this delta, once the checkpoint covers the hole."""
         message_id, offset, text = event["message_id"], event["offset"], event["text"]
         held = self.held.get(message_id, 0)
-        saved = Message.objects.filter(pk=message_id).values_list("text", flat=True).first() or ""
+        saved = checkpointed_text(message_id)
         if len(saved) < offset:
             return None  # not checkpointed yet; a later delta fills it (message.completed at the latest)
         self.held[message_id] = offset + len(text)

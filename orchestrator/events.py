@@ -14,7 +14,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from .providers.catalog import default_model
+from .providers.catalog import session_model
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def steering_changed(*, steering: Any) -> Event:
 
 def session_updated(*, session: Any) -> Event:
     return {"type": "session.updated", "session_id": str(session.id), "title": session.title,
-            "model": session.model or default_model(), "updated_at": session.updated_at.isoformat()}
+            "model": session_model(session.model), "updated_at": session.updated_at.isoformat()}
 
 
 def run_finished(*, run: Any) -> Event:

@@ -12,6 +12,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from .services.ids import parse_uuid
+
 
 class RunState(models.TextChoices):
     PROVISIONING = "provisioning"
@@ -84,7 +86,17 @@ class SteeringStatus(models.TextChoices):
     DISCARDED = "discarded"
 
 
+class SessionQuerySet(models.QuerySet):
+    def owned(self, *, session_id, user) -> SessionQuerySet:
+        """The session `session_id` if `user` owns it: the one rule for "a user's session" (an id that is not
+        a UUID matches nothing)."""
+        session_uuid = parse_uuid(session_id)
+        return self.filter(pk=session_uuid, owner=user) if session_uuid else self.none()
+
+
 class Session(models.Model):
+    objects = SessionQuerySet.as_manager()
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agent_sessions")
     title = models.CharField(max_length=200, default="New session")
@@ -101,8 +113,16 @@ class Session(models.Model):
         return f"{self.title} ({self.id})"
 
 
+class RunQuerySet(models.QuerySet):
+    def newest_first(self) -> RunQuerySet:
+        """A session's latest run is the first of these (at most one run of a session is live, the latest)."""
+        return self.order_by("-created_at")
+
+
 class Run(models.Model):
     """The turn record. Its `state` column is the truth; the lease says who may drive it."""
+
+    objects = RunQuerySet.as_manager()
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="runs")

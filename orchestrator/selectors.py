@@ -1,4 +1,5 @@
-"""Reads: what every client's snapshot comes from (HTTP, and later the WebSocket APIs and the portal)."""
+"""Reads: what every client's view comes from — the HTTP and WebSocket APIs' JSON and the portal's HTML
+fragments alike. Nothing in `harness/` queries the ORM itself (admin and auth glue aside)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from .models import (
     SteeringMessage,
     SteeringStatus,
 )
-from .providers.catalog import default_model
+from .providers.catalog import session_model
 from .services.ids import parse_uuid
 
 
@@ -24,8 +25,7 @@ def _iso(value) -> str | None:
 
 
 def session_for_user(*, session_id, user: AbstractBaseUser) -> Session | None:
-    session_uuid = parse_uuid(session_id)
-    return Session.objects.filter(pk=session_uuid, owner=user).first() if session_uuid else None
+    return Session.objects.owned(session_id=session_id, user=user).first()
 
 
 def session_for_approval(*, approval_id, user: AbstractBaseUser) -> Session | None:
@@ -50,7 +50,7 @@ def session_summary(session: Session) -> dict:
     return {
         "id": str(session.id),
         "title": session.title,
-        "model": session.model or default_model(),  # the model the session's next run uses
+        "model": session_model(session.model),  # the model the session's next run uses
         "created_at": _iso(session.created_at),
         "updated_at": _iso(session.updated_at),
     }
@@ -129,9 +129,48 @@ def steering_data(steering: SteeringMessage) -> dict:
     }
 
 
+def latest_run(session_id) -> Run | None:
+    """The session's latest run (the live one, if any run is live)."""
+    return Run.objects.filter(session_id=session_id).newest_first().select_related("stop_requested_by").first()
+
+
+def transcript_messages(session: Session) -> list[Message]:
+    """The session's messages in order, with what rendering them needs."""
+    return list(
+        Message.objects.filter(session=session)
+        .select_related("function_call")
+        .prefetch_related("function_calls")
+        .order_by("id")
+    )
+
+
+def message_with_call(message_id: int) -> Message | None:
+    return Message.objects.select_related("function_call").filter(pk=message_id).first()
+
+
+def checkpointed_text(message_id: int) -> str:
+    """A streaming message's text as far as the engine has checkpointed it."""
+    return Message.objects.filter(pk=message_id).values_list("text", flat=True).first() or ""
+
+
+def run_calls(run: Run) -> list[FunctionCall]:
+    return list(FunctionCall.objects.filter(run=run).order_by("created_at", "position"))
+
+
+def run_approvals(run: Run | None) -> list[Approval]:
+    """The run's approvals, oldest first (with who decided them), for its approval cards."""
+    if run is None:
+        return []
+    return list(Approval.objects.filter(run=run).select_related("function_call", "decided_by").order_by("created_at"))
+
+
+def run_steering(run: Run | None) -> list[SteeringMessage]:
+    return list(SteeringMessage.objects.filter(run=run).order_by("created_at")) if run else []
+
+
 def session_snapshot(session: Session) -> dict:
     """The whole live state of a session: a client that applies later events to it stays current."""
-    latest = Run.objects.filter(session=session).order_by("-created_at").first()
+    latest = latest_run(session.id)
     active = latest if latest is not None and latest.state not in TERMINAL_STATES else None
     messages = Message.objects.filter(session=session).select_related("function_call").order_by("id")
     pending = (
@@ -154,7 +193,7 @@ def session_snapshot(session: Session) -> dict:
 
 
 def run_detail(run: Run) -> dict:
-    calls = FunctionCall.objects.filter(run=run).order_by("created_at", "position")
+    calls = run_calls(run)
     approvals = Approval.objects.filter(run=run).select_related("function_call").order_by("created_at")
     return {
         **run_summary(run),

@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from orchestrator import events, selectors
-from orchestrator.models import Message, Session
+from orchestrator.models import Session
 
 from harness.groups import SessionGroupMember
 from harness.streaming import GAP, StreamTracker
@@ -71,7 +71,7 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
         # One read for both: the tracker must know exactly the messages the snapshot shows. Read apart, a
         # message committed in between (the engine writes from its own thread) was shown by the snapshot
         # and then appended a second time by its message.completed event.
-        messages = fragments.transcript_messages(self.session)
+        messages = selectors.transcript_messages(self.session)
         self.tracker.hold_all((m.id, m.text) for m in messages)
         return fragments.snapshot_html(self.session, messages=messages)
 
@@ -81,7 +81,7 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
             return self._delta(event)
         if kind == "message.completed":
             return self._message(event["message_id"])
-        run = fragments.latest_run(self.session.id)
+        run = selectors.latest_run(self.session.id)
         if kind in ("run.state", "run.finished"):
             parts = [fragments.composer_html(self.session, run, oob=True),
                      fragments.run_status_html(self.session, run, oob=True),
@@ -109,7 +109,7 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
         return ""
 
     def _message(self, message_id: int) -> str:
-        message = Message.objects.select_related("function_call").filter(pk=message_id).first()
+        message = selectors.message_with_call(message_id)
         if message is None:
             return ""
         known = self.tracker.knows(message_id)
@@ -121,7 +121,7 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
         parts = []
         if not self.tracker.knows(message_id):
             # The first delta of a new answer: show its (empty) message, then append to it.
-            message = Message.objects.select_related("function_call").filter(pk=message_id).first()
+            message = selectors.message_with_call(message_id)
             if message is None:
                 return ""
             message.text = ""

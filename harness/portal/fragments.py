@@ -13,8 +13,9 @@ from typing import Literal
 
 from django.template.loader import render_to_string
 
-from orchestrator.providers.catalog import default_model, model_choices
-from orchestrator.models import TERMINAL_STATES, Approval, FunctionCall, Message, Run, Session, SteeringMessage
+from orchestrator import selectors
+from orchestrator.models import TERMINAL_STATES, Approval, Message, Run, Session
+from orchestrator.providers.catalog import model_choices, session_model
 
 ComposerMode = Literal["idle", "running", "stopping"]
 
@@ -36,10 +37,6 @@ STATE_WORDS = {
 
 # Arguments longer than this are cut with a "show more" toggle on approval cards.
 ARGUMENTS_PREVIEW_CHARS = 400
-
-
-def latest_run(session_id) -> Run | None:
-    return Run.objects.filter(session_id=session_id).select_related("stop_requested_by").order_by("-created_at").first()
 
 
 def composer_mode(run: Run | None) -> ComposerMode:
@@ -85,27 +82,14 @@ def delta_html(message_id: int, text: str) -> str:
     return _render("portal/fragments/delta.html", {"message_id": message_id, "text": text}, True)
 
 
-def transcript_messages(session: Session) -> list[Message]:
-    return list(
-        Message.objects.filter(session=session)
-        .select_related("function_call")
-        .prefetch_related("function_calls")
-        .order_by("id")
-    )
-
-
 def transcript_html(session: Session, *, messages: list[Message] | None = None, oob: bool = False) -> str:
     if messages is None:
-        messages = transcript_messages(session)
+        messages = selectors.transcript_messages(session)
     return _render("portal/fragments/transcript.html", {"messages": messages}, oob)
 
 
 def approvals_html(session: Session, *, oob: bool = False) -> str:
-    run = latest_run(session.id)
-    approvals = (
-        Approval.objects.filter(run=run).select_related("function_call", "decided_by").order_by("created_at")
-        if run else Approval.objects.none()
-    )
+    approvals = selectors.run_approvals(selectors.latest_run(session.id))
     return _render("portal/fragments/approvals.html", {"approvals": [_card(a) for a in approvals]}, oob)
 
 
@@ -120,7 +104,7 @@ def _card(approval: Approval) -> dict:
 
 
 def steering_html(session: Session, run: Run | None, *, error: str = "", oob: bool = False) -> str:
-    steering = SteeringMessage.objects.filter(run=run).order_by("created_at") if run else SteeringMessage.objects.none()
+    steering = selectors.run_steering(run)
     return _render(
         "portal/fragments/steering.html",
         {"session": session, "run": run, "mode": composer_mode(run), "steering": steering, "error": error},
@@ -132,7 +116,7 @@ def model_picker_html(session_id, model: str, *, error: str = "", oob: bool = Fa
     """The session's model choice; `model` is the session's stored choice ("" for the default)."""
     return _render(
         "portal/fragments/model_picker.html",
-        {"session_id": session_id, "choices": model_choices(), "current": model or default_model(), "error": error},
+        {"session_id": session_id, "choices": model_choices(), "current": session_model(model), "error": error},
         oob,
     )
 
@@ -147,14 +131,15 @@ def receipt_panel_html() -> str:
 
 
 def receipt_html(run: Run) -> str:
-    calls = FunctionCall.objects.filter(run=run).order_by("created_at", "position")
-    return render_to_string("portal/fragments/receipt.html", {"run": run, "receipt": run.receipt or {}, "calls": calls})
+    return render_to_string("portal/fragments/receipt.html",
+                            {"run": run, "receipt": run.receipt or {}, "calls": selectors.run_calls(run)})
 
 
 def snapshot_html(session: Session, *, messages: list[Message]) -> str:
     """Everything live on the page, for a (re)connecting tab: it converges to the truth. `messages` are the
-    transcript's (`transcript_messages`), read once by the caller, who must know exactly which it sent."""
-    run = latest_run(session.id)
+    transcript's (`selectors.transcript_messages`), read once by the caller, who must know exactly which it
+    sent."""
+    run = selectors.latest_run(session.id)
     return "".join(
         [
             composer_html(session, run, oob=True),

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from orchestrator import selectors
 from orchestrator.models import Session
 from orchestrator.services.approvals import decide_approval
-from orchestrator.services.errors import NotFound, ServiceError
+from orchestrator.services.errors import InvalidInput, NotFound, ServiceError
 from orchestrator.services.runs import start_run, steer_run, stop_run
 from orchestrator.services.sessions import session_create, session_delete, session_update
 
@@ -85,7 +85,7 @@ def session_delete_view(request: HttpRequest, session_id) -> HttpResponse:
 @require_GET
 def session_page(request: HttpRequest, session_id) -> HttpResponse:
     session = _session_or_404(request, session_id)
-    run = fragments.latest_run(session.id)
+    run = selectors.latest_run(session.id)
     context = {
         "session": session,
         "fragments": {
@@ -107,7 +107,7 @@ def send(request: HttpRequest, session_id) -> HttpResponse:
     try:
         run = start_run(session_id=session.id, user=request.user, text=request.POST.get("text", ""))
     except ServiceError as error:
-        return HttpResponse(fragments.composer_html(session, fragments.latest_run(session.id), error=error.detail))
+        return HttpResponse(fragments.composer_html(session, selectors.latest_run(session.id), error=error.detail))
     return HttpResponse(fragments.composer_html(session, run, clear_draft=True))
 
 
@@ -117,14 +117,14 @@ def stop(request: HttpRequest, session_id) -> HttpResponse:
     session = _session_or_404(request, session_id)
     result = stop_run(session_id=session.id, requested_by=request.user, run_id=request.POST.get("run_id") or None)
     error = "" if result.reason in STOP_SETTLED else "The stop could not be recorded — try again."
-    return HttpResponse(fragments.composer_html(session, fragments.latest_run(session.id), error=error))
+    return HttpResponse(fragments.composer_html(session, selectors.latest_run(session.id), error=error))
 
 
 @login_required
 @require_POST
 def steer(request: HttpRequest, session_id) -> HttpResponse:
     session = _session_or_404(request, session_id)
-    run = fragments.latest_run(session.id)
+    run = selectors.latest_run(session.id)
     try:
         steer_run(session_id=session.id, user=request.user, text=request.POST.get("text", ""))
     except ServiceError as error:
@@ -135,13 +135,12 @@ def steer(request: HttpRequest, session_id) -> HttpResponse:
 @login_required
 @require_POST
 def decide(request: HttpRequest, approval_id) -> HttpResponse:
-    decision = request.POST.get("decision")
-    if decision not in ("approve", "deny"):
-        return HttpResponse("decision must be approve or deny", status=400)
     try:
-        decide_approval(approval_id=approval_id, user=request.user, decision=decision)
+        decide_approval(approval_id=approval_id, user=request.user, decision=request.POST.get("decision"))
     except NotFound:
         raise Http404("no such approval") from None
+    except InvalidInput as error:
+        return HttpResponse(error.detail, status=400)
     approval_session = selectors.session_for_approval(approval_id=approval_id, user=request.user)
     return HttpResponse(fragments.approvals_html(approval_session))
 

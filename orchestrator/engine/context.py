@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import events
-from ..models import Message, MessageRole, MessageStatus, Run, RunState
+from ..models import TERMINAL_STATES, Message, MessageRole, MessageStatus, Run
 from ..providers.base import Provider
 from ..tools.registry import ToolRegistry
 from .checkpoints import StreamCheckpoints
@@ -177,7 +177,7 @@ class StepContext:
                         stop_requested=run.stop_requested,
                     )
                 )
-            if run.state in (RunState.COMPLETED, RunState.STOPPED, RunState.FAILED):
+            if run.state in TERMINAL_STATES:
                 run.lease_owner, run.lease_channel, run.lease_expires_at = "", "", None
             run.save()
             # Events are ordered as emitted; the terminal `run.finished` (emitted by tearing_down) goes last.

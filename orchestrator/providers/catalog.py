@@ -92,6 +92,11 @@ def default_model() -> str:
     return settings.HARNESS_MODEL
 
 
+def session_model(stored: str) -> str:
+    """The model a session's next run uses: its stored choice, or the deployment's default ("")."""
+    return stored or default_model()
+
+
 def available_models() -> list[str]:
     """The configured model ids a session may use, the default first, without duplicates."""
     ordered = [settings.HARNESS_MODEL, *settings.HARNESS_MODELS]

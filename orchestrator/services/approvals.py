@@ -16,10 +16,11 @@ from .. import events
 from ..models import Approval, ApprovalStatus, CallStatus, FunctionCall, Run
 from ..wakeups import RUN_WAKE, wake_on_commit
 from .calls import call_finish
-from .errors import NotFound
+from .errors import InvalidInput, NotFound
 from .ids import parse_uuid
 
 Decision = Literal["approve", "deny"]
+DECISIONS: tuple[Decision, ...] = ("approve", "deny")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ def decide_approval(
     *, approval_id, user: AbstractBaseUser, decision: Decision, session_id=None
 ) -> DecisionResult:
     """`session_id`: only an approval of that session counts (a session's socket speaks for it alone)."""
+    if decision not in DECISIONS:
+        raise InvalidInput("invalid_field", "'decision' must be 'approve' or 'deny'")
     approval_uuid = parse_uuid(approval_id)
     with transaction.atomic():
         approvals = Approval.objects.select_related("function_call", "run").filter(

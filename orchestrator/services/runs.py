@@ -17,6 +17,7 @@ from ..wakeups import RUN_START, RUN_STOP, wake_on_commit
 from .approvals import approval_sweep
 from .errors import Conflict, InvalidInput, NotFound
 from .ids import parse_uuid
+from .text import checked_text
 
 logger = logging.getLogger(__name__)
 
@@ -38,24 +39,16 @@ NO_RECORD = StopResult(accepted=False, reason="no_record", prior_state=None, run
 
 
 def validate_text(text) -> str:
-    if not isinstance(text, str):
-        raise InvalidInput("invalid_text", "text must be a string")
+    text = checked_text(text, name="text", code="invalid_text")
     if not text.strip():
         raise InvalidInput("invalid_text", "text must not be empty")
-    try:
-        encoded = text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput("invalid_text", "text contains invalid Unicode (a lone surrogate)") from None
-    if "\x00" in text:
-        raise InvalidInput("invalid_text", "text must not contain NUL characters")
-    if len(encoded) > settings.HARNESS_MAX_TEXT_BYTES:
+    if len(text.encode("utf-8")) > settings.HARNESS_MAX_TEXT_BYTES:
         raise InvalidInput("text_too_long", f"text is limited to {settings.HARNESS_MAX_TEXT_BYTES} bytes")
     return text
 
 
 def _owned_session(session_id, user: AbstractBaseUser) -> Session:
-    session_uuid = parse_uuid(session_id)
-    session = Session.objects.filter(pk=session_uuid, owner=user).first() if session_uuid else None
+    session = Session.objects.owned(session_id=session_id, user=user).first()
     if session is None:
         raise NotFound("no such session")
     return session
@@ -129,7 +122,7 @@ def _stop_run(*, session_id, requested_by: AbstractBaseUser, run_id, as_admin: b
         if not sessions.exists():
             return NO_RECORD
         runs = Run.objects.select_for_update().filter(session_id=session_uuid)
-        run = (runs.filter(pk=parse_uuid(run_id)) if run_id is not None else runs.order_by("-created_at")).first()
+        run = (runs.filter(pk=parse_uuid(run_id)) if run_id is not None else runs.newest_first()).first()
         if run is None:
             return NO_RECORD
         result = StopResult(accepted=True, reason=None, prior_state=run.state, run_id=str(run.id))

@@ -10,21 +10,13 @@ from .. import events
 from ..models import TERMINAL_STATES, Run, Session
 from ..providers.catalog import ModelConfigError, resolve_model
 from .errors import Conflict, InvalidInput, NotFound
-from .ids import parse_uuid
+from .text import checked_text
 
 MAX_TITLE = 200
 
 
 def _clean_title(title) -> str:
-    if not isinstance(title, str):
-        raise InvalidInput("invalid_title", "title must be a string")
-    title = " ".join(title.split())
-    try:
-        title.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput("invalid_title", "title contains invalid Unicode (a lone surrogate)") from None
-    if "\x00" in title:
-        raise InvalidInput("invalid_title", "title must not contain NUL characters")
+    title = " ".join(checked_text(title, name="title", code="invalid_title").split())
     if len(title) > MAX_TITLE:
         raise InvalidInput("invalid_title", f"title is limited to {MAX_TITLE} characters")
     return title
@@ -79,8 +71,7 @@ def session_delete(*, session_id, user: AbstractBaseUser) -> None:
 
 
 def _owned(session_id, user: AbstractBaseUser) -> Session:
-    session_uuid = parse_uuid(session_id)
-    session = Session.objects.select_for_update().filter(pk=session_uuid, owner=user).first() if session_uuid else None
+    session = Session.objects.select_for_update().owned(session_id=session_id, user=user).first()
     if session is None:
         raise NotFound("no such session")
     return session

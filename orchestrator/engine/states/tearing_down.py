@@ -11,8 +11,6 @@ from __future__ import annotations
 from ... import events
 from ...models import (
     CALL_FINISHED_STATES,
-    Approval,
-    ApprovalStatus,
     CallStatus,
     FunctionCall,
     Message,
@@ -22,6 +20,7 @@ from ...models import (
     SteeringMessage,
     SteeringStatus,
 )
+from ...services.approvals import approval_sweep
 from ...services.calls import call_finish, cancelled_result
 from ..context import StepContext, Tx
 from .function_execute import INTERRUPTED_RESULT
@@ -54,10 +53,7 @@ def tear_down(tx: Tx) -> str:
             status, result = CallStatus.INTERRUPTED, INTERRUPTED_RESULT
         tx.emit(*call_finish(call=call, session_id=run.session_id, status=status, result=result, now=tx.now))
 
-    for approval in Approval.objects.filter(run=run, status=ApprovalStatus.PENDING):
-        approval.status, approval.reason, approval.decided_at = ApprovalStatus.SWEPT, reason, tx.now
-        approval.save(update_fields=["status", "reason", "decided_at"])
-        tx.emit(events.approval_resolved(approval_id=approval.id, status=approval.status, reason=reason))
+    tx.emit(*approval_sweep(run=run, reason=reason, now=tx.now))
 
     for steering in SteeringMessage.objects.filter(run=run, status=SteeringStatus.QUEUED):
         steering.status, steering.reason, steering.resolved_at = SteeringStatus.DISCARDED, reason, tx.now

@@ -33,6 +33,7 @@ class Command(BaseCommand):
         from daphne.server import Server
         from channels.layers import get_channel_layer
         from channels.routing import get_default_application
+        from harness.process import configure_server_process
         from orchestrator.tools.registry import get_registry
         from orchestrator.wakeups import ORCHESTRATOR_CHANNEL
         from orchestrator.worker import OrchestratorWorker
@@ -61,6 +62,7 @@ class Command(BaseCommand):
             websocket_timeout=-1,
             verbosity=options["verbosity"],
         )
+        configure_server_process()
         server.run()
 
 

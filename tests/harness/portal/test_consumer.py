@@ -225,18 +225,17 @@ async def test_streaming_deltas_reach_the_page_without_a_trip_to_the_database_th
 async def test_a_message_committed_while_the_snapshot_is_read_is_shown_once(session, user, monkeypatch):
     """The engine commits from its own thread, so a message can land while a tab's snapshot is being read:
     the tab must show it exactly once — in the snapshot or from its event, never both."""
-    from harness.portal import fragments
-    from orchestrator import events
+    from orchestrator import events, selectors
 
     created = []
-    real_latest_run = fragments.latest_run
+    real_latest_run = selectors.latest_run
 
     def latest_run_with_a_commit_in_between(session_id):
         if not created:  # the first snapshot read: a notice is committed right now, mid-snapshot
             created.append(Message.objects.create(session_id=session_id, role="system", text="mid-snapshot notice"))
         return real_latest_run(session_id)
 
-    monkeypatch.setattr(fragments, "latest_run", latest_run_with_a_commit_in_between)
+    monkeypatch.setattr(selectors, "latest_run", latest_run_with_a_commit_in_between)
     communicator, _ = await connect(session.id, user=user)
     snapshot = await communicator.receive_from(timeout=5)
     [notice] = created

@@ -1,0 +1,23 @@
+"""Process-wide tuning for a process that serves: `manage.py serve`, `manage.py runworker`, and Daphne through
+`harness/asgi_server.py`. Called once by those entry points, never at import, so importing the project (as
+tests do) changes nothing about the interpreter."""
+
+from __future__ import annotations
+
+import gc
+import sys
+
+# One process runs the event loop, the engine's database thread and the request threads, and they take
+# turns holding the GIL. A thread that wants it waits for the holder to release it — at the latest after the
+# switch interval, 5 ms by default: a stop request arriving while the engine is busy paid that several times
+# over (request thread → loop → request thread). 1 ms keeps those hand-offs short.
+SWITCH_INTERVAL_SECONDS = 0.001
+
+
+def configure_server_process() -> None:
+    """Call once, after start-up imports (the application loaded), before serving."""
+    # Everything loaded at start-up lives as long as the process: freeze it out of the garbage collector, so
+    # a full collection no longer rescans ~90k start-up objects (a 50 ms pause every few seconds under load).
+    gc.collect()
+    gc.freeze()
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
