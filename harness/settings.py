@@ -118,6 +118,7 @@ INSTALLED_APPS = [
     "orchestrator",
     "channels",
     "harness.portal",
+    "django_htmx",
 ]
 
 MIDDLEWARE = [
@@ -130,6 +131,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # request.htmx: htmx requests are answered in a way htmx acts on (harness/portal/auth.py).
+    "django_htmx.middleware.HtmxMiddleware",
     # Last: makes the chain above run in one thread instead of hopping per hook (see its docstring).
     "harness.middleware.OneThreadMiddlewareChain",
 ]

@@ -4,7 +4,6 @@ other tab hears about the change over its WebSocket (harness/portal/consumers.py
 from __future__ import annotations
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -17,6 +16,7 @@ from orchestrator.services.runs import start_run, steer_run, stop_run
 from orchestrator.services.sessions import session_create, session_delete, session_update
 
 from . import fragments
+from .auth import portal_login_required
 
 # Stop answers that mean "the run is (being) stopped", as opposed to a stop that failed.
 STOP_SETTLED = {None, "already_stopping", "already_stopped", "no_record"}
@@ -29,13 +29,13 @@ def _session_or_404(request: HttpRequest, session_id) -> Session:
     return session
 
 
-@login_required
+@portal_login_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/home.html", {"sessions": selectors.sessions_for_user(user=request.user)})
 
 
-@login_required
+@portal_login_required
 @require_POST
 def session_new(request: HttpRequest) -> HttpResponse:
     try:
@@ -57,13 +57,13 @@ def _then_home(request: HttpRequest, service, **kwargs) -> HttpResponse:
     return redirect("home")
 
 
-@login_required
+@portal_login_required
 @require_POST
 def session_rename_view(request: HttpRequest, session_id) -> HttpResponse:
     return _then_home(request, session_update, session_id=session_id, title=request.POST.get("title", ""))
 
 
-@login_required
+@portal_login_required
 @require_POST
 def session_model(request: HttpRequest, session_id) -> HttpResponse:
     """Choose the session's model (htmx: answers with the picker, showing a refusal in place)."""
@@ -75,13 +75,13 @@ def session_model(request: HttpRequest, session_id) -> HttpResponse:
     return HttpResponse(fragments.model_picker_html(session.id, session.model))
 
 
-@login_required
+@portal_login_required
 @require_POST
 def session_delete_view(request: HttpRequest, session_id) -> HttpResponse:
     return _then_home(request, session_delete, session_id=session_id)
 
 
-@login_required
+@portal_login_required
 @require_GET
 def session_page(request: HttpRequest, session_id) -> HttpResponse:
     session = _session_or_404(request, session_id)
@@ -100,7 +100,7 @@ def session_page(request: HttpRequest, session_id) -> HttpResponse:
     return render(request, "portal/session.html", context)
 
 
-@login_required
+@portal_login_required
 @require_POST
 def send(request: HttpRequest, session_id) -> HttpResponse:
     session = _session_or_404(request, session_id)
@@ -111,7 +111,7 @@ def send(request: HttpRequest, session_id) -> HttpResponse:
     return HttpResponse(fragments.composer_html(session, run, clear_draft=True))
 
 
-@login_required
+@portal_login_required
 @require_POST
 def stop(request: HttpRequest, session_id) -> HttpResponse:
     session = _session_or_404(request, session_id)
@@ -120,7 +120,7 @@ def stop(request: HttpRequest, session_id) -> HttpResponse:
     return HttpResponse(fragments.composer_html(session, selectors.latest_run(session.id), error=error))
 
 
-@login_required
+@portal_login_required
 @require_POST
 def steer(request: HttpRequest, session_id) -> HttpResponse:
     session = _session_or_404(request, session_id)
@@ -132,7 +132,7 @@ def steer(request: HttpRequest, session_id) -> HttpResponse:
     return HttpResponse(fragments.steering_html(session, run))
 
 
-@login_required
+@portal_login_required
 @require_POST
 def decide(request: HttpRequest, approval_id) -> HttpResponse:
     try:
@@ -145,7 +145,7 @@ def decide(request: HttpRequest, approval_id) -> HttpResponse:
     return HttpResponse(fragments.approvals_html(approval_session))
 
 
-@login_required
+@portal_login_required
 @require_GET
 def receipt(request: HttpRequest, run_id) -> HttpResponse:
     run = selectors.run_for_user(run_id=run_id, user=request.user)

@@ -8,6 +8,7 @@
 // - A "reconnecting…" mark while the page's WebSocket is down; reconnects on close codes the ws extension
 //   ignores (the server sends a fresh snapshot on every connect, so the page converges).
 // - The run's elapsed time ticks.
+// - A command answered 401 (the login expired) says so in the composer, with a link to log in again.
 (function () {
   "use strict";
 
@@ -154,8 +155,26 @@
     return Boolean(elt && elt.classList && elt.classList.contains("composer-send") && elt.type === "button");
   }
 
+  // 401: the login expired (harness/portal/auth.py). Nothing was swapped; say so where the user acted, with a
+  // way back that keeps this page's address.
+  function showLoginExpired(prefix) {
+    const slot = composer() && composer().querySelector(".composer-error");
+    if (!slot) return;
+    const link = document.createElement("a");
+    const login = document.body.dataset.loginUrl || "/login/";
+    link.href = `${login}?next=${encodeURIComponent(window.location.pathname)}`;
+    link.textContent = "log in again";
+    slot.replaceChildren(`${prefix}your login has expired — `, link, ".");
+  }
+
   document.addEventListener("htmx:responseError", (e) => {
-    if (isStopRequest(e)) stopFailed(`Stop failed (HTTP ${e.detail.xhr.status}) — try again.`);
+    const expired = e.detail.xhr.status === 401;
+    if (isStopRequest(e)) {
+      stopFailed(expired ? "" : `Stop failed (HTTP ${e.detail.xhr.status}) — try again.`);
+      if (expired) showLoginExpired("Stop failed: ");
+    } else if (expired) {
+      showLoginExpired("Not done: ");
+    }
   });
   document.addEventListener("htmx:sendError", (e) => {
     if (isStopRequest(e)) stopFailed("Stop failed (network error) — try again.");

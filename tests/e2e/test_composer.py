@@ -277,3 +277,34 @@ def test_a_long_unbroken_session_title_does_not_widen_the_page_at_phone_width(ma
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     page.goto(f"{server.base_url}/")
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+
+def test_a_stop_after_the_login_expired_says_so_and_keeps_the_composer(page, server, api, session_id):
+    """htmx follows a redirect to the login page and would swap that page into the composer; an htmx request
+    without a login gets 401 instead, and the composer says the stop failed and how to log in again."""
+    open_session(page, server.base_url, session_id)
+    composer, button, _ = composer_parts(page)
+    error = page.locator("#composer .composer-error")
+    run_id = api.start_run(session_id, LONG_STREAM)
+    expect(button).to_have_attribute("data-mode", "stop")
+    wait_streaming(page)
+
+    page.context.clear_cookies(name="sessionid")  # the login expires; the page and its socket stay open
+    csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
+    stop_url = f"{server.base_url}/sessions/{session_id}/stop"
+    # The same request without HX-Request: redirected to the login page, which is what htmx used to swap in.
+    plain = page.request.post(stop_url, headers={"X-CSRFToken": csrf}, max_redirects=0)
+    assert plain.status == 302 and plain.headers["location"].startswith("/login/")
+
+    button.click()
+    expect(error).to_have_text("Stop failed: your login has expired — log in again.")
+    expect(error.get_by_role("link", name="log in again")).to_have_attribute(
+        "href", f"/login/?next=%2Fsessions%2F{session_id}%2F")
+    expect(button).to_have_attribute("data-mode", "stop")
+    expect(button).to_be_enabled()
+    expect(composer).to_have_attribute("data-mode", "running")
+    expect(page.locator("#composer input[name=password]")).to_have_count(0)  # no login page in the fragment
+    assert api.run(run_id)["stop_requested"] is False  # and the page did not pretend it stopped
+
+    error.get_by_role("link", name="log in again").click()
+    expect(page.locator("input[name=password]")).to_be_visible()
