@@ -23,7 +23,7 @@ from orchestrator.services.errors import Conflict, InvalidInput
 from orchestrator.services.runs import start_run
 from orchestrator.services.sessions import session_create, session_update
 
-from ..helpers import wait_terminal
+from tests.helpers import wait_terminal
 
 
 @pytest.mark.parametrize(
