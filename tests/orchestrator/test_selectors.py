@@ -192,8 +192,8 @@ def test_run_detail_of_a_stopped_run(session, user):
     now = timezone.now()
     run = make_run(
         session, RunState.STOPPED, stop_requested_at=now, stop_requested_by=user, stop_reason="user",
-        model="scripted", error="", stop_acknowledged_at=now, finished_at=now + timedelta(milliseconds=250), input_tokens=30, output_tokens=7,
-        usage_estimated=True, receipt={"outcome": "stopped"},
+        model="scripted", error="", stop_acknowledged_at=now, finished_at=now + timedelta(milliseconds=250),
+        input_tokens=30, output_tokens=7, usage_estimated=True, receipt={"outcome": "stopped"},
     )
     # Made one after the other (c0, c1); with the same creation time, the position decides the order.
     second, first = add_calls(run, ("clock", {}), ("calculator", {"expression": "1+1"}),
