@@ -37,15 +37,12 @@ from orchestrator.services.runs import start_run
 from orchestrator.services.sessions import session_create
 from orchestrator.services.tokens import api_token_create
 from tests.factories import park_on_approval
-from tests.helpers import db, script, start, wait_until
+from tests.helpers import db, script, shell_script, start, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LONG_STREAM = {"words": 5000, "delay_ms": 5}  # ~25 s if nobody stops it
-SHELL_THEN_TEXT = script(
-    {"calls": [{"name": "shell", "arguments": {"command": "echo hi"}}]},
-    {"text": "the shell said hi and that is all", "delay_ms": 15},
-)
+SHELL_THEN_TEXT = shell_script("echo hi", {"text": "the shell said hi and that is all", "delay_ms": 15})
 Frame = dict[str, Any]
 
 
