@@ -278,8 +278,8 @@ def test_other_admin_pages_render(su_client, run_with_records):
 
 def test_session_page_lists_its_runs_and_shows_the_live_one(su_client, user):
     session = session_create(owner=user, title="busy session")
-    done = Run.objects.create(session=session, state=RunState.COMPLETED, outcome=RunOutcome.COMPLETED, max_turns=5)
-    live = Run.objects.create(session=session, state=RunState.FUNCTION_EXECUTE, max_turns=5)
+    done = make_run(session, RunState.COMPLETED, outcome=RunOutcome.COMPLETED)
+    live = make_run(session, RunState.FUNCTION_EXECUTE)
     html = su_client.get(reverse("admin:orchestrator_session_change", args=[session.pk])).content.decode()
     assert str(done.pk) in html and str(live.pk) in html
     assert f"?session__id__exact={session.pk}" in html and "all 2 runs" in html

@@ -21,7 +21,7 @@ from orchestrator.services import runs as run_services
 from orchestrator.services.runs import start_run, stop_run
 from orchestrator.services.sessions import session_create
 from orchestrator.wakeups import ORCHESTRATOR_CHANNEL
-from tests.factories import park_on_approval
+from tests.factories import make_run, park_on_approval
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -101,7 +101,7 @@ def test_repeated_stop_is_idempotent(session, user):
 
 
 def test_already_stopped_short_circuits(session, user):
-    run = Run.objects.create(session=session, state=RunState.STOPPED, outcome="stopped", max_turns=5)
+    run = make_run(session, RunState.STOPPED)
     wakeups()
     result = stop_run(session_id=session.id, requested_by=user)
     assert result.as_dict() == {"accepted": False, "reason": "already_stopped", "prior_state": "stopped",
@@ -112,7 +112,7 @@ def test_already_stopped_short_circuits(session, user):
 
 
 def test_a_stop_pinned_to_an_old_run_never_stops_the_newer_one(session, user):
-    old = Run.objects.create(session=session, state=RunState.COMPLETED, outcome="completed", max_turns=5)
+    old = make_run(session, RunState.COMPLETED)
     new = start_run(session_id=session.id, user=user, text="hello")
     stale = stop_run(session_id=session.id, requested_by=user, run_id=str(old.id))
     assert (stale.accepted, stale.reason, stale.run_id) == (False, "already_stopped", str(old.id))
@@ -170,7 +170,7 @@ def test_fifty_concurrent_stops_give_exactly_one_first_stop(session, user):
 
 
 def test_admin_stop_skips_the_ownership_check(session, other_user):
-    run = Run.objects.create(session=session, state=RunState.FUNCTION_EXECUTE, max_turns=5)
+    run = make_run(session, RunState.FUNCTION_EXECUTE)
     assert stop_run(session_id=session.id, requested_by=other_user) == run_services.NO_RECORD
     result = stop_run(session_id=session.id, requested_by=other_user, run_id=str(run.id), as_admin=True)
     assert (result.accepted, result.reason) == (True, None)
