@@ -42,9 +42,10 @@ def make_run(
     """A run in `state`, written directly (no service, no worker).
 
     In `session`, or — given `owner` instead — in a new session of theirs titled `title` (the database allows
-    one non-terminal run per session). A terminal run gets its outcome (the state's name) and finish time
-    unless given. `leased_by` makes that executor hold the run's lease; `stopped_by` (a user) has asked it
-    to stop now. Any other field is passed on to `Run.objects.create`.
+    one non-terminal run per session). Created now unless `created_at` is given; a terminal run gets its
+    outcome (the state's name) and finish time unless given. `leased_by` makes that executor hold the run's
+    lease; `stopped_by` (a user) has asked it to stop now. Any other field is passed on to
+    `Run.objects.create`.
     """
     now = timezone.now()
     if session is None:
@@ -84,7 +85,8 @@ def park_on_approval(
     """A run parked on a pending approval, as the engine leaves it in `awaiting_approval` after its first
     turn: the user's message (`asked`), the assistant's (`answered`) with one call awaiting approval —
     `shell` with {"command": "ls"} unless told otherwise — and its approval, expiring `expires_in` from now
-    (negative: already overdue). Nobody holds the run's lease. The run is `approval.run`."""
+    (negative: already overdue). Nobody holds the run's lease unless `leased_by` says so: any other keyword
+    is passed on to `make_run`. The run is `approval.run`, the call `approval.function_call`."""
     now = timezone.now()
     run_fields = {"prev_state": RunState.FUNCTION_PREPARE, "turn_count": 1, "started_at": now, **run_fields}
     run = make_run(session, RunState.AWAITING_APPROVAL, **run_fields)

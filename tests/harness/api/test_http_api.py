@@ -2,7 +2,7 @@
 
 No worker runs here, so a started run stays in `provisioning`: that is enough for the API contract, where a
 run is "in progress" while it is not terminal. Runs in other states (terminal, awaiting approval) are made
-directly in the database.
+directly in the database (tests/factories.py).
 """
 
 from __future__ import annotations
