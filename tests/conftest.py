@@ -1,5 +1,6 @@
-"""Shared fixtures: a fresh in-memory channel layer and executor pool per test, users, sessions, and the
-real orchestrator worker (a Channels `Worker` on the `orchestrator` channel) on the test's event loop."""
+"""Shared fixtures: a fresh in-memory channel layer and executor pool per test, users, sessions, an API
+token, and the real orchestrator worker (a Channels `Worker` on the `orchestrator` channel) on the test's
+event loop. Records in a given state (runs, calls, a run parked on an approval) come from tests/factories.py."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from django.contrib.auth import get_user_model
 
 from orchestrator.engine import pool as pool_module
 from orchestrator.services.sessions import session_create
+from orchestrator.services.tokens import api_token_create
 from orchestrator.wakeups import ORCHESTRATOR_CHANNEL
 from orchestrator.worker import OrchestratorWorker
 from tests.servers import sandbox_reachable_dir
@@ -67,6 +69,12 @@ def other_user(django_user_model):
 @pytest.fixture
 def session(user):
     return session_create(owner=user, title="test session")
+
+
+@pytest.fixture
+def token(user) -> str:
+    """A bearer token of `user` (alice) for the HTTP and WebSocket APIs."""
+    return api_token_create(user=user)
 
 
 @asynccontextmanager

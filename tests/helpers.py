@@ -1,5 +1,6 @@
-"""Helpers for async tests: database access from the event loop, and waiting on conditions with deadlines
-(never sleeping as synchronisation)."""
+"""Helpers for async tests: database access from the event loop, waiting on conditions with deadlines
+(never sleeping as synchronisation), and starting runs of the scripted model — among them a run the real
+worker parks on a shell call's approval."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 
-from orchestrator.models import Run
+from orchestrator.models import Approval, Run
 from orchestrator.services.runs import start_run
 
 T = TypeVar("T")
@@ -37,8 +38,26 @@ def script(*turns: dict) -> str:
     return "script:" + json.dumps({"turns": list(turns)})
 
 
+def shell_script(command: str, *then: dict) -> str:
+    """A script whose first turn asks to run `command` in the shell (a call that waits on a person's approval),
+    then plays the turns `then`."""
+    return script({"calls": [{"name": "shell", "arguments": {"command": command}}]}, *then)
+
+
 async def start(session, user, text: str) -> Run:
     return await db(start_run, session_id=session.id, user=user, text=text)
+
+
+def pending_approval(run_id) -> Approval | None:
+    return Approval.objects.filter(run_id=run_id, status="pending").select_related("function_call").first()
+
+
+async def start_parked_on_shell(session, user, command: str, *then: dict) -> tuple[Run, Approval]:
+    """Start a run whose model asks to run `command` in the shell, and wait until the call's approval is pending
+    (the worker must be running). The run as started, and the approval."""
+    run = await start(session, user, shell_script(command, *then))
+    approval = await wait_until(lambda: pending_approval(run.id), what="the shell approval")
+    return run, approval
 
 
 def run_state(run_id) -> str:

@@ -19,7 +19,6 @@ from orchestrator.admin import MessageInline, RunAdmin, format_ms
 from orchestrator.models import (
     Approval,
     ApprovalStatus,
-    CallStatus,
     FunctionCall,
     Message,
     MessageRole,
@@ -30,6 +29,7 @@ from orchestrator.models import (
     SteeringMessage,
 )
 from orchestrator.services.sessions import session_create
+from tests.factories import make_run, park_on_approval
 
 pytestmark = pytest.mark.django_db
 
@@ -38,12 +38,6 @@ RUNS_URL = reverse("admin:orchestrator_run_changelist")
 
 def run_url(run: Run) -> str:
     return reverse("admin:orchestrator_run_change", args=[run.pk])
-
-
-def make_run(owner, state: str = RunState.AWAITING_ASSISTANT, *, title: str = "a session", **fields) -> Run:
-    """A run in its own session: the database allows one non-terminal run per session."""
-    session = session_create(owner=owner, title=title)
-    return Run.objects.create(session=session, state=state, max_turns=5, **fields)
 
 
 def listed_ids(response) -> set:
@@ -93,7 +87,7 @@ def staff_with(django_user_model, client):
 def test_changelist_shows_session_owner_state_and_timings(su_client, user):
     started = timezone.now() - timedelta(minutes=5)
     run = make_run(
-        user, RunState.STOPPED, title="the stopped one", outcome=RunOutcome.STOPPED, turn_count=3,
+        owner=user, state=RunState.STOPPED, title="the stopped one", outcome=RunOutcome.STOPPED, turn_count=3,
         started_at=started, finished_at=started + timedelta(milliseconds=2500),
         stop_requested_at=started + timedelta(milliseconds=2250),
     )
@@ -126,14 +120,14 @@ def assorted_runs(user, other_user):
     now = timezone.now()
     past, future = now - timedelta(minutes=1), now + timedelta(minutes=1)
     return {
-        "expired": make_run(user, RunState.AWAITING_ASSISTANT, lease_owner="w1", lease_expires_at=past),
-        "held": make_run(user, RunState.FUNCTION_EXECUTE, lease_owner="w2", lease_expires_at=future),
-        "parked": make_run(other_user, RunState.AWAITING_APPROVAL),  # no lease, no expiry
-        "unowned_past": make_run(other_user, RunState.PROVISIONING, lease_expires_at=past),
-        "stopped": make_run(user, RunState.STOPPED, outcome=RunOutcome.STOPPED, lease_owner="w1",
+        "expired": make_run(owner=user, state=RunState.AWAITING_ASSISTANT, lease_owner="w1", lease_expires_at=past),
+        "held": make_run(owner=user, state=RunState.FUNCTION_EXECUTE, lease_owner="w2", lease_expires_at=future),
+        "parked": make_run(owner=other_user, state=RunState.AWAITING_APPROVAL),  # no lease, no expiry
+        "unowned_past": make_run(owner=other_user, state=RunState.PROVISIONING, lease_expires_at=past),
+        "stopped": make_run(owner=user, state=RunState.STOPPED, outcome=RunOutcome.STOPPED, lease_owner="w1",
                             lease_expires_at=past),  # a stale lease on a finished run is no concern
-        "completed": make_run(other_user, RunState.COMPLETED, outcome=RunOutcome.COMPLETED),
-        "failed": make_run(user, RunState.FAILED, outcome=RunOutcome.FAILED),
+        "completed": make_run(owner=other_user, state=RunState.COMPLETED, outcome=RunOutcome.COMPLETED),
+        "failed": make_run(owner=user, state=RunState.FAILED, outcome=RunOutcome.FAILED),
     }
 
 
@@ -155,8 +149,9 @@ def test_filters_narrow_the_changelist(su_client, assorted_runs, query, expected
 
 
 def test_date_filter_narrows_by_created_at(su_client, user):
-    recent = make_run(user, RunState.COMPLETED, outcome=RunOutcome.COMPLETED)
-    make_run(user, RunState.COMPLETED, outcome=RunOutcome.COMPLETED, created_at=timezone.now() - timedelta(days=30))
+    recent = make_run(owner=user, state=RunState.COMPLETED, outcome=RunOutcome.COMPLETED)
+    make_run(owner=user, state=RunState.COMPLETED, outcome=RunOutcome.COMPLETED,
+             created_at=timezone.now() - timedelta(days=30))
     # The "Past 7 days" link's parameters, built as DateFieldListFilter builds them (aware midnights).
     today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     query = {"created_at__gte": str(today - timedelta(days=7)), "created_at__lt": str(today + timedelta(days=1))}
@@ -164,8 +159,8 @@ def test_date_filter_narrows_by_created_at(su_client, user):
 
 
 def test_search_by_run_id_session_title_and_owner(su_client, user, other_user):
-    mine = make_run(user, title="deploy the thing")
-    theirs = make_run(other_user, title="write a poem")
+    mine = make_run(owner=user, state=RunState.AWAITING_ASSISTANT, title="deploy the thing")
+    theirs = make_run(owner=other_user, state=RunState.AWAITING_ASSISTANT, title="write a poem")
     assert listed_ids(su_client.get(RUNS_URL, {"q": str(theirs.pk)})) == {theirs.pk}
     assert listed_ids(su_client.get(RUNS_URL, {"q": "deploy"})) == {mine.pk}
     assert listed_ids(su_client.get(RUNS_URL, {"q": "mallory"})) == {theirs.pk}
@@ -173,11 +168,11 @@ def test_search_by_run_id_session_title_and_owner(su_client, user, other_user):
 
 
 def test_changelist_queries_do_not_grow_with_rows(su_client, make_user):
-    make_run(make_user("owner0"))
+    make_run(owner=make_user("owner0"), state=RunState.AWAITING_ASSISTANT)
     with CaptureQueriesContext(connection) as one_row:
         assert su_client.get(RUNS_URL).status_code == 200
     for i in range(1, 6):
-        make_run(make_user(f"owner{i}"), RunState.COMPLETED, outcome=RunOutcome.COMPLETED)
+        make_run(owner=make_user(f"owner{i}"), state=RunState.COMPLETED, outcome=RunOutcome.COMPLETED)
     with CaptureQueriesContext(connection) as six_rows:
         response = su_client.get(RUNS_URL)
     assert len(response.context["cl"].result_list) == 6
@@ -189,13 +184,11 @@ def test_changelist_queries_do_not_grow_with_rows(su_client, make_user):
 
 @pytest.fixture
 def run_with_records(user):
-    run = make_run(user, RunState.AWAITING_APPROVAL, title="with records")
-    Message.objects.create(session=run.session, run=run, role=MessageRole.USER, text="please list the files")
-    assistant = Message.objects.create(session=run.session, run=run, role=MessageRole.ASSISTANT, text="on it")
-    call = FunctionCall.objects.create(run=run, message=assistant, call_id="call_1", name="shell_tool_x",
-                                       arguments={"cmd": "ls"}, status=CallStatus.AWAITING_APPROVAL)
-    approval = Approval.objects.create(run=run, function_call=call, expires_at=timezone.now() + timedelta(minutes=5))
-    return run, call, approval
+    approval = park_on_approval(
+        session_create(owner=user, title="with records"), expires_in=timedelta(minutes=5), name="shell_tool_x",
+        arguments={"cmd": "ls"}, call_id="call_1", asked="please list the files", answered="on it",
+    )
+    return approval.run, approval.function_call, approval
 
 
 def test_change_page_shows_inlines_and_links_to_all_records(su_client, run_with_records):
@@ -217,7 +210,7 @@ def test_change_page_shows_inlines_and_links_to_all_records(su_client, run_with_
 
 def test_records_link_filters_the_message_changelist(su_client, run_with_records, user):
     run, _, _ = run_with_records
-    other = make_run(user, RunState.COMPLETED, outcome=RunOutcome.COMPLETED)
+    other = make_run(owner=user, state=RunState.COMPLETED, outcome=RunOutcome.COMPLETED)
     Message.objects.create(session=other.session, run=other, role=MessageRole.USER, text="another run's message")
     response = su_client.get(reverse("admin:orchestrator_message_changelist"), {"run__id__exact": str(run.pk)})
     assert response.status_code == 200
@@ -227,7 +220,7 @@ def test_records_link_filters_the_message_changelist(su_client, run_with_records
 
 def test_inline_shows_at_most_its_limit(su_client, user, monkeypatch):
     monkeypatch.setattr(MessageInline, "max_shown", 3)
-    run = make_run(user)
+    run = make_run(owner=user, state=RunState.AWAITING_ASSISTANT)
     Message.objects.bulk_create(
         Message(session=run.session, run=run, role=MessageRole.USER, text=f"message number {i:02d}") for i in range(5)
     )
@@ -256,7 +249,7 @@ def test_every_registered_record_is_view_only_even_for_superusers(rf, superuser,
 
 
 def test_add_change_and_delete_are_refused(su_client, user):
-    run = make_run(user, RunState.FUNCTION_EXECUTE, turn_count=1)
+    run = make_run(owner=user, state=RunState.FUNCTION_EXECUTE, turn_count=1)
     assert su_client.get(reverse("admin:orchestrator_run_add")).status_code == 403
     assert su_client.get(reverse("admin:orchestrator_session_add")).status_code == 403
     response = su_client.post(run_url(run), {"state": "completed", "turn_count": "9", "max_turns": "5"})
@@ -285,8 +278,8 @@ def test_other_admin_pages_render(su_client, run_with_records):
 
 def test_session_page_lists_its_runs_and_shows_the_live_one(su_client, user):
     session = session_create(owner=user, title="busy session")
-    done = Run.objects.create(session=session, state=RunState.COMPLETED, outcome=RunOutcome.COMPLETED, max_turns=5)
-    live = Run.objects.create(session=session, state=RunState.FUNCTION_EXECUTE, max_turns=5)
+    done = make_run(session, RunState.COMPLETED, outcome=RunOutcome.COMPLETED)
+    live = make_run(session, RunState.FUNCTION_EXECUTE)
     html = su_client.get(reverse("admin:orchestrator_session_change", args=[session.pk])).content.decode()
     assert str(done.pk) in html and str(live.pk) in html
     assert f"?session__id__exact={session.pk}" in html and "all 2 runs" in html
@@ -296,7 +289,7 @@ def test_session_page_lists_its_runs_and_shows_the_live_one(su_client, user):
 
 def test_approval_changelist_shows_the_tool_and_filters_by_status(su_client, run_with_records, user):
     run, call, pending = run_with_records
-    other = make_run(user, RunState.COMPLETED, outcome=RunOutcome.COMPLETED)
+    other = make_run(owner=user, state=RunState.COMPLETED, outcome=RunOutcome.COMPLETED)
     message = Message.objects.create(session=other.session, run=other, role=MessageRole.ASSISTANT)
     denied_call = FunctionCall.objects.create(run=other, message=message, call_id="c", name="forbidden_tool_y")
     denied = Approval.objects.create(run=other, function_call=denied_call, status=ApprovalStatus.DENIED,
@@ -312,7 +305,7 @@ def test_approval_changelist_shows_the_tool_and_filters_by_status(su_client, run
 
 
 def test_superuser_is_offered_the_stop_action(su_client, rf, superuser, user):
-    make_run(user)
+    make_run(owner=user, state=RunState.AWAITING_ASSISTANT)
     request = rf.get(RUNS_URL)
     request.user = superuser
     assert list(django_admin.site._registry[Run].get_actions(request)) == ["stop_selected"]
@@ -324,7 +317,7 @@ def test_stop_action_stops_a_live_run_and_reports_already_stopped_for_a_finished
     su_client, superuser, run_with_records, user
 ):
     live, call, approval = run_with_records
-    finished = make_run(user, RunState.COMPLETED, outcome=RunOutcome.COMPLETED)
+    finished = make_run(owner=user, state=RunState.COMPLETED, outcome=RunOutcome.COMPLETED)
     response = stop(su_client, live, finished)
     assert response.redirect_chain == [(RUNS_URL, 302)]
     assert sorted(reported(response)) == sorted([
@@ -346,7 +339,7 @@ def test_stop_action_stops_a_live_run_and_reports_already_stopped_for_a_finished
 
 
 def test_staff_without_the_stop_permission_can_view_but_not_stop(staff_with, user):
-    run = make_run(user)
+    run = make_run(owner=user, state=RunState.AWAITING_ASSISTANT)
     client, _ = staff_with("view_run")
     response = client.get(RUNS_URL)
     assert response.status_code == 200 and str(run.pk) in response.content.decode()
@@ -357,7 +350,7 @@ def test_staff_without_the_stop_permission_can_view_but_not_stop(staff_with, use
 
 
 def test_staff_with_view_and_stop_permissions_stops_another_users_run(staff_with, other_user):
-    run = make_run(other_user, RunState.FUNCTION_EXECUTE)  # not the staff member's session
+    run = make_run(owner=other_user, state=RunState.FUNCTION_EXECUTE)  # not the staff member's session
     client, staff = staff_with("view_run", "stop_run")
     assert "stop_selected" in client.get(RUNS_URL).content.decode()
     assert reported(stop(client, run)) == [(messages.SUCCESS, f"run {run.pk}: accepted")]

@@ -2,7 +2,7 @@
 
 No worker runs here, so a started run stays in `provisioning`: that is enough for the API contract, where a
 run is "in progress" while it is not terminal. Runs in other states (terminal, awaiting approval) are made
-directly in the database.
+directly in the database (tests/factories.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from django.utils import timezone
 from orchestrator.engine.states.tearing_down import build_receipt
 from orchestrator.models import (
     ApiToken,
-    Approval,
     ApprovalStatus,
     CallStatus,
     FunctionCall,
@@ -36,6 +35,7 @@ from orchestrator.models import (
 from orchestrator.services.runs import start_run
 from orchestrator.services.sessions import session_create
 from orchestrator.services.tokens import api_token_create
+from tests.factories import make_run, park_on_approval
 
 pytestmark = pytest.mark.django_db
 
@@ -70,11 +70,6 @@ class Api:
 
 
 @pytest.fixture
-def token(user) -> str:
-    return api_token_create(user=user)
-
-
-@pytest.fixture
 def api(client, token) -> Api:
     return Api(client, token)
 
@@ -87,27 +82,6 @@ def other_api(other_user) -> Api:
 @pytest.fixture
 def anonymous(client) -> Api:
     return Api(client, None)
-
-
-def make_run(session, *, state: str = RunState.COMPLETED, created_at=None, **fields) -> Run:
-    """A run written directly (no worker): terminal runs get their outcome and finish time."""
-    now = timezone.now()
-    terminal = state in (RunState.COMPLETED, RunState.STOPPED, RunState.FAILED)
-    fields.setdefault("outcome", state if terminal else "")
-    fields.setdefault("finished_at", now if terminal else None)
-    return Run.objects.create(session=session, state=state, max_turns=20, created_at=created_at or now, **fields)
-
-
-def make_approval(session, *, expires_in: timedelta = timedelta(minutes=10)) -> Approval:
-    """A run parked on a pending approval, as the engine leaves it in `awaiting_approval`."""
-    now = timezone.now()
-    run = make_run(session, state=RunState.AWAITING_APPROVAL, prev_state=RunState.FUNCTION_PREPARE, turn_count=1,
-                   started_at=now)
-    Message.objects.create(session=session, run=run, role=MessageRole.USER, text="list the files")
-    assistant = Message.objects.create(session=session, run=run, role=MessageRole.ASSISTANT, text="")
-    call = FunctionCall.objects.create(run=run, message=assistant, call_id="call_t1_0", name="shell",
-                                       arguments={"command": "ls"}, status=CallStatus.AWAITING_APPROVAL)
-    return Approval.objects.create(run=run, function_call=call, expires_at=now + expires_in)
 
 
 def assert_error(response, status: int, code: str) -> dict:
@@ -184,7 +158,7 @@ def test_session_snapshot_shape(api, session):
 
 
 def test_session_snapshot_lists_pending_approvals(api, session):
-    approval = make_approval(session)
+    approval = park_on_approval(session)
     snapshot = api.get(f"/api/sessions/{session.id}").json()
     assert snapshot["active_run"]["state"] == "awaiting_approval"
     [pending] = snapshot["pending_approvals"]
@@ -412,7 +386,7 @@ def test_stop_of_a_terminal_latest_run_is_already_stopped(api, session, state):
 
 
 def test_stop_sweeps_the_runs_pending_approvals(api, session):
-    approval = make_approval(session)
+    approval = park_on_approval(session)
     response = api.post(f"/api/sessions/{session.id}/stop")
     assert response.json()["accepted"] is True and response.json()["prior_state"] == "awaiting_approval"
     approval.refresh_from_db()
@@ -511,7 +485,7 @@ def test_run_detail_of_a_finished_run_has_calls_and_receipt(api, session, user):
 
 
 def test_run_detail_hides_the_result_of_an_unfinished_call(api, session):
-    approval = make_approval(session)
+    approval = park_on_approval(session)
     FunctionCall.objects.filter(pk=approval.function_call_id).update(result="not yet")
     [call] = api.get(f"/api/runs/{approval.run_id}").json()["function_calls"]
     assert call["status"] == "awaiting_approval" and call["result"] is None
@@ -530,7 +504,7 @@ def test_another_users_run_is_the_same_404_as_a_random_id(api, other_user):
 
 
 def test_approve(api, session, user):
-    approval = make_approval(session)
+    approval = park_on_approval(session)
     response = api.post(f"/api/approvals/{approval.id}", {"decision": "approve"})
     assert response.status_code == 200
     assert response.json() == {"accepted": True, "reason": None}
@@ -541,7 +515,7 @@ def test_approve(api, session, user):
 
 
 def test_deny_closes_the_call_with_a_tool_message(api, session):
-    approval = make_approval(session)
+    approval = park_on_approval(session)
     assert api.post(f"/api/approvals/{approval.id}/", {"decision": "deny"}).json() == {
         "accepted": True, "reason": None,
     }
@@ -552,7 +526,7 @@ def test_deny_closes_the_call_with_a_tool_message(api, session):
 
 
 def test_a_second_decision_is_approval_closed(api, session):
-    approval = make_approval(session)
+    approval = park_on_approval(session)
     api.post(f"/api/approvals/{approval.id}", {"decision": "approve"})
     response = api.post(f"/api/approvals/{approval.id}", {"decision": "deny"})
     assert response.status_code == 200
@@ -563,7 +537,7 @@ def test_a_second_decision_is_approval_closed(api, session):
 
 
 def test_an_expired_approval_is_closed_and_its_call_denied(api, session):
-    approval = make_approval(session, expires_in=timedelta(seconds=-1))
+    approval = park_on_approval(session, expires_in=timedelta(seconds=-1))
     assert api.post(f"/api/approvals/{approval.id}", {"decision": "approve"}).json() == {
         "accepted": False, "reason": "approval_closed",
     }
@@ -581,14 +555,14 @@ def test_an_expired_approval_is_closed_and_its_call_denied(api, session):
     ({}, "missing_field"),
 ])
 def test_a_bad_decision_is_400_and_leaves_the_approval_pending(api, session, body, code):
-    approval = make_approval(session)
+    approval = park_on_approval(session)
     assert_error(api.post(f"/api/approvals/{approval.id}", body), 400, code)
     approval.refresh_from_db()
     assert approval.status == ApprovalStatus.PENDING
 
 
 def test_another_users_approval_is_the_same_404_as_a_random_id(api, other_user):
-    approval = make_approval(session_create(owner=other_user, title="theirs"))
+    approval = park_on_approval(session_create(owner=other_user, title="theirs"))
     missing = api.post(f"/api/approvals/{uuid.uuid4()}", {"decision": "approve"})
     hidden = api.post(f"/api/approvals/{approval.id}", {"decision": "approve"})
     assert_error(hidden, 404, "not_found")
@@ -626,7 +600,7 @@ def test_malformed_json_is_400_invalid_json(api, live_session, endpoint, raw):
     ("/api/approvals/{aid}", "POST"),
 ])
 def test_malformed_json_is_400_on_every_endpoint_with_a_body(api, session, path, method):
-    approval = make_approval(session)
+    approval = park_on_approval(session)
     path = path.format(sid=session.id, aid=approval.id)
     assert_error(api.request(method, path, raw="{oops"), 400, "invalid_json")
     assert_error(api.request(method, path, raw="[1, 2]"), 400, "invalid_json")
@@ -757,7 +731,7 @@ def test_unknown_and_malformed_ids_are_404_not_found(api, kind):
 
 def test_another_users_objects_are_the_same_404_as_missing_ones(api, other_user):
     theirs = session_create(owner=other_user, title="theirs")
-    approval = make_approval(theirs)
+    approval = park_on_approval(theirs)
     their_paths = _owned_paths(theirs.id, approval.run_id, approval.id)
     missing_paths = _owned_paths(uuid.uuid4(), uuid.uuid4(), uuid.uuid4())
     for (method, path, body), (_, missing_path, _) in zip(their_paths, missing_paths):

@@ -12,7 +12,7 @@ from django.test import Client
 from harness.asgi import application
 from orchestrator.models import Message
 from orchestrator.services.runs import stop_run
-from tests.helpers import db, script, start, wait_terminal, wait_until
+from tests.helpers import db, script, shell_script, start, wait_terminal, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -148,7 +148,7 @@ async def test_a_stop_from_elsewhere_reaches_this_tab(worker, session, user):
 async def test_approval_cards_appear_and_resolve(worker, session, user):
     communicator, _ = await connect(session.id, user=user)
     await communicator.receive_from(timeout=5)
-    await start(session, user, script({"calls": [{"name": "shell", "arguments": {"command": "echo <x>"}}]}))
+    await start(session, user, shell_script("echo <x>"))
     received = "".join(await fragments_until('class="approve"')(communicator))
     assert "<strong>shell</strong> wants to run" in received and "echo &lt;x&gt;" in received
     await db(stop_run, session_id=session.id, requested_by=user)

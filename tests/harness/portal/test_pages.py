@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.models import Message, Run, Session
+from orchestrator.models import Message, RunState, Session
 from orchestrator.services.runs import start_run
 from orchestrator.services.sessions import session_create
+from tests.factories import make_run
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +27,7 @@ def test_home_lists_only_my_sessions(client, user, other_user):
 
 
 def test_session_page_shows_the_transcript_escaped_with_statuses(client, user, session, other_user):
-    run = Run.objects.create(session=session, state="stopped", outcome="stopped", max_turns=5)
+    run = make_run(session, RunState.STOPPED)
     Message.objects.create(session=session, run=run, role="user", text="<script>alert(1)</script>")
     Message.objects.create(session=session, run=run, role="assistant", text="half an answ", status="stopped")
     client.force_login(user)

@@ -11,14 +11,12 @@ import json
 import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any
 
 import pytest
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import Client
-from django.utils import timezone
 
 from harness import commands
 from harness.asgi import application
@@ -29,11 +27,8 @@ from orchestrator.models import (
     Approval,
     ApprovalStatus,
     CallStatus,
-    FunctionCall,
     Message,
-    MessageRole,
     Run,
-    RunState,
     Session,
     SteeringMessage,
 )
@@ -41,15 +36,13 @@ from orchestrator.providers.scripted import FILLER
 from orchestrator.services.runs import start_run
 from orchestrator.services.sessions import session_create
 from orchestrator.services.tokens import api_token_create
-from tests.helpers import db, script, start, wait_until
+from tests.factories import park_on_approval
+from tests.helpers import db, script, shell_script, start, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LONG_STREAM = {"words": 5000, "delay_ms": 5}  # ~25 s if nobody stops it
-SHELL_THEN_TEXT = script(
-    {"calls": [{"name": "shell", "arguments": {"command": "echo hi"}}]},
-    {"text": "the shell said hi and that is all", "delay_ms": 15},
-)
+SHELL_THEN_TEXT = shell_script("echo hi", {"text": "the shell said hi and that is all", "delay_ms": 15})
 Frame = dict[str, Any]
 
 
@@ -62,11 +55,6 @@ def api_path(session_id: Any) -> str:
 
 def bearer(token: str) -> list[tuple[bytes, bytes]]:
     return [(b"authorization", b"Bearer " + token.encode())]
-
-
-@pytest.fixture
-def token(user) -> str:
-    return api_token_create(user=user)
 
 
 @asynccontextmanager
@@ -119,18 +107,6 @@ async def assert_still_open(communicator, request_id: Any = "still-open") -> Non
 
 async def snapshot_of(session_id) -> dict:
     return await db(lambda: selectors.session_snapshot(Session.objects.get(pk=session_id)))
-
-
-def make_approval(session) -> Approval:
-    """A run parked on a pending approval, as the engine leaves it in `awaiting_approval`."""
-    now = timezone.now()
-    run = Run.objects.create(session=session, state=RunState.AWAITING_APPROVAL, prev_state=RunState.FUNCTION_PREPARE,
-                             turn_count=1, max_turns=20, created_at=now, started_at=now)
-    Message.objects.create(session=session, run=run, role=MessageRole.USER, text="list the files")
-    assistant = Message.objects.create(session=session, run=run, role=MessageRole.ASSISTANT, text="")
-    call = FunctionCall.objects.create(run=run, message=assistant, call_id="call_t1_0", name="shell",
-                                       arguments={"command": "ls"}, status=CallStatus.AWAITING_APPROVAL)
-    return Approval.objects.create(run=run, function_call=call, expires_at=now + timedelta(minutes=10))
 
 
 def rebuild(deltas: list[Frame]) -> str:
@@ -398,7 +374,7 @@ async def test_a_frame_without_request_id_is_answered_with_null(session, token):
 
 async def test_another_users_approval_is_not_found_and_unchanged(session, other_user, token):
     theirs = await db(session_create, owner=other_user, title="theirs")
-    approval = await db(make_approval, theirs)
+    approval = await db(park_on_approval, theirs)
     async with open_socket(session.id, token) as (communicator, _):
         answer, _ = await request(communicator, {"type": "approval.decide", "request_id": "a",
                                                  "approval_id": str(approval.id), "decision": "approve"})
@@ -412,7 +388,7 @@ async def test_another_users_approval_is_not_found_and_unchanged(session, other_
 
 async def test_an_approval_of_another_of_my_sessions_is_not_decided_on_this_socket(session, user, token):
     mine_elsewhere = await db(session_create, owner=user, title="another of mine")
-    approval = await db(make_approval, mine_elsewhere)
+    approval = await db(park_on_approval, mine_elsewhere)
     async with open_socket(session.id, token) as (communicator, _):
         answer, _ = await request(communicator, {"type": "approval.decide", "request_id": "x",
                                                  "approval_id": str(approval.id), "decision": "approve"})

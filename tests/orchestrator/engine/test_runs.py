@@ -21,7 +21,16 @@ from orchestrator.services.approvals import decide_approval
 from orchestrator.services.runs import steer_run, stop_run
 from orchestrator.services.sessions import session_create
 from tests.conftest import running_worker
-from tests.helpers import db, script, start, wait_for_state, wait_terminal, wait_until
+from tests.helpers import (
+    db,
+    script,
+    shell_script,
+    start,
+    start_parked_on_shell,
+    wait_for_state,
+    wait_terminal,
+    wait_until,
+)
 from tests.processes import marker, wait_no_live_processes, wait_sleeping
 from tests.tools import side_effects
 
@@ -52,10 +61,6 @@ def call_status(run_id, name: str) -> str | None:
     return call.status if call else None
 
 
-def pending_approval(run_id) -> Approval | None:
-    return Approval.objects.filter(run_id=run_id, status="pending").select_related("function_call").first()
-
-
 # --- the happy paths ----------------------------------------------------------------------------------
 
 
@@ -71,9 +76,7 @@ async def test_demo_run_calls_the_calculator_and_completes(worker, session, user
 
 
 async def test_approved_call_runs_and_the_run_continues(worker, session, user, settings):
-    run = await start(session, user, script({"calls": [{"name": "shell", "arguments": {"command": "echo hi > out.txt; cat out.txt"}}]},
-                                             {"text": "done"}))
-    approval = await wait_until(lambda: pending_approval(run.id), what="an approval")
+    run, approval = await start_parked_on_shell(session, user, "echo hi > out.txt; cat out.txt", {"text": "done"})
     # Parked: the run waits on a person with no executor (and no lease) held.
     await wait_until(lambda: Run.objects.filter(pk=run.id, state="awaiting_approval", lease_owner="").exists(),
                      what="the run to park")
@@ -87,9 +90,7 @@ async def test_approved_call_runs_and_the_run_continues(worker, session, user, s
 
 
 async def test_denied_call_gives_the_model_a_denial_and_never_runs(worker, session, user, settings):
-    run = await start(session, user, script({"calls": [{"name": "shell", "arguments": {"command": "touch x"}}]},
-                                             {"text": "ok"}))
-    approval = await wait_until(lambda: pending_approval(run.id), what="an approval")
+    run, approval = await start_parked_on_shell(session, user, "touch x", {"text": "ok"})
     assert (await db(decide_approval, approval_id=approval.id, user=user, decision="deny")).accepted
     run = await wait_terminal(run.id)
     call = await db(FunctionCall.objects.get, run=run)
@@ -100,8 +101,7 @@ async def test_denied_call_gives_the_model_a_denial_and_never_runs(worker, sessi
 async def test_expired_approval_denies_the_call_and_the_run_goes_on(worker, session, user, settings):
     settings.HARNESS_APPROVAL_TTL_SECONDS = 0.2
     settings.HARNESS_RECOVERY_INTERVAL_SECONDS = 0.05
-    run = await start(session, user, script({"calls": [{"name": "shell", "arguments": {"command": "true"}}]},
-                                             {"text": "ok"}))
+    run = await start(session, user, shell_script("true", {"text": "ok"}))
     run = await wait_terminal(run.id)
     approval = await db(Approval.objects.get, run=run)
     call = await db(FunctionCall.objects.get, run=run)
@@ -189,8 +189,7 @@ async def test_stop_mid_sleep_cancels_the_tool(worker, session, user):
 async def test_stop_mid_shell_kills_the_command_and_its_children(worker, session, user, settings):
     tag = marker()
     command = f"sleep {tag} & sleep {tag}; wait"
-    run = await start(session, user, script({"calls": [{"name": "shell", "arguments": {"command": command}}]}))
-    approval = await wait_until(lambda: pending_approval(run.id), what="an approval")
+    run, approval = await start_parked_on_shell(session, user, command)
     await db(decide_approval, approval_id=approval.id, user=user, decision="approve")
     await wait_sleeping(tag)  # running, 30 s from its end: the kill below is what ends it
     await stop(session, user)
@@ -201,8 +200,7 @@ async def test_stop_mid_shell_kills_the_command_and_its_children(worker, session
 
 
 async def test_stop_while_parked_on_an_approval(worker, session, user):
-    run = await start(session, user, script({"calls": [{"name": "shell", "arguments": {"command": "true"}}]}))
-    approval = await wait_until(lambda: pending_approval(run.id), what="an approval")
+    run, approval = await start_parked_on_shell(session, user, "true")
     result = await stop(session, user)
     assert result.prior_state == "awaiting_approval"
     run = await wait_terminal(run.id, timeout=5)
@@ -215,8 +213,7 @@ async def test_stop_while_parked_on_an_approval(worker, session, user):
 
 async def test_a_late_approval_after_the_sweep_never_dispatches(worker, session, user, settings):
     command = "echo ran >> side_effects.log"
-    run = await start(session, user, script({"calls": [{"name": "shell", "arguments": {"command": command}}]}))
-    approval = await wait_until(lambda: pending_approval(run.id), what="an approval")
+    run, approval = await start_parked_on_shell(session, user, command)
     await stop(session, user)
     late = await db(decide_approval, approval_id=approval.id, user=user, decision="approve")
     assert late.as_dict() == {"accepted": False, "reason": "approval_closed"}

@@ -14,11 +14,11 @@ import subprocess
 import pytest
 
 from orchestrator.engine.workspace import session_workspace
-from orchestrator.models import Approval, CallStatus, FunctionCall, Message
+from orchestrator.models import CallStatus, FunctionCall, Message, Run
 from orchestrator.services.approvals import decide_approval
 from orchestrator.services.runs import stop_run
 from orchestrator.services.sessions import session_create
-from tests.helpers import db, script, start, wait_for_state, wait_terminal, wait_until
+from tests.helpers import db, script, start, start_parked_on_shell, wait_for_state, wait_terminal, wait_until
 from tests.processes import live_processes, marker, rss_bytes, wait_no_live_processes, wait_sleeping
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,15 +36,11 @@ def bob_session(bob):
     return session_create(owner=bob, title="bob's session")
 
 
-async def approve_shell(run, user, command: str):
-    """Start `run`'s approval flow for `command`: wait for the approval card and approve it."""
-    approval = await wait_until(
-        lambda: Approval.objects.filter(run_id=run.id, status="pending").first(), what="the shell approval")
+async def start_approved_shell(session, user, command: str, *then: dict) -> Run:
+    """Start a run whose model asks to run `command` in the shell, and approve the call once it waits on it."""
+    run, approval = await start_parked_on_shell(session, user, command, *then)
     assert (await db(decide_approval, approval_id=approval.id, user=user, decision="approve")).accepted
-
-
-def shell_script(command: str, *then: dict) -> str:
-    return script({"calls": [{"name": "shell", "arguments": {"command": command}}]}, *then)
+    return run
 
 
 def call_of(run_id) -> FunctionCall:
@@ -62,8 +58,7 @@ async def test_bobs_approved_shell_cannot_read_alices_files(worker, session, bob
     plain = subprocess.run(["/bin/sh", "-c", command], cwd=bob_workspace, capture_output=True, text=True)
     assert SECRET in plain.stdout and str(session.id) in plain.stdout
 
-    run = await start(bob_session, bob, shell_script(command, {"text": "done"}))
-    await approve_shell(run, bob, command)
+    run = await start_approved_shell(bob_session, bob, command, {"text": "done"})
     run = await wait_terminal(run.id)
     call = await db(call_of, run.id)
     assert run.outcome == "completed" and call.status == CallStatus.SUCCEEDED
@@ -87,8 +82,7 @@ async def test_a_fork_bomb_and_yes_are_contained_while_another_run_streams(worke
 
     sampler = asyncio.ensure_future(sample_memory())
     try:
-        bobs = await start(bob_session, bob, shell_script(command, {"text": "bob goes on"}))
-        await approve_shell(bobs, bob, command)
+        bobs = await start_approved_shell(bob_session, bob, command, {"text": "bob goes on"})
         await wait_until(lambda: call_of(bobs.id).status == CallStatus.RUNNING, what="bob's command to run")
         alices = await start(session, user, script({"words": 60, "delay_ms": 10}))
         alices = await wait_terminal(alices.id)
@@ -112,8 +106,7 @@ async def test_a_fork_bomb_and_yes_are_contained_while_another_run_streams(worke
 async def test_a_stop_mid_command_leaves_no_process_alive(worker, session, user):
     tag = marker()
     command = f"sleep {tag} & sleep {tag}; wait"
-    run = await start(session, user, shell_script(command, {"text": "never"}))
-    await approve_shell(run, user, command)
+    run = await start_approved_shell(session, user, command, {"text": "never"})
     await wait_sleeping(tag)
     assert len(live_processes(tag)) >= 3  # bubblewrap, the shell, two sleeps: 30 s from their natural end
     result = await db(stop_run, session_id=session.id, requested_by=user)
@@ -128,8 +121,7 @@ async def test_a_stop_as_the_command_starts_leaves_no_process_alive(worker, sess
     """A stop while the command is being set up (the call is `running`, the sandbox not yet started)."""
     tag = marker()
     command = f"sleep {tag}"
-    run = await start(session, user, shell_script(command, {"text": "never"}))
-    await approve_shell(run, user, command)
+    run = await start_approved_shell(session, user, command, {"text": "never"})
     await wait_for_state(run.id, "function_execute")
     await db(stop_run, session_id=session.id, requested_by=user)
     run = await wait_terminal(run.id)

@@ -18,6 +18,7 @@ from orchestrator.models import (
 )
 from orchestrator.providers.base import ModelMessage, ToolCallRequest, ToolSpec
 from orchestrator.tools.registry import get_registry
+from tests.factories import make_run
 
 pytestmark = pytest.mark.django_db
 
@@ -26,11 +27,11 @@ INTERRUPTED = "Note: the previous run was interrupted: the user stopped it befor
 
 def finished_run(session, outcome: str, **fields) -> Run:
     """An earlier run, in the terminal state matching its outcome."""
-    return Run.objects.create(session=session, state=outcome, outcome=outcome, max_turns=5, turn_count=1, **fields)
+    return make_run(session, outcome, turn_count=1, **fields)
 
 
 def current_run(session, *, turn_count: int = 1) -> Run:
-    return Run.objects.create(session=session, state=RunState.ASSISTANT_STREAMING, max_turns=5, turn_count=turn_count)
+    return make_run(session, RunState.ASSISTANT_STREAMING, turn_count=turn_count)
 
 
 def message(session, run, role: str, text: str, **fields) -> Message:
@@ -269,8 +270,7 @@ def test_the_note_after_a_failed_run_includes_the_error(session):
 
 
 def test_the_current_run_gets_no_note_even_if_it_is_being_stopped(session):
-    run = Run.objects.create(session=session, state=RunState.TEARING_DOWN, outcome=RunOutcome.STOPPED,
-                             stop_reason="user", max_turns=5, turn_count=1)
+    run = make_run(session, RunState.TEARING_DOWN, outcome=RunOutcome.STOPPED, stop_reason="user", turn_count=1)
     message(session, run, MessageRole.USER, "hello")
     assert [m.role for m in build(run).messages] == ["user"]
 

@@ -8,27 +8,18 @@ from datetime import timedelta
 
 import pytest
 from django.db import connections
-from django.utils import timezone
 
-from orchestrator.models import Approval, CallStatus, FunctionCall, Message, Run, RunState
+from orchestrator.models import FunctionCall, Message
 from orchestrator.services.approvals import decide_approval
 from orchestrator.services.errors import NotFound
 from orchestrator.services.runs import stop_run
+from tests.factories import park_on_approval
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def approval_for(session, *, expires_in: float = 300) -> Approval:
-    run = Run.objects.create(session=session, state=RunState.AWAITING_APPROVAL, max_turns=5, turn_count=1)
-    message = Message.objects.create(session=session, run=run, role="assistant", text="")
-    call = FunctionCall.objects.create(run=run, message=message, call_id="c1", name="shell",
-                                       arguments={"command": "ls"}, status=CallStatus.AWAITING_APPROVAL)
-    return Approval.objects.create(run=run, function_call=call,
-                                   expires_at=timezone.now() + timedelta(seconds=expires_in))
-
-
 def test_approve_marks_the_call_approved(session, user):
-    approval = approval_for(session)
+    approval = park_on_approval(session)
     assert decide_approval(approval_id=approval.id, user=user, decision="approve").as_dict() == {
         "accepted": True, "reason": None}
     approval.refresh_from_db()
@@ -37,7 +28,7 @@ def test_approve_marks_the_call_approved(session, user):
 
 
 def test_deny_closes_the_call_with_a_result_the_model_reads(session, user):
-    approval = approval_for(session)
+    approval = park_on_approval(session)
     assert decide_approval(approval_id=str(approval.id), user=user, decision="deny").accepted
     call = FunctionCall.objects.get(pk=approval.function_call_id)
     assert (call.status, call.result) == ("denied", "denied by alice")
@@ -45,7 +36,7 @@ def test_deny_closes_the_call_with_a_result_the_model_reads(session, user):
 
 
 def test_racing_decisions_have_exactly_one_winner(session, user):
-    approval = approval_for(session)
+    approval = park_on_approval(session)
 
     def decide(index: int):
         try:
@@ -65,7 +56,7 @@ def test_racing_decisions_have_exactly_one_winner(session, user):
 
 
 def test_a_decision_after_the_stop_sweep_is_closed_and_changes_nothing(session, user):
-    approval = approval_for(session)
+    approval = park_on_approval(session)
     assert stop_run(session_id=session.id, requested_by=user).accepted
     assert decide_approval(approval_id=approval.id, user=user, decision="approve").as_dict() == {
         "accepted": False, "reason": "approval_closed"}
@@ -75,7 +66,7 @@ def test_a_decision_after_the_stop_sweep_is_closed_and_changes_nothing(session, 
 
 
 def test_an_overdue_approval_expires_instead_of_being_decided(session, user):
-    approval = approval_for(session, expires_in=-1)
+    approval = park_on_approval(session, expires_in=timedelta(seconds=-1))
     assert decide_approval(approval_id=approval.id, user=user, decision="approve").reason == "approval_closed"
     approval.refresh_from_db()
     call = FunctionCall.objects.get(pk=approval.function_call_id)
@@ -83,7 +74,7 @@ def test_an_overdue_approval_expires_instead_of_being_decided(session, user):
 
 
 def test_another_users_approval_is_as_unknown_as_a_missing_one(session, other_user):
-    approval = approval_for(session)
+    approval = park_on_approval(session)
     for approval_id in (approval.id, uuid.uuid4(), "not-a-uuid", None):
         with pytest.raises(NotFound):
             decide_approval(approval_id=approval_id, user=other_user, decision="approve")

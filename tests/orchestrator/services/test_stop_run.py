@@ -16,11 +16,12 @@ from channels.layers import get_channel_layer
 from django.db import OperationalError, connections
 from django.utils import timezone
 
-from orchestrator.models import Approval, CallStatus, FunctionCall, Message, Run, RunState
+from orchestrator.models import Run, RunState
 from orchestrator.services import runs as run_services
 from orchestrator.services.runs import start_run, stop_run
 from orchestrator.services.sessions import session_create
 from orchestrator.wakeups import ORCHESTRATOR_CHANNEL
+from tests.factories import make_run, park_on_approval
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,16 +36,6 @@ def wakeups() -> list[dict]:
     return received
 
 
-def parked_run(session) -> tuple[Run, Approval]:
-    """A run parked on an approval of a `shell` call (nobody drives it)."""
-    run = Run.objects.create(session=session, state=RunState.AWAITING_APPROVAL, max_turns=5, turn_count=1)
-    message = Message.objects.create(session=session, run=run, role="assistant", text="")
-    call = FunctionCall.objects.create(run=run, message=message, call_id="c1", name="shell",
-                                       arguments={"command": "ls"}, status=CallStatus.AWAITING_APPROVAL)
-    approval = Approval.objects.create(run=run, function_call=call, expires_at=timezone.now() + timedelta(minutes=5))
-    return run, approval
-
-
 def test_stop_requires_a_session(user):
     for missing in (None, "", "not-a-uuid", str(uuid.uuid4())):
         assert stop_run(session_id=missing, requested_by=user).as_dict() == {
@@ -53,7 +44,8 @@ def test_stop_requires_a_session(user):
 
 
 def test_unknown_session_and_foreign_session_are_indistinguishable_and_change_nothing(session, user, other_user):
-    run, approval = parked_run(session)
+    approval = park_on_approval(session)
+    run = approval.run
     wakeups()
     unknown = stop_run(session_id=uuid.uuid4(), requested_by=other_user)
     foreign = stop_run(session_id=session.id, requested_by=other_user)
@@ -71,7 +63,8 @@ def test_session_without_runs_is_no_record(session, user):
 
 
 def test_happy_path_sets_the_flag_sweeps_approvals_and_wakes_the_executor(session, user):
-    run, approval = parked_run(session)
+    approval = park_on_approval(session)
+    run = approval.run
     wakeups()
     result = stop_run(session_id=session.id, requested_by=user)
     assert result.as_dict() == {"accepted": True, "reason": None, "prior_state": "awaiting_approval", "run_id": str(run.id)}
@@ -83,7 +76,7 @@ def test_happy_path_sets_the_flag_sweeps_approvals_and_wakes_the_executor(sessio
 
 
 def test_wake_up_goes_to_the_executor_holding_the_lease(session, user):
-    run, _ = parked_run(session)
+    run = park_on_approval(session).run
     Run.objects.filter(pk=run.pk).update(lease_owner="w1", lease_channel="orchestrator.w1!abc",
                                          lease_expires_at=timezone.now() + timedelta(seconds=10))
     stop_run(session_id=session.id, requested_by=user)
@@ -92,7 +85,8 @@ def test_wake_up_goes_to_the_executor_holding_the_lease(session, user):
 
 
 def test_repeated_stop_is_idempotent(session, user):
-    run, approval = parked_run(session)
+    approval = park_on_approval(session)
+    run = approval.run
     wakeups()
     first = stop_run(session_id=session.id, requested_by=user)
     run.refresh_from_db()
@@ -107,7 +101,7 @@ def test_repeated_stop_is_idempotent(session, user):
 
 
 def test_already_stopped_short_circuits(session, user):
-    run = Run.objects.create(session=session, state=RunState.STOPPED, outcome="stopped", max_turns=5)
+    run = make_run(session, RunState.STOPPED)
     wakeups()
     result = stop_run(session_id=session.id, requested_by=user)
     assert result.as_dict() == {"accepted": False, "reason": "already_stopped", "prior_state": "stopped",
@@ -118,7 +112,7 @@ def test_already_stopped_short_circuits(session, user):
 
 
 def test_a_stop_pinned_to_an_old_run_never_stops_the_newer_one(session, user):
-    old = Run.objects.create(session=session, state=RunState.COMPLETED, outcome="completed", max_turns=5)
+    old = make_run(session, RunState.COMPLETED)
     new = start_run(session_id=session.id, user=user, text="hello")
     stale = stop_run(session_id=session.id, requested_by=user, run_id=str(old.id))
     assert (stale.accepted, stale.reason, stale.run_id) == (False, "already_stopped", str(old.id))
@@ -140,7 +134,8 @@ def test_the_flag_is_run_scoped_and_a_new_run_starts_clean(session, user):
 
 
 def test_a_failed_stop_transaction_is_never_a_false_success(session, user, monkeypatch):
-    run, approval = parked_run(session)
+    approval = park_on_approval(session)
+    run = approval.run
     wakeups()
 
     def sweep_fails(**kwargs):
@@ -175,7 +170,7 @@ def test_fifty_concurrent_stops_give_exactly_one_first_stop(session, user):
 
 
 def test_admin_stop_skips_the_ownership_check(session, other_user):
-    run = Run.objects.create(session=session, state=RunState.FUNCTION_EXECUTE, max_turns=5)
+    run = make_run(session, RunState.FUNCTION_EXECUTE)
     assert stop_run(session_id=session.id, requested_by=other_user) == run_services.NO_RECORD
     result = stop_run(session_id=session.id, requested_by=other_user, run_id=str(run.id), as_admin=True)
     assert (result.accepted, result.reason) == (True, None)

@@ -34,7 +34,7 @@ from orchestrator.providers.base import (
     ToolSpec,
     Usage,
 )
-from orchestrator.providers.openai_chat import OpenAIChatProvider, provider_error, retry_after_seconds
+from orchestrator.providers.openai_chat import OpenAIChatProvider, provider_error
 from orchestrator.providers.registry import provider_for
 from orchestrator.services.runs import stop_run
 from tests.fakes.openai_wire import ChatChunks, error_response, split, text_answer, tool_call_answer
@@ -240,14 +240,6 @@ async def test_rate_limit_carries_the_retry_after_the_server_asked_for(server, p
     assert error.retry_after == 7.0
     assert "rate limited" in error.message and "Please try again in 2s." in error.message
     assert len(server.requests) == 1
-
-
-def test_retry_after_forms():
-    assert retry_after_seconds(httpx2.Headers({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
-    assert retry_after_seconds(httpx2.Headers({"retry-after": "3.5"})) == 3.5
-    assert retry_after_seconds(httpx2.Headers({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0.0
-    assert retry_after_seconds(httpx2.Headers({"retry-after": "soon"})) is None
-    assert retry_after_seconds(httpx2.Headers({})) is None
 
 
 @pytest.mark.parametrize(("cause", "kind", "message"), [

@@ -19,7 +19,6 @@ from orchestrator.providers.base import (
     Usage,
     estimate_tokens,
 )
-from orchestrator.providers.registry import provider_for
 from orchestrator.providers.scripted import MAX_DELAY_MS, MAX_WORDS, ScriptedProvider, ScriptTurn, parse_script
 
 
@@ -353,20 +352,3 @@ async def test_stream_is_cancellable():
     assert loop.time() - cancelled_at < 1  # promptly: well within one more 50 ms delay plus slack
     assert task.cancelled()
     assert 3 <= len(received) < 1000
-
-
-# --- provider registry ---
-
-
-def test_provider_for_scripted():
-    assert isinstance(provider_for("scripted"), ScriptedProvider)
-    assert isinstance(provider_for("scripted:anything"), ScriptedProvider)
-    assert provider_for("scripted").name == "scripted"
-
-
-def test_unknown_model_is_improperly_configured():
-    from django.core.exceptions import ImproperlyConfigured
-
-    with pytest.raises(ImproperlyConfigured, match="is not a known model"):
-        provider_for("gpt-nothing")
-

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from email.utils import formatdate
 from typing import Any
 
 import pytest
@@ -21,7 +20,6 @@ from orchestrator.models import Message, Run
 from orchestrator.providers.anthropic_messages import (
     AnthropicProvider,
     StreamAssembler,
-    retry_after_seconds,
     to_anthropic_messages,
     to_anthropic_tools,
     translate_error,
@@ -497,14 +495,6 @@ def test_assembler_rejects_a_stream_cut_short_or_a_delta_for_no_tool():
     stray.input_json_delta(0, '{"a": 1}')
     with pytest.raises(ProviderError, match="not an open tool_use block"):
         feed_all(StreamAssembler(), stray.items)
-
-
-def test_retry_after_in_seconds_milliseconds_or_as_a_date():
-    assert retry_after_seconds({"retry-after": "12"}) == 12.0
-    assert retry_after_seconds({"retry-after-ms": "1500", "retry-after": "12"}) == 1.5
-    assert 25 < retry_after_seconds({"retry-after": formatdate(time.time() + 30, usegmt=True)}) <= 30
-    assert retry_after_seconds({"retry-after": "soon"}) is None
-    assert retry_after_seconds({}) is None
 
 
 def test_an_unexpected_exception_becomes_a_plain_provider_error():

@@ -1,0 +1,99 @@
+"""Records written straight to the database, as the engine would leave them, for tests that need a run in a
+given state without a worker driving it there: `make_run`, `add_calls` and `park_on_approval`.
+
+Plain functions (synchronous: from async tests, call them through `tests.helpers.db`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from orchestrator.models import (
+    TERMINAL_STATES,
+    Approval,
+    CallStatus,
+    FunctionCall,
+    Message,
+    MessageRole,
+    Run,
+    RunState,
+    Session,
+)
+from orchestrator.services.sessions import session_create
+
+# How long `make_run(leased_by=...)` holds the run's lease: far longer than any test.
+LEASE = timedelta(minutes=5)
+
+
+def make_run(
+    session: Session | None = None,
+    state: str = RunState.COMPLETED,
+    *,
+    owner: Any = None,
+    title: str = "a session",
+    max_turns: int = 5,
+    leased_by: str = "",
+    stopped_by: Any = None,
+    **fields: Any,
+) -> Run:
+    """A run in `state`, written directly (no service, no worker).
+
+    In `session`, or — given `owner` instead — in a new session of theirs titled `title` (the database allows
+    one non-terminal run per session). Created now unless `created_at` is given; a terminal run gets its
+    outcome (the state's name) and finish time unless given. `leased_by` makes that executor hold the run's
+    lease; `stopped_by` (a user) has asked it to stop now. Any other field is passed on to
+    `Run.objects.create`.
+    """
+    now = timezone.now()
+    if session is None:
+        session = session_create(owner=owner, title=title)
+    terminal = state in TERMINAL_STATES
+    fields.setdefault("outcome", state if terminal else "")
+    fields.setdefault("finished_at", now if terminal else None)
+    fields.setdefault("created_at", now)
+    if leased_by:
+        fields.update(lease_owner=leased_by, lease_expires_at=now + LEASE)
+    if stopped_by is not None:
+        fields.update(stop_requested_at=now, stop_requested_by=stopped_by)
+    return Run.objects.create(session=session, state=state, max_turns=max_turns, **fields)
+
+
+def add_calls(run: Run, *specs: tuple[str, dict], status: str = CallStatus.PENDING) -> list[FunctionCall]:
+    """One assistant message ("calling") with a call per (tool name, arguments) spec: call ids c0, c1, …"""
+    message = Message.objects.create(session_id=run.session_id, run=run, role=MessageRole.ASSISTANT, text="calling")
+    return [
+        FunctionCall.objects.create(run=run, message=message, call_id=f"c{i}", position=i, name=name, arguments=args,
+                                    status=status)
+        for i, (name, args) in enumerate(specs)
+    ]
+
+
+def park_on_approval(
+    session: Session,
+    *,
+    expires_in: timedelta = timedelta(minutes=10),
+    name: str = "shell",
+    arguments: dict | None = None,
+    call_id: str = "call_t1_0",
+    asked: str = "list the files",
+    answered: str = "",
+    **run_fields: Any,
+) -> Approval:
+    """A run parked on a pending approval, as the engine leaves it in `awaiting_approval` after its first
+    turn: the user's message (`asked`), the assistant's (`answered`) with one call awaiting approval —
+    `shell` with {"command": "ls"} unless told otherwise — and its approval, expiring `expires_in` from now
+    (negative: already overdue). Nobody holds the run's lease unless `leased_by` says so: any other keyword
+    is passed on to `make_run`. The run is `approval.run`, the call `approval.function_call`."""
+    now = timezone.now()
+    run_fields = {"prev_state": RunState.FUNCTION_PREPARE, "turn_count": 1, "started_at": now, **run_fields}
+    run = make_run(session, RunState.AWAITING_APPROVAL, **run_fields)
+    Message.objects.create(session=session, run=run, role=MessageRole.USER, text=asked)
+    assistant = Message.objects.create(session=session, run=run, role=MessageRole.ASSISTANT, text=answered)
+    call = FunctionCall.objects.create(
+        run=run, message=assistant, call_id=call_id, name=name,
+        arguments={"command": "ls"} if arguments is None else arguments, status=CallStatus.AWAITING_APPROVAL,
+    )
+    return Approval.objects.create(run=run, function_call=call, expires_at=now + expires_in)

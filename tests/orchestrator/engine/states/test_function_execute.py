@@ -1,0 +1,72 @@
+"""function_execute: one approved call per step, marked running before it runs; after a stop no further call
+is dispatched; a call a dead executor left running is closed (or, if idempotent, run again)."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from orchestrator.engine.states import function_execute, steering_check, tearing_down
+from orchestrator.models import CallStatus, FunctionCall, Run, RunState
+from tests.factories import add_calls, make_run
+from tests.helpers import db
+from tests.tools import side_effects
+
+from .steps import OWNER, make_ctx
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_function_execute_runs_one_call_per_step_marking_it_running_first(session, settings):
+    run = await db(make_run, session, RunState.FUNCTION_EXECUTE, leased_by=OWNER)
+    first, second = await db(add_calls, run, ("side_effect", {"label": "a"}), ("side_effect", {"label": "b"}),
+                             status=CallStatus.APPROVED)
+    ctx = make_ctx(run)
+    after = await function_execute.handle(ctx, run)
+    assert after.state == RunState.FUNCTION_EXECUTE
+    workspace = settings.HARNESS_WORKSPACE_ROOT / str(session.id)
+    assert side_effects(workspace) == ["a"]
+    first = await db(FunctionCall.objects.get, pk=first.pk)
+    assert (first.status, first.result) == (CallStatus.SUCCEEDED, "did a") and first.started_at is not None
+    after = await function_execute.handle(ctx, after)
+    after = await function_execute.handle(ctx, after)
+    assert after.state == RunState.FUNCTION_FINALIZE
+    assert side_effects(workspace) == ["a", "b"]
+
+
+async def test_function_execute_after_a_stop_dispatches_no_further_call(session, user, settings):
+    run = await db(make_run, session, RunState.FUNCTION_EXECUTE, leased_by=OWNER)
+    first, second = await db(add_calls, run, ("side_effect", {"label": "a"}), ("side_effect", {"label": "b"}),
+                             status=CallStatus.APPROVED)
+    ctx = make_ctx(run)
+    after = await function_execute.handle(ctx, run)  # runs "a"
+    await db(Run.objects.filter(pk=run.pk).update, stop_requested_at=timezone.now(), stop_requested_by=user)
+    after = await function_execute.handle(ctx, after)
+    assert after.state == RunState.STEERING_CHECK
+    workspace = settings.HARNESS_WORKSPACE_ROOT / str(session.id)
+    assert side_effects(workspace) == ["a"]
+    assert (await db(FunctionCall.objects.get, pk=second.pk)).status == CallStatus.APPROVED  # never started
+    after = await steering_check.handle(ctx, after)
+    after = await tearing_down.handle(ctx, after)
+    second = await db(FunctionCall.objects.get, pk=second.pk)
+    assert (after.state, second.status, second.result) == ("stopped", "cancelled", "cancelled: run stopped by alice")
+    assert after.receipt["cancelled_calls"] == [{"call_id": "c1", "name": "side_effect", "status": "cancelled"}]
+    assert after.receipt["completed_calls"][0]["call_id"] == "c0"
+
+
+async def test_function_execute_closes_a_call_a_dead_executor_left_running_without_rerunning_it(session, settings):
+    run = await db(make_run, session, RunState.FUNCTION_EXECUTE, leased_by=OWNER)
+    (call,) = await db(add_calls, run, ("side_effect", {"label": "a"}), status=CallStatus.RUNNING)
+    after = await function_execute.handle(make_ctx(run), run)
+    assert after.state == RunState.FUNCTION_FINALIZE
+    call = await db(FunctionCall.objects.get, pk=call.pk)
+    assert call.status == CallStatus.INTERRUPTED and "may have partly run" in call.result
+    assert side_effects(settings.HARNESS_WORKSPACE_ROOT / str(session.id)) == []
+
+
+async def test_function_execute_reruns_an_idempotent_call_a_dead_executor_left_running(session):
+    run = await db(make_run, session, RunState.FUNCTION_EXECUTE, leased_by=OWNER)
+    (call,) = await db(add_calls, run, ("calculator", {"expression": "6*7"}), status=CallStatus.RUNNING)
+    await function_execute.handle(make_ctx(run), run)
+    call = await db(FunctionCall.objects.get, pk=call.pk)
+    assert (call.status, call.result) == (CallStatus.SUCCEEDED, "42")
