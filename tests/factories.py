@@ -55,7 +55,7 @@ def make_run(
     fields.setdefault("finished_at", now if terminal else None)
     fields.setdefault("created_at", now)
     if leased_by:
-        fields.update(lease_owner=leased_by, lease_expires_at=now + LEASE)
+        fields.update(executor_id=leased_by, lease_expires_at=now + LEASE)
     if stopped_by is not None:
         fields.update(stop_requested_at=now, stop_requested_by=stopped_by)
     return Run.objects.create(session=session, state=state, max_turns=max_turns, **fields)

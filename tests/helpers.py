@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from channels.db import database_sync_to_async
 
 from orchestrator.models import Approval, Run
-from orchestrator.services.runs import start_run
+from orchestrator.services.runs import run_start
 
 T = TypeVar("T")
 
@@ -45,7 +45,7 @@ def shell_script(command: str, *then: dict) -> str:
 
 
 async def start(session, user, text: str) -> Run:
-    return await db(start_run, session_id=session.id, user=user, text=text)
+    return await db(run_start, session_id=session.id, user=user, text=text)
 
 
 def pending_approval(run_id) -> Approval | None:

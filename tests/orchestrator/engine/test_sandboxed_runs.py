@@ -15,8 +15,8 @@ import pytest
 
 from orchestrator.engine.workspace import session_workspace
 from orchestrator.models import CallStatus, FunctionCall, Message, Run
-from orchestrator.services.approvals import decide_approval
-from orchestrator.services.runs import stop_run
+from orchestrator.services.approvals import approval_decide
+from orchestrator.services.runs import run_stop
 from orchestrator.services.sessions import session_create
 from tests.helpers import db, script, start, start_parked_on_shell, wait_for_state, wait_terminal, wait_until
 from tests.processes import live_processes, marker, rss_bytes, wait_no_live_processes, wait_sleeping
@@ -39,7 +39,7 @@ def bob_session(bob):
 async def start_approved_shell(session, user, command: str, *then: dict) -> Run:
     """Start a run whose model asks to run `command` in the shell, and approve the call once it waits on it."""
     run, approval = await start_parked_on_shell(session, user, command, *then)
-    assert (await db(decide_approval, approval_id=approval.id, user=user, decision="approve")).accepted
+    assert (await db(approval_decide, approval_id=approval.id, user=user, decision="approve")).accepted
     return run
 
 
@@ -109,7 +109,7 @@ async def test_a_stop_mid_command_leaves_no_process_alive(worker, session, user)
     run = await start_approved_shell(session, user, command, {"text": "never"})
     await wait_sleeping(tag)
     assert len(live_processes(tag)) >= 3  # bubblewrap, the shell, two sleeps: 30 s from their natural end
-    result = await db(stop_run, session_id=session.id, requested_by=user)
+    result = await db(run_stop, session_id=session.id, requested_by=user)
     assert result.accepted
     run = await wait_terminal(run.id)
     assert run.outcome == "stopped"
@@ -123,7 +123,7 @@ async def test_a_stop_as_the_command_starts_leaves_no_process_alive(worker, sess
     command = f"sleep {tag}"
     run = await start_approved_shell(session, user, command, {"text": "never"})
     await wait_for_state(run.id, "function_execute")
-    await db(stop_run, session_id=session.id, requested_by=user)
+    await db(run_stop, session_id=session.id, requested_by=user)
     run = await wait_terminal(run.id)
     assert run.outcome == "stopped"
     await wait_no_live_processes(tag)

@@ -17,5 +17,5 @@ OWNER = "test-executor"
 
 
 def make_ctx(run: Run) -> StepContext:
-    return StepContext(run_id=run.id, owner=OWNER, interrupt=Interrupt(), provider=ScriptedProvider(),
+    return StepContext(run_id=run.id, executor_id=OWNER, interrupt=Interrupt(), provider=ScriptedProvider(),
                        tools=get_registry())

@@ -23,7 +23,7 @@ async def test_awaiting_approval_parks_and_releases_the_lease_while_a_person_dec
     ctx = make_ctx(run)
     after = await awaiting_approval.handle(ctx, run)
     assert ctx.parked and after.state == RunState.AWAITING_APPROVAL
-    assert (after.lease_owner, after.lease_expires_at) == ("", None)
+    assert (after.executor_id, after.lease_expires_at) == ("", None)
 
 
 async def test_awaiting_approval_expires_overdue_approvals_and_continues(session):

@@ -21,7 +21,7 @@ async def test_function_finalize_goes_on_to_steering_check(session):
     after = await function_finalize.handle(make_ctx(run), run)
     assert (after.state, after.prev_state) == (RunState.STEERING_CHECK, RunState.FUNCTION_FINALIZE)
     saved = await db(Run.objects.get, pk=run.pk)
-    assert (saved.state, saved.lease_owner) == (RunState.STEERING_CHECK, OWNER)  # still driven by this executor
+    assert (saved.state, saved.executor_id) == (RunState.STEERING_CHECK, OWNER)  # still driven by this executor
 
 
 async def test_function_finalize_writes_nothing_once_the_lease_is_lost(session):

@@ -24,7 +24,7 @@ async def test_tearing_down_repairs_the_transcript_in_one_transaction(session, u
     pending, running = await db(add_calls, run, ("clock", {}), ("side_effect", {}), status=CallStatus.APPROVED)
     await db(FunctionCall.objects.filter(pk=running.pk).update, status=CallStatus.RUNNING, started_at=timezone.now())
     after = await tearing_down.handle(make_ctx(run), await db(Run.objects.get, pk=run.pk))
-    assert (after.state, after.outcome, after.lease_owner) == ("stopped", "stopped", "")
+    assert (after.state, after.outcome, after.executor_id) == ("stopped", "stopped", "")
     partial = await db(Message.objects.get, pk=partial.pk)
     assert (partial.status, partial.text) == ("stopped", "half an ans")
     statuses = await db(lambda: dict(FunctionCall.objects.filter(run=run).values_list("name", "status")))
