@@ -224,3 +224,45 @@ def test_run_detail_of_a_run_waiting_on_a_person(session):
                               "acknowledged_at": None, "latency_ms": None}
     assert [c["status"] for c in detail["function_calls"]] == ["awaiting_approval"]
     assert detail["approvals"] == [selectors.approval_data(approval)]
+
+
+# --- the portal's reads (harness/ reads nothing but these) -------------------------------------------------
+
+
+def test_latest_run_is_the_newest_of_the_session(session, user):
+    assert selectors.latest_run(session.id) is None
+    older = make_run(session, created_at=timezone.now() - timedelta(minutes=2))
+    newer = make_run(session, RunState.AWAITING_ASSISTANT, stopped_by=user)
+    make_run(owner=user, title="another session")  # newer still, but not this session's
+    latest = selectors.latest_run(session.id)
+    assert latest == newer and latest != older
+    assert latest.stop_requested_by == user  # read with the run (the composer shows who stopped it)
+
+
+def test_transcript_messages_in_order_with_their_calls(session):
+    run = make_run(session)
+    first = Message.objects.create(session=session, run=run, role=MessageRole.USER, text="one")
+    [call] = add_calls(run, ("clock", {}))
+    tool = Message.objects.create(session=session, run=run, role=MessageRole.TOOL, text="12:00", function_call=call)
+    messages = selectors.transcript_messages(session)
+    assert [m.id for m in messages] == [first.id, call.message_id, tool.id]
+    assert messages[2].function_call == call and list(messages[1].function_calls.all()) == [call]
+
+
+def test_message_with_call_and_checkpointed_text(session):
+    run = make_run(session)
+    message = Message.objects.create(session=session, run=run, role=MessageRole.ASSISTANT, text="so far")
+    assert selectors.message_with_call(message.id) == message
+    assert selectors.message_with_call(10**9) is None
+    assert selectors.checkpointed_text(message.id) == "so far"
+    assert selectors.checkpointed_text(10**9) == ""
+
+
+def test_run_calls_approvals_and_steering_oldest_first(session, user):
+    approval = park_on_approval(session)
+    run = approval.run
+    [second] = add_calls(run, ("clock", {}))
+    assert [c.call_id for c in selectors.run_calls(run)] == ["call_t1_0", second.call_id]
+    assert selectors.run_approvals(run) == [approval] and selectors.run_approvals(None) == []
+    steering = SteeringMessage.objects.create(session=session, run=run, text="also this", created_by=user)
+    assert selectors.run_steering(run) == [steering] and selectors.run_steering(None) == []
