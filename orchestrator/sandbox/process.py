@@ -44,7 +44,9 @@ class Sandboxed:
     """A started command. `process` is bubblewrap (or, unsafe, the command itself)."""
 
     process: asyncio.subprocess.Process
-    init_pid: int | None  # the host pid of the sandbox's PID-namespace init; None when unsafe
+    # A pidfd of the sandbox's PID-namespace init (signalled through it, so never a recycled pid); None when
+    # unsafe, or when the init was already gone by the time bubblewrap told us its pid.
+    init_pidfd: int | None
     process_group: bool = False  # unsafe: the command leads a process group of its own
 
     async def kill(self) -> None:
@@ -54,23 +56,36 @@ class Sandboxed:
         the work ends); the cancellation is re-raised afterwards.
         """
         # The signal goes out before the first await: whatever happens next, the tree is dying.
-        if self.init_pid is not None:
-            _signal(self.init_pid, signal.SIGKILL)
-        elif self.process_group:
+        if self.init_pidfd is not None:
             try:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                signal.pidfd_send_signal(self.init_pidfd, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        else:
-            _signal(self.process.pid, signal.SIGKILL)
-        if await _complete(asyncio.ensure_future(self._reaped())):
+        elif self.process.returncode is None:
+            try:
+                if self.process_group:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                else:
+                    os.kill(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        cancelled = await _complete(asyncio.ensure_future(self._reaped()))
+        self.release()
+        if cancelled:
             raise asyncio.CancelledError
+
+    def release(self) -> None:
+        """Close the init's pidfd (once the sandbox has ended; kill() does it itself)."""
+        if self.init_pidfd is not None:
+            os.close(self.init_pidfd)
+            self.init_pidfd = None
 
     async def _reaped(self) -> None:
         try:
             await asyncio.wait_for(self.process.wait(), EXIT_AFTER_KILL_SECONDS)
         except TimeoutError:  # bubblewrap did not notice its init's end: it dies, and its init with it
-            _signal(self.process.pid, signal.SIGKILL)
+            if self.process.returncode is None:
+                self.process.kill()
             await self.process.wait()
 
 
@@ -133,7 +148,7 @@ async def _spawn(argv: Sequence[str], *, workspace: Path, env: dict[str, str], s
             *limits.prlimit_argv(), *argv, cwd=workspace, env=sandbox_env(home=str(workspace), extra=env),
             stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True,
         )
-        return Sandboxed(process=process, init_pid=None, process_group=True)
+        return Sandboxed(process=process, init_pidfd=None, process_group=True)
     info_read, info_write = os.pipe()
     try:
         try:
@@ -149,12 +164,19 @@ async def _spawn(argv: Sequence[str], *, workspace: Path, env: dict[str, str], s
         try:
             info = await asyncio.wait_for(_read_to_end(info_read), INIT_PID_WAIT_SECONDS)
         except TimeoutError:
-            await Sandboxed(process=process, init_pid=None).kill()
+            await Sandboxed(process=process, init_pidfd=None).kill()
             raise SandboxUnavailable(f"the sandbox did not start within {INIT_PID_WAIT_SECONDS:g} s") from None
     finally:
         os.close(info_read)
-    init_pid = json.loads(info)["child-pid"] if info else None  # no info: bubblewrap failed and is exiting
-    return Sandboxed(process=process, init_pid=init_pid)
+    # No info: bubblewrap failed and is exiting. Otherwise the init has just been started (a pid is not
+    # recycled within milliseconds); if it has already ended, there is nothing left to kill.
+    init_pidfd = None
+    if info:
+        try:
+            init_pidfd = os.pidfd_open(json.loads(info)["child-pid"])
+        except ProcessLookupError:
+            pass
+    return Sandboxed(process=process, init_pidfd=init_pidfd)
 
 
 async def command_run(argv: Sequence[str], *, workspace: Path, timeout: float, output_limit: int) -> CommandResult:
@@ -183,6 +205,8 @@ async def command_run(argv: Sequence[str], *, workspace: Path, timeout: float, o
         except BaseException:  # cancelled (a stop): the whole tree goes
             await sandboxed.kill()
             raise
+        finally:
+            sandboxed.release()
     finally:
         os.close(read_fd)
     return CommandResult(exit_code=exit_code, output=output)
@@ -236,10 +260,3 @@ async def _complete(task: asyncio.Future) -> bool:
         except asyncio.CancelledError:
             cancelled = True
     return cancelled
-
-
-def _signal(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
