@@ -11,6 +11,7 @@ alone (PostgreSQL via DATABASE_URL, Redis via REDIS_URL). Every variable is docu
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -221,7 +222,10 @@ STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "staticfiles"))
 # collectstatic sets HARNESS_STATIC_FROM_FINDERS=false and gets WhiteNoise's cached, compressed files.
 WHITENOISE_USE_FINDERS = _env_bool("HARNESS_STATIC_FROM_FINDERS", True)
 WHITENOISE_AUTOREFRESH = DEBUG
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise also serves collected files from here
+# WhiteNoise also serves collected files from STATIC_ROOT, and warns at start-up while it does not exist yet
+# (before any collectstatic): expected when serving from the finders. Settings create no directories, so
+# they load on a read-only filesystem.
+warnings.filterwarnings("ignore", message=r"No directory at: ", module=r"whitenoise\.base")
 
 LOGGING = {
     "version": 1,

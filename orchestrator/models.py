@@ -100,6 +100,8 @@ class Session(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agent_sessions")
     title = models.CharField(max_length=200, default="New session")
+    # The user chose the title (even "New session"): the first run's message does not replace it.
+    title_chosen = models.BooleanField(default=False)
     # A model id from HARNESS_MODELS (orchestrator/providers/catalog.py); blank: the deployment's default.
     model = models.CharField(max_length=300, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)

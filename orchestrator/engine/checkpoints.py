@@ -12,6 +12,7 @@ executor that lost its run never overwrites its successor's text; the pool's wat
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 import logging
 from typing import Protocol
 
@@ -33,11 +34,18 @@ class StreamingText(Protocol):
     def text(self) -> str: ...
 
 
+@dataclass
+class _Saved:
+    length: int = 0  # characters last written
+
+
 class StreamCheckpoints:
     def __init__(self, executor_id: str) -> None:
         self.executor_id = executor_id
         self._streams: dict[int, StreamingText] = {}
-        self._saved: dict[int, int] = {}  # message id → length last written
+        # Message id → what was last written. flush() (on the database thread) updates the entry it looks
+        # up, never the dict: a stream unregistered meanwhile (on the loop) is not brought back.
+        self._saved: dict[int, _Saved] = {}
         self._task: asyncio.Task | None = None
 
     @property
@@ -46,10 +54,14 @@ class StreamCheckpoints:
         return len(self._streams)
 
     def register(self, stream: StreamingText) -> None:
-        self._streams[stream.message_id] = stream
-        self._saved.setdefault(stream.message_id, 0)
+        self.track(stream)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._flush_forever(), name="checkpoints")
+
+    def track(self, stream: StreamingText) -> None:
+        """Register a stream without starting the flush loop (whoever calls this flushes)."""
+        self._streams[stream.message_id] = stream
+        self._saved.setdefault(stream.message_id, _Saved())
 
     def unregister(self, stream: StreamingText) -> None:
         """The stream ended: its final text is written with its closing transition, not here."""
@@ -68,7 +80,8 @@ class StreamCheckpoints:
 
     def flush(self) -> int:
         """On the database thread: write every stream whose text grew since its last checkpoint."""
-        grown = [s for s in list(self._streams.values()) if s.length > self._saved.get(s.message_id, s.length)]
+        grown = [s for s in list(self._streams.values())
+                 if (saved := self._saved.get(s.message_id)) is not None and s.length > saved.length]
         if not grown:
             return 0
         # Read each text here, at write time: it is the newest, and a stream that ended meanwhile has its
@@ -82,7 +95,7 @@ class StreamCheckpoints:
                 f"(SELECT id FROM {run} WHERE executor_id = %s)",
                 [(text, now, message_id, self.executor_id) for text, message_id in rows],
             )
-        for (text, message_id) in rows:
-            if message_id in self._saved:
-                self._saved[message_id] = len(text)
+        for text, message_id in rows:
+            if (saved := self._saved.get(message_id)) is not None:
+                saved.length = len(text)
         return len(rows)

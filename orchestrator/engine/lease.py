@@ -59,10 +59,16 @@ def leases_watch(*, run_ids: list[str], executor_id: str, channel: str = "", ren
     return stopped, set(run_ids) - held
 
 
+# Every process start adds a heartbeat row; one not seen for this long belongs to a process long gone.
+HEARTBEAT_RETENTION = timedelta(days=1)
+
+
 def heartbeat_beat(*, executor_id: str, channel: str, runs: int) -> None:
+    """This worker is alive (and drives `runs` runs); rows of workers gone for a day are pruned."""
     now = timezone.now()
-    WorkerHeartbeat.objects.update_or_create(executor_id=executor_id, defaults={"channel_name": channel, "seen_at": now,
-                                                                     "runs": runs})
+    WorkerHeartbeat.objects.update_or_create(executor_id=executor_id,
+                                             defaults={"channel_name": channel, "seen_at": now, "runs": runs})
+    WorkerHeartbeat.objects.filter(seen_at__lt=now - HEARTBEAT_RETENTION).delete()
 
 
 def live_workers(*, now=None) -> int:

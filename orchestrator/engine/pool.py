@@ -59,8 +59,9 @@ class ExecutorPool:
             del self.executors[run_id]
         if not task.cancelled() and task.exception() is not None:
             logger.error("executor of run %s crashed", run_id, exc_info=task.exception())
-        if run_id in self._rewake and not task.cancelled():
-            self._rewake.discard(run_id)
+        rewake = run_id in self._rewake
+        self._rewake.discard(run_id)  # a cancelled executor (a shutting-down pool) leaves no request behind
+        if rewake and not task.cancelled():
             self.ensure_driving(run_id)
 
     def signal_stop(self, run_id: str) -> bool:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from ..aio import complete_despite_cancel
 from .policy import WORKDIR, Limits, bwrap_argv, bwrap_path, sandbox_env, sandbox_state
 
 # A pipe of 1 MiB (Linux's default maximum for an unprivileged process) lets a chatty command run ahead of
@@ -69,7 +70,7 @@ class Sandboxed:
                     os.kill(self.process.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        cancelled = await _complete(asyncio.ensure_future(self._reaped()))
+        cancelled = await complete_despite_cancel(asyncio.ensure_future(self._reaped()))
         self.release()
         if cancelled:
             raise asyncio.CancelledError
@@ -129,7 +130,7 @@ async def sandbox_start(
     """
     spawn = asyncio.ensure_future(_spawn(argv, workspace=workspace, env=env or {}, stdin=stdin, stdout=stdout,
                                          stderr=stderr))
-    cancelled = await _complete(spawn)
+    cancelled = await complete_despite_cancel(spawn)
     sandboxed = spawn.result()
     if cancelled:
         await sandboxed.kill()
@@ -248,15 +249,3 @@ async def _chunks(fd: int, size: int) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         loop.remove_reader(fd)
-
-
-async def _complete(task: asyncio.Future) -> bool:
-    """Wait for `task` to end even if cancelled meanwhile, any number of times; True if we were (the
-    caller re-raises the cancellation once its cleanup is done)."""
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            cancelled = True
-    return cancelled

@@ -78,8 +78,8 @@ def run_start(*, session_id, user: AbstractBaseUser, text: str) -> Run:
         )
         fields = ["updated_at"]
         session.updated_at = now
-        if session.title == Session._meta.get_field("title").default:
-            session.title = _title_from(text)
+        if not session.title_chosen and session.title == Session._meta.get_field("title").default:
+            session.title = _title_from(text)  # the first message names an unnamed session
             fields.append("title")
         session.save(update_fields=fields)
         wake_on_commit(

@@ -37,7 +37,8 @@ def _clean_model(model) -> str:
 def session_create(*, owner: AbstractBaseUser, title: str | None = None, model: str | None = None) -> Session:
     cleaned = _clean_title(title) if title is not None else ""
     chosen = _clean_model(model) if model is not None else ""
-    return Session.objects.create(owner=owner, title=cleaned or "New session", model=chosen)
+    return Session.objects.create(owner=owner, title=cleaned or "New session", title_chosen=bool(cleaned),
+                                  model=chosen)
 
 
 def session_update(
@@ -53,11 +54,11 @@ def session_update(
     with transaction.atomic():
         session = _owned(session_id, user)
         if cleaned is not None:
-            session.title = cleaned
+            session.title, session.title_chosen = cleaned, True
         if chosen is not None:
             session.model = chosen
         session.updated_at = timezone.now()
-        session.save(update_fields=["title", "model", "updated_at"])
+        session.save(update_fields=["title", "title_chosen", "model", "updated_at"])
         events.publish_on_commit(session.id, events.session_updated(session=session))
     return session
 

@@ -10,7 +10,7 @@ Policies:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -53,7 +53,6 @@ class Tool:
     approval: ApprovalPolicy = "auto"
     cancellation: CancellationPolicy = "cancellable"
     idempotent: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.approval not in ("auto", "ask", "deny"):

@@ -6,6 +6,8 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
+from pathlib import Path
+
 from harness.settings import BASE_DIR, database_from_url
 
 
@@ -45,3 +47,16 @@ def test_the_database_is_configured_for_concurrent_runs():
         with connection.cursor() as cursor:
             cursor.execute("SHOW server_version_num")
             assert int(cursor.fetchone()[0]) >= 150000
+
+
+def test_settings_load_on_a_read_only_filesystem(tmp_path):
+    """Settings create no directories: a process whose var directory cannot be created still starts."""
+    import subprocess
+    import sys
+
+    read_only = "/proc/harness-var"  # cannot be created, even by root
+    env = {"PATH": "/usr/bin:/bin", "HARNESS_VAR_DIR": read_only, "DJANGO_SETTINGS_MODULE": "harness.settings"}
+    done = subprocess.run([sys.executable, "-c", "import django; django.setup(); print('ok')"], cwd=BASE_DIR,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr
+    assert not Path(read_only).exists()

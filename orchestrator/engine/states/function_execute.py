@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from ... import events
+from ...aio import complete_despite_cancel
 from ...models import CallStatus, FunctionCall, Run, RunState
 from ...services.calls import call_finish, cancelled_result
 from ...tools.registry import Tool, ToolContext, ToolError
@@ -65,14 +66,19 @@ async def _run_tool(
     work = _invoke(tool, call, tool_context)
     if tool.cancellation == "cancellable":
         return await ctx.preemptible(work)
-    # must_finish: a stop does not cancel it; tell clients we are finishing it, then wait.
+    # must_finish: a stop does not cancel it; tell clients we are finishing it, then wait. Not even our own
+    # cancellation (a shutting-down worker) cuts it short or leaves it running unwatched.
     task = asyncio.ensure_future(work)
     waiter = asyncio.ensure_future(ctx.interrupt.wait())
-    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    if not task.done() and not ctx.interrupt.lease_lost:
-        await events.publish(run.session_id, events.function_finishing(call=call))
-    waiter.cancel()
-    return False, await task
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and not ctx.interrupt.lease_lost:
+            await events.publish(run.session_id, events.function_finishing(call=call))
+        return False, await task
+    finally:
+        waiter.cancel()
+        if await complete_despite_cancel(task):
+            raise asyncio.CancelledError
 
 
 async def _invoke(tool: Tool, call: FunctionCall, tool_context: ToolContext) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from orchestrator.services.sessions import session_create
 
 pytestmark = pytest.mark.django_db
 
-OWNER = "worker-1"
+EXECUTOR = "worker-1"
 
 
 @dataclass
@@ -32,7 +32,7 @@ class Text:
         return "".join(self.parts)
 
 
-def streaming_message(user, *, executor_id: str = OWNER) -> Text:
+def streaming_message(user, *, executor_id: str = EXECUTOR) -> Text:
     session = session_create(owner=user)
     run = Run.objects.create(session=session, state=RunState.ASSISTANT_STREAMING, max_turns=5, executor_id=executor_id)
     message = Message.objects.create(session=session, run=run, role=MessageRole.ASSISTANT, text="",
@@ -45,11 +45,10 @@ def saved(stream: Text) -> str:
 
 
 def test_one_flush_writes_every_grown_stream_in_one_statement(user):
-    checkpoints = StreamCheckpoints(OWNER)
+    checkpoints = StreamCheckpoints(EXECUTOR)
     streams = [streaming_message(user) for _ in range(10)]
     for stream in streams:
-        checkpoints._streams[stream.message_id] = stream  # registered (without starting the flush task)
-        checkpoints._saved[stream.message_id] = 0
+        checkpoints.track(stream)  # registered without starting the flush task
         stream.parts.append(f"words of {stream.message_id} ")
     with CaptureQueriesContext(connection) as queries:
         assert checkpoints.flush() == 10
@@ -61,11 +60,10 @@ def test_one_flush_writes_every_grown_stream_in_one_statement(user):
 
 
 def test_text_is_not_written_once_the_run_is_leased_to_another_worker(user):
-    checkpoints = StreamCheckpoints(OWNER)
+    checkpoints = StreamCheckpoints(EXECUTOR)
     ours, theirs = streaming_message(user), streaming_message(user, executor_id="worker-2")
     for stream in (ours, theirs):
-        checkpoints._streams[stream.message_id] = stream
-        checkpoints._saved[stream.message_id] = 0
+        checkpoints.track(stream)
         stream.parts.append("stale text from a worker that lost the run")
     checkpoints.flush()
     assert saved(ours) == ours.text
@@ -77,3 +75,39 @@ def test_coalescing_grows_only_when_a_process_streams_many_answers(settings):
     assert coalesce_seconds(1) == coalesce_seconds(100) == 0.05
     assert coalesce_seconds(200) == pytest.approx(0.1)
     assert coalesce_seconds(1000) == pytest.approx(0.5)  # at most 2000 delta events a second in all
+
+
+def test_a_stream_that_ends_during_a_flush_is_not_tracked_again(user):
+    """flush() runs on the database thread; a stream may be unregistered on the loop at any point of it. Here
+    the unregister lands between flush's look-up of what it saved and its update: the ended stream must stay
+    forgotten (not re-added, and so not kept, nor flushed, forever)."""
+    checkpoints = StreamCheckpoints(EXECUTOR)
+    stream = streaming_message(user)
+    checkpoints.track(stream)
+    stream.parts.append("text")
+    checkpoints.flush()  # the first write: tracked, as a live stream is
+    assert stream.message_id in checkpoints._saved
+    stream.parts.append(" and more")
+
+    class EndsBetweenLookUpAndUpdate(dict):
+        """What the loop thread can do to the dict while flush() runs: the stream is still there when flush
+        looks (a membership test, or its second look-up: the first is the growth check), and is gone by
+        the time flush updates what it saved."""
+
+        lookups = 0
+
+        def __contains__(self, key):
+            present = dict.__contains__(self, key)
+            checkpoints.unregister(stream)
+            return present
+
+        def get(self, key, default=None):
+            value = dict.get(self, key, default)
+            self.lookups += 1
+            if self.lookups == 2:
+                checkpoints.unregister(stream)
+            return value
+
+    checkpoints._saved = EndsBetweenLookUpAndUpdate(checkpoints._saved)
+    assert checkpoints.flush() == 1
+    assert saved(stream) == "text and more" and stream.message_id not in checkpoints._saved

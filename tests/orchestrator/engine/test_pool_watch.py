@@ -3,6 +3,7 @@ round whatever the number of runs."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -71,3 +72,20 @@ async def test_a_round_lands_stops_renews_leases_and_stops_executors_that_lost_t
     assert renewed[str(quiet.id)] > before + timedelta(seconds=5)  # a whole TTL (8 s) from now
     assert renewed[str(stopped.id)] > before + timedelta(seconds=5)
     assert renewed[str(taken.id)] < before + timedelta(seconds=5)  # not ours: left alone
+
+
+async def test_a_cancelled_executor_leaves_no_rewake_request_behind():
+    """A wake-up for a run whose executor is still busy asks to look again when it ends; if that executor is
+    cancelled instead (a shutting-down pool), the request is dropped, not kept to fire later."""
+    pool = ExecutorPool()
+    run_id = "00000000-0000-0000-0000-000000000001"
+    task = asyncio.ensure_future(asyncio.sleep(60))
+    pool.tasks[run_id], pool.executors[run_id] = task, RunExecutor(run_id=run_id, executor_id=pool.executor_id,
+                                                                   pool=pool)
+    pool.ensure_driving(run_id)  # busy: remembered for when it ends
+    assert run_id in pool._rewake
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    pool._finished(run_id, task)
+    assert run_id not in pool._rewake and run_id not in pool.tasks  # and nothing was started again

@@ -116,7 +116,8 @@ def test_an_extra_tool_cannot_shadow_a_builtin(settings):
 
 def test_tool_defaults():
     tool = make_tool()
-    assert (tool.approval, tool.cancellation, tool.idempotent, tool.extra) == ("auto", "cancellable", False, {})
+    assert (tool.approval, tool.cancellation, tool.idempotent) == ("auto", "cancellable", False)
+    assert not hasattr(tool, "extra")  # removed: nothing read it
 
 
 @pytest.mark.parametrize("approval", ["maybe", "Ask", "", None, "yes"])

@@ -1,5 +1,5 @@
-"""What the state tests share. Each test holds the run's lease as the executor `OWNER` (a run made with
-`make_run(..., leased_by=OWNER)`) and calls one handler of orchestrator/engine/states/ directly, one step
+"""What the state tests share. Each test holds the run's lease as the executor `EXECUTOR` (a run made with
+`make_run(..., leased_by=EXECUTOR)`) and calls one handler of orchestrator/engine/states/ directly, one step
 at a time, with the context `make_ctx` builds (the scripted model, the configured tools).
 
 Every "does not happen" (no turn burnt on a stop, no call dispatched after it) sits next to proof that it
@@ -13,9 +13,9 @@ from orchestrator.models import Run
 from orchestrator.providers.scripted import ScriptedProvider
 from orchestrator.tools.registry import get_registry
 
-OWNER = "test-executor"
+EXECUTOR = "test-executor"
 
 
 def make_ctx(run: Run) -> StepContext:
-    return StepContext(run_id=run.id, executor_id=OWNER, interrupt=Interrupt(), provider=ScriptedProvider(),
+    return StepContext(run_id=run.id, executor_id=EXECUTOR, interrupt=Interrupt(), provider=ScriptedProvider(),
                        tools=get_registry())

@@ -14,14 +14,14 @@ from orchestrator.models import FunctionCall, Message, MessageRole, MessageStatu
 from tests.factories import make_run
 from tests.helpers import db, script
 
-from .steps import OWNER, make_ctx
+from .steps import EXECUTOR, make_ctx
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def streaming_run(session, *turns: dict, **fields) -> Run:
     """A run at its first turn, about to stream, whose input is a script of `turns`."""
-    run = make_run(session, RunState.ASSISTANT_STREAMING, leased_by=OWNER, turn_count=1, **fields)
+    run = make_run(session, RunState.ASSISTANT_STREAMING, leased_by=EXECUTOR, turn_count=1, **fields)
     Message.objects.create(session=session, run=run, role=MessageRole.USER, text=script(*turns))
     return run
 

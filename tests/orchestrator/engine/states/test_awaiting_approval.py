@@ -12,13 +12,13 @@ from orchestrator.models import Approval, CallStatus, FunctionCall, RunState
 from tests.factories import park_on_approval
 from tests.helpers import db
 
-from .steps import OWNER, make_ctx
+from .steps import EXECUTOR, make_ctx
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def test_awaiting_approval_parks_and_releases_the_lease_while_a_person_decides(session):
-    approval = await db(park_on_approval, session, expires_in=timedelta(minutes=5), leased_by=OWNER)
+    approval = await db(park_on_approval, session, expires_in=timedelta(minutes=5), leased_by=EXECUTOR)
     run = approval.run
     ctx = make_ctx(run)
     after = await awaiting_approval.handle(ctx, run)
@@ -27,7 +27,7 @@ async def test_awaiting_approval_parks_and_releases_the_lease_while_a_person_dec
 
 
 async def test_awaiting_approval_expires_overdue_approvals_and_continues(session):
-    approval = await db(park_on_approval, session, expires_in=timedelta(seconds=-1), leased_by=OWNER)
+    approval = await db(park_on_approval, session, expires_in=timedelta(seconds=-1), leased_by=EXECUTOR)
     run = approval.run
     ctx = make_ctx(run)
     after = await awaiting_approval.handle(ctx, run)

@@ -3,22 +3,24 @@ is dispatched; a call a dead executor left running is closed (or, if idempotent,
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from django.utils import timezone
 
 from orchestrator.engine.states import function_execute, steering_check, tearing_down
 from orchestrator.models import CallStatus, FunctionCall, Run, RunState
 from tests.factories import add_calls, make_run
-from tests.helpers import db
+from tests.helpers import db, wait_until
 from tests.tools import side_effects
 
-from .steps import OWNER, make_ctx
+from .steps import EXECUTOR, make_ctx
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def test_function_execute_runs_one_call_per_step_marking_it_running_first(session, settings):
-    run = await db(make_run, session, RunState.FUNCTION_EXECUTE, leased_by=OWNER)
+    run = await db(make_run, session, RunState.FUNCTION_EXECUTE, leased_by=EXECUTOR)
     first, second = await db(add_calls, run, ("side_effect", {"label": "a"}), ("side_effect", {"label": "b"}),
                              status=CallStatus.APPROVED)
     ctx = make_ctx(run)
@@ -35,7 +37,7 @@ async def test_function_execute_runs_one_call_per_step_marking_it_running_first(
 
 
 async def test_function_execute_after_a_stop_dispatches_no_further_call(session, user, settings):
-    run = await db(make_run, session, RunState.FUNCTION_EXECUTE, leased_by=OWNER)
+    run = await db(make_run, session, RunState.FUNCTION_EXECUTE, leased_by=EXECUTOR)
     first, second = await db(add_calls, run, ("side_effect", {"label": "a"}), ("side_effect", {"label": "b"}),
                              status=CallStatus.APPROVED)
     ctx = make_ctx(run)
@@ -55,7 +57,7 @@ async def test_function_execute_after_a_stop_dispatches_no_further_call(session,
 
 
 async def test_function_execute_closes_a_call_a_dead_executor_left_running_without_rerunning_it(session, settings):
-    run = await db(make_run, session, RunState.FUNCTION_EXECUTE, leased_by=OWNER)
+    run = await db(make_run, session, RunState.FUNCTION_EXECUTE, leased_by=EXECUTOR)
     (call,) = await db(add_calls, run, ("side_effect", {"label": "a"}), status=CallStatus.RUNNING)
     after = await function_execute.handle(make_ctx(run), run)
     assert after.state == RunState.FUNCTION_FINALIZE
@@ -65,8 +67,25 @@ async def test_function_execute_closes_a_call_a_dead_executor_left_running_witho
 
 
 async def test_function_execute_reruns_an_idempotent_call_a_dead_executor_left_running(session):
-    run = await db(make_run, session, RunState.FUNCTION_EXECUTE, leased_by=OWNER)
+    run = await db(make_run, session, RunState.FUNCTION_EXECUTE, leased_by=EXECUTOR)
     (call,) = await db(add_calls, run, ("calculator", {"expression": "6*7"}), status=CallStatus.RUNNING)
     await function_execute.handle(make_ctx(run), run)
     call = await db(FunctionCall.objects.get, pk=call.pk)
     assert (call.status, call.result) == (CallStatus.SUCCEEDED, "42")
+
+
+async def test_a_must_finish_call_outlives_the_handlers_own_cancellation(session, settings):
+    """A worker shutting down cancels its executors: a must_finish tool still completes before the handler's
+    cancellation does — not orphaned, running unwatched — and the handler's wait on the stop is not left
+    behind."""
+    run = await db(make_run, session, RunState.FUNCTION_EXECUTE, leased_by=EXECUTOR)
+    await db(add_calls, run, ("finishing", {"seconds": 0.5}), status=CallStatus.APPROVED)
+    workspace = settings.HARNESS_WORKSPACE_ROOT / str(session.id)
+    handler = asyncio.ensure_future(function_execute.handle(make_ctx(run), run))
+    await wait_until(lambda: FunctionCall.objects.filter(status=CallStatus.RUNNING).exists(), what="the call to run")
+    assert not (workspace / "finished.txt").exists()  # half a second from done: a cancel now could orphan it
+    handler.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handler
+    assert (workspace / "finished.txt").read_text(encoding="utf-8") == "finished"
+    assert not [task for task in asyncio.all_tasks() if "Interrupt.wait" in repr(task) and not task.done()]

@@ -10,13 +10,13 @@ from orchestrator.models import Approval, CallStatus, FunctionCall, Message, Mes
 from tests.factories import add_calls, make_run
 from tests.helpers import db
 
-from .steps import OWNER, make_ctx
+from .steps import EXECUTOR, make_ctx
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def test_function_prepare_applies_each_tools_policy(session, user):
-    run = await db(make_run, session, RunState.FUNCTION_PREPARE, leased_by=OWNER)
+    run = await db(make_run, session, RunState.FUNCTION_PREPARE, leased_by=EXECUTOR)
     await db(
         add_calls, run, ("clock", {}), ("shell", {"command": "true"}), ("forbidden", {}), ("nope", {}),
         ("calculator", {"expression": 7}),
@@ -35,7 +35,7 @@ async def test_function_prepare_applies_each_tools_policy(session, user):
 
 
 async def test_function_prepare_on_stop_drops_pending_calls(session, user):
-    run = await db(make_run, session, RunState.FUNCTION_PREPARE, leased_by=OWNER, stopped_by=user)
+    run = await db(make_run, session, RunState.FUNCTION_PREPARE, leased_by=EXECUTOR, stopped_by=user)
     await db(add_calls, run, ("clock", {}), ("shell", {"command": "true"}))
     after = await function_prepare.handle(make_ctx(run), run)
     assert after.state == RunState.STEERING_CHECK

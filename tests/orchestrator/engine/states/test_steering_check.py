@@ -11,14 +11,14 @@ from orchestrator.models import CallStatus, Message, Run, RunState, SteeringMess
 from tests.factories import add_calls, make_run
 from tests.helpers import db
 
-from .steps import OWNER, make_ctx
+from .steps import EXECUTOR, make_ctx
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def test_steering_check_priorities(session, user):
     # Queued steering is applied as user messages and starts a new assistant turn ...
-    run = await db(make_run, session, RunState.STEERING_CHECK, leased_by=OWNER)
+    run = await db(make_run, session, RunState.STEERING_CHECK, leased_by=EXECUTOR)
     steering = await db(SteeringMessage.objects.create, session=session, run=run, text="also do X")
     after = await steering_check.handle(make_ctx(run), run)
     assert after.state == RunState.AWAITING_ASSISTANT

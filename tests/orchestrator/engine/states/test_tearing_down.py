@@ -11,13 +11,13 @@ from orchestrator.models import CallStatus, FunctionCall, Message, MessageStatus
 from tests.factories import add_calls, make_run
 from tests.helpers import db
 
-from .steps import OWNER, make_ctx
+from .steps import EXECUTOR, make_ctx
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def test_tearing_down_repairs_the_transcript_in_one_transaction(session, user):
-    run = await db(make_run, session, RunState.TEARING_DOWN, leased_by=OWNER, stopped_by=user, turn_count=1)
+    run = await db(make_run, session, RunState.TEARING_DOWN, leased_by=EXECUTOR, stopped_by=user, turn_count=1)
     await db(Run.objects.filter(pk=run.pk).update, outcome="stopped")
     partial = await db(Message.objects.create, session=session, run=run, role="assistant", text="half an ans",
                        status=MessageStatus.STREAMING)
