@@ -43,7 +43,8 @@ def parse_json_object(raw: bytes | str, *, what: str = "body") -> dict[str, Any]
     """One JSON object from raw bytes or text, else `CommandError(400, "invalid_json")`: shared by the HTTP
     API (request bodies) and the JSON WebSocket API (text frames). The caller enforces the size limit."""
     try:
-        data = json.loads(raw)
+        # UTF-8 only: json.loads would detect (and accept) UTF-16 and UTF-32 bytes; the contract says UTF-8.
+        data = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
         # Lone surrogates ("\ud800") are valid JSON but not storable text: refuse them here, once.
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except RecursionError:

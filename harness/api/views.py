@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.views.decorators.csrf import csrf_exempt
 from django.http import HttpRequest, JsonResponse
 
 from harness import client_commands
@@ -61,5 +62,6 @@ def approval(request: HttpRequest, approval_id: str) -> JsonResponse:
     return _respond(client_commands.decide(request.user, json_body(request), approval_id=approval_id))
 
 
+@csrf_exempt  # an unknown path is a 404 for every method, never the CSRF failure page
 def not_found(request: HttpRequest, exception=None) -> JsonResponse:
     return error_response(404, "not_found", f"no API endpoint at {request.path}")
