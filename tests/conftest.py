@@ -17,7 +17,7 @@ from orchestrator.engine import pool as pool_module
 from orchestrator.services.sessions import session_create
 from orchestrator.wakeups import ORCHESTRATOR_CHANNEL
 from orchestrator.worker import OrchestratorWorker
-from tests.servers import sandbox_reachable_dir
+from devtools.servers import sandbox_reachable_dir
 
 TEST_TOOLS = [
     "tests.tools.side_effect",

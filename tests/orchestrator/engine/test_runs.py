@@ -22,7 +22,7 @@ from orchestrator.services.runs import steer_run, stop_run
 from orchestrator.services.sessions import session_create
 from tests.conftest import running_worker
 from tests.helpers import db, script, start, wait_for_state, wait_terminal, wait_until
-from tests.processes import marker, wait_no_live_processes, wait_sleeping
+from devtools.processes import marker, wait_no_live_processes, wait_sleeping
 from tests.tools import side_effects
 
 pytestmark = pytest.mark.django_db(transaction=True)
