@@ -6,66 +6,7 @@ Run with `.venv/bin/python bench/scaleout.py [--quick] [--json PATH]` (meant for
 the tests. psycopg + websockets + psutil (in the venv); the deployment is devtools' (throwaway PostgreSQL and
 Redis, the `Cluster` of web processes and workers the scale-out tests use), and so are its clients.
 
-The deployment, started and always stopped by the bench (try/finally):
-  PostgreSQL 15 + Redis (throwaway, 127.0.0.1, free ports) · 2 Daphne web processes `python -m daphne …
-  harness.asgi:application` (A and B) · 2 workers `manage.py runworker orchestrator` · production settings:
-  HARNESS_LEASE_TTL_SECONDS=8, HARNESS_RECOVERY_INTERVAL_SECONDS=1, HARNESS_STOP_POLL_SECONDS=0.5 (the
-  defaults, passed explicitly so an inherited environment cannot change them; --lease-ttl etc. to vary).
-  Plus, for the one-process baseline, `manage.py serve` on SQLite with the in-memory channel layer (the
-  embedded default, exactly what bench/stop_latency.py measures), running at the same time, idle except
-  for its own trials.
-
-Scenarios (all in ONE run, so ratios compare the same machine state):
-
-1. `stop` — cross-process stop→terminal. Each trial: a fresh session; a JSON WebSocket API client
-   connects to the *stopping* web process; the run `{"turns":[{"words":5000,"delay_ms":5}]}` is started
-   through web A; once the socket has seen a `message.delta` (it streams), a trivial `GET /api/sessions/<id>`
-   on the stopping process (the same-load baseline) and then `POST /api/sessions/<id>/stop {"run_id"}`.
-   Three variants, interleaved trial by trial (rotating order) so that drift and other load hit all alike:
-     cross     start via A, stop via B  — the scaled-out case the target is about;
-     same      start via A, stop via A  — same deployment, stop through the process that took the start
-               (neither web process drives runs: the stop crosses web → Redis → worker either way);
-     embedded  `manage.py serve` on SQLite: start and stop through the one process that also drives runs.
-   Per trial: stop→response (client, perf_counter around the POST on a warm keep-alive connection);
-   stop→terminal (server, `stop.latency_ms` = finished_at − stop_requested_at); requested→acknowledged and
-   acknowledged→terminal (server), to split "reaching the executor" from "tearing down"; stop→run.finished
-   on the socket (client: what a user on the stopping process sees). Warm-up trials are discarded. A trial
-   waits up to 60 s for the terminal state (the whole answer takes ≈ 30 s), so a stop that neither the wake-up
-   nor the database poll lands is measured, not cut off; those are counted as "late" (ack > 1 s).
-   Target: cross stop→terminal p99 ≤ 250 ms (and no failed trial).
-2. `resume` — resume after SIGKILL. Each trial: a run streaming `{"words": R, "delay_ms": 5}` (R = --resume-
-   words, ≈ R × 5 ms); once it streams and after a random delay in [0, renewal period) (workers die at any
-   point of the lease cycle; --seed), read `lease_owner` ("host:pid:uuid") and `lease_expires_at`, SIGKILL
-   that worker, then poll SQL every 10 ms: kill→takeover (another owner holds the lease), kill→terminal. The
-   takeover instant is also derived server-side (new lease_expires_at − TTL, as lease_acquire sets it).
-   A replacement worker is started after the run is terminal (so the measured takeover is the surviving
-   worker's; a supervisor restarting the dead one at once would not change the bound below).
-   Bound: the lease lapses TTL after its last renewal (renewed every TTL/3, checked every stop poll), so
-   (TTL − renewal period, TTL] after the kill; the next recovery scan (every HARNESS_RECOVERY_INTERVAL_SECONDS)
-   takes it over: kill→takeover ∈ (TTL − ⌈TTL/3⌉poll, TTL + interval + scan time]. Kill→terminal adds the
-   whole answer again (the model is asked again; the partial message is kept as `error`).
-3. `throughput` — N short runs (`{"turns":[{"text": …, "calls":[clock]}, {"text": …}]}`, 2 ms per word),
-   one per pre-created session, started as fast as possible by 8 client threads through A and B
-   alternately; completed runs per second = N / (last finished_at − first created_at) (server clocks) and
-   N / (first start sent → all terminal seen) (client). With 1 worker and then 2 (--throughput-rounds R runs
-   the pair R times, order 1,2,2,1,… to balance drift). Ratio = median 2-worker / median 1-worker rate. Runs
-   per worker = the first lease owner seen for each run (SQL polled every 50 ms). Per-process CPU
-   (cores) during each phase says what limits it: the machine has 2 cores shared by PostgreSQL, Redis,
-   2 Daphne processes, the workers and this client, so no ratio can exceed what those 2 cores allow.
-
-Diagnosis (--probe): the workers are replaced by bench/scaleout_probe.py, the same worker with the stop path
-and the database thread instrumented (in that process only). Each stop is split into stop_requested →
-wake-up at the worker (web → Redis → worker) and cancel → cancelled work ended, with the await chain where a
-cancellation was swallowed; each throughput phase gets each worker's database-thread busy share, calls and
-health checks per run, main-thread CPU and event-loop lag. Not for the headline numbers.
-
-CPU: utime+stime from /proc/<pid>/stat (PostgreSQL: the postmaster and its children, including reaped
-backends), the machine's busy and steal time from /proc/stat; "others" = busy − everything we started −
-this client (other users of the machine).
-
-Percentiles are nearest-rank: pK is the ceil(K/100 * n)-th smallest sample (1-based), always an observed
-value. Prints tables and PASS/MISS, writes everything (raw arrays, per-trial records, percentiles, machine
-info, settings) as JSON to --json (default bench/results/scaleout.json, gitignored).
+What it runs, measures and judges is described in bench/README.md (`scaleout.py`).
 """
 
 from __future__ import annotations
@@ -75,6 +16,7 @@ import concurrent.futures
 import datetime
 import json
 import os
+import platform
 import random
 import shutil
 import signal
@@ -1050,7 +992,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "scaleout",
         "date": began.isoformat(timespec="seconds"),
         "finished": ended.isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        "machine": machine_info(python_implementation=platform.python_implementation()),
         "code": {"before": version_before, "after": version_after},
         "servers": server_versions,
         "load_average": {"before": load_before, "after": os.getloadavg()},

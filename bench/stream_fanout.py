@@ -5,51 +5,7 @@ streaming runs, and idle sockets, does one `manage.py serve` process carry?
 Run with `make bench` (or `.venv/bin/python bench/stream_fanout.py [--quick] [--clients K] [--steps 25,50,...]
 [--json PATH]`). Never run by the tests. Needs the `websockets` client library (in the venv).
 
-Everything happens in ONE run, on the same machine state, so that the ratios mean something:
-
-1. The real thing (`fanout`): `manage.py serve` (Daphne + the orchestrator worker in one process, a fresh
-   SQLite database, the in-memory channel layer, the scripted model) and K plain WebSocket clients on the JSON
-   API (`/ws/api/sessions/<id>/`, bearer token), each watching its own session, in which it keeps a run
-   streaming (`run.start` over the socket; a new run as soon as one finishes) for a fixed window. It runs
-   once per script delay in --fanout-delays:
-     delay 0   the scripted model streams as fast as it can (it yields to the loop every 64 words): this
-               gives the throughput ceiling (tokens/s) and CPU per token, but the process is saturated;
-     delay D   a small positive delay per word (default 1 ms, the smallest that paces: ≈ 900 tokens/s per
-               run, ~20 times a real model): a heavy but unsaturated stream of ~20 deltas/s per client, where
-               the latency is the pipeline's and not a queue's.
-   Each delta's latency is `time.time()` at the client when the frame is read minus the event's
-   `produced_at` (`time.time()` on the server when the engine published it; same host, same clock). It
-   covers publish → in-memory channel layer → consumer (StreamTracker, JSON encoding) → Daphne → TCP →
-   client, and NOT the up-to-50 ms the engine holds text back to coalesce it into one delta.
-   Tokens are the words in the delta texts (the scripted model streams whole words).
-2. Capacity (`capacity`): for each step N in --steps, N sessions with one watching client each and N runs
-   streaming at a realistic model pace (`{"words": 3000, "delay_ms": 20}` ≈ 50 tokens/s each, restarted if
-   one ends); after a warm-up, the p99 delta latency over a fixed window. A step PASSes when p99 ≤ 100 ms
-   and the runs kept their pace (median per-run tokens/s ≥ 90 % of the lowest step's, i.e. of the script's
-   unloaded pace on this machine; a starved engine publishes less and could otherwise look fast), with no
-   failed run. The capacity is the largest passing step; the target is ≥ 200.
-3. Idle sockets (`idle`): N connected, idle JSON API sockets (bearer token, spread over a few sessions), then
-   the server's CPU (% of one core over a 10 s window) and RSS. Target: 2,000 sockets held open (the CPU and
-   memory they cost are reported, not judged).
-4. The baseline (`raw_*`), after the server above is stopped: a bare ASGI app (bench/raw_ws_app.py) served by
-   `python -m daphne`, pushing frames of the same sizes the real deltas had (JSON `{"t": send time, …}`):
-     raw_fast_*    K clients, frames of each fanout variant's median delta size, as fast as possible (the
-                   floor of CPU per frame; its latency is a queue's and is shown only for completeness);
-     raw_paced_*   K clients, the same size at the same per-client frame rate as each fanout variant;
-     raw_capacity_N  N clients at the frame size and per-client rate of healthy capacity runs (the lowest
-                   step's), for N = the largest passing step and N = the target (200): what Daphne alone costs
-                   at the load the harness should carry;
-     raw_idle      the same number of idle sockets as `idle`.
-   Ratios real / raw compare CPU per frame and p50/p99 latency at the same load.
-
-CPU: utime+stime of the server process from /proc/<pid>/stat around each measuring window (all threads),
-split into the event-loop thread (the main thread: Daphne, Channels, the engine) and the others (the ORM's
-database thread). The client's own CPU and the rest of the machine (/proc/stat) are reported too: the bench
-client shares the 2 cores with the server, and a client near one full core would be the bottleneck.
-
-Percentiles are nearest-rank: pK is the ceil(K/100 * n)-th smallest sample (1-based), always an observed value.
-Prints tables and PASS/MISS against the targets, and writes everything as JSON to --json (default
-bench/results/stream_fanout.json, gitignored).
+What it runs, measures and judges is described in bench/README.md (`stream_fanout.py`).
 """
 
 from __future__ import annotations
