@@ -183,7 +183,7 @@ class StopBench:
             except TimeoutError:
                 raise TrialFailed(f"precondition: no message.delta within {STREAM_DEADLINE_S:g} s") from None
             if self.db is not None and variant != "embedded":
-                owner = self.db.one("SELECT lease_owner FROM orchestrator_run WHERE id = %s", run_id)
+                owner = self.db.one("SELECT executor_id FROM orchestrator_run WHERE id = %s", run_id)
                 record["lease_owner"] = owner[0] if owner else None
             status, _, record["pre_stop_get_ms"], _ = stopper.request("GET", f"/api/sessions/{sid}")
             record["pre_stop_get_ms"] = round(record["pre_stop_get_ms"], 3)
@@ -341,7 +341,7 @@ def resume_trial(cluster: Cluster, client: KeepAliveClient, db: Db, index: int, 
         return {**record, "failure": f"start answered {status}: {body}"}
     run_id = body["run_id"]
     record.update(session_id=sid, run_id=run_id)
-    query = ("SELECT r.lease_owner, extract(epoch FROM r.lease_expires_at)::float8, r.state, r.resume_count, "
+    query = ("SELECT r.executor_id, extract(epoch FROM r.lease_expires_at)::float8, r.state, r.resume_count, "
              "extract(epoch FROM clock_timestamp())::float8, "
              "(SELECT count(*) FROM orchestrator_message m WHERE m.run_id = r.id AND m.role = 'assistant' "
              " AND m.status = 'streaming' AND m.text <> '') "
@@ -497,8 +497,8 @@ def throughput_phase(cluster: Cluster, clients: dict[str, KeepAliveClient], db: 
         if done == runs:
             break
         counts: Counter = Counter()
-        for run_id, owner in db.rows("SELECT id::text, lease_owner FROM orchestrator_run WHERE id = ANY(%s::uuid[]) "
-                                     "AND lease_owner <> ''", ids):
+        for run_id, owner in db.rows("SELECT id::text, executor_id FROM orchestrator_run WHERE id = ANY(%s::uuid[]) "
+                                     "AND executor_id <> ''", ids):
             counts[owner] += 1
             first_owner.setdefault(run_id, owner)
         for owner, count in counts.items():

@@ -119,7 +119,7 @@ class Bench:
             raise TrialFailed(f"POST /api/sessions answered {status}: {data}")
         return data["id"]
 
-    def start_run(self, session_id: str, text: str) -> str:
+    def run_start(self, session_id: str, text: str) -> str:
         status, data, _, _ = self.client.request("POST", f"/api/sessions/{session_id}/runs", {"text": text})
         if status != 201:
             raise TrialFailed(f"start answered {status}: {data}")
@@ -149,7 +149,7 @@ class Bench:
 
     def start_streaming(self, session_id: str, text: str) -> str:
         """Start a run and wait until it is `assistant_streaming` with streamed text in the snapshot."""
-        run_id = self.start_run(session_id, text)
+        run_id = self.run_start(session_id, text)
         self.wait_for("assistant_streaming", self.run_state_is(run_id, "assistant_streaming"))
 
         def has_text():
@@ -210,7 +210,7 @@ class Bench:
 
     def setup_mid_tool(self) -> tuple[str, str]:
         sid = self.new_session()
-        run_id = self.start_run(sid, script_text(TOOL_SCRIPT))
+        run_id = self.run_start(sid, script_text(TOOL_SCRIPT))
 
         def running():
             run = self.run_state_is(run_id, *STATES_ALL)()
@@ -222,7 +222,7 @@ class Bench:
 
     def setup_parked_on_approval(self) -> tuple[str, str]:
         sid = self.new_session()
-        run_id = self.start_run(sid, script_text(APPROVAL_SCRIPT))
+        run_id = self.run_start(sid, script_text(APPROVAL_SCRIPT))
         self.wait_for("awaiting_approval", self.run_state_is(run_id, "awaiting_approval"))
 
         def pending():
@@ -238,7 +238,7 @@ class Bench:
         try:
             if scenario == "provisioning":
                 sid = self.new_session()
-                run_id = self.start_run(sid, script_text(STREAM_SCRIPT))
+                run_id = self.run_start(sid, script_text(STREAM_SCRIPT))
             else:
                 if scenario in PROVIDER_WIRES:
                     sid, run_id, request = self.setup_provider_stream(scenario)

@@ -52,7 +52,7 @@ class Api:
     def new_session(self, title: str = "e2e") -> str:
         return self.ok("POST", "/api/sessions", {"title": title})["id"]
 
-    def start_run(self, session_id: str, text: str) -> str:
+    def run_start(self, session_id: str, text: str) -> str:
         return self.ok("POST", f"/api/sessions/{session_id}/runs", {"text": text})["run_id"]
 
     def stop(self, session_id: str) -> dict:

@@ -96,7 +96,7 @@ class Cluster:
         assert status == 201, body
         return body["id"]
 
-    def start_run(self, web: str, session_id: str, text: str) -> str:
+    def run_start(self, web: str, session_id: str, text: str) -> str:
         status, body = self.call(web, "POST", f"/api/sessions/{session_id}/runs", {"text": text})
         assert status == 201, body
         return body["run_id"]
@@ -123,10 +123,10 @@ class Cluster:
             return connection.execute(query, params).fetchall()
 
     def heartbeat_of(self, pid: int) -> bool:
-        return bool(self.sql("SELECT 1 FROM orchestrator_workerheartbeat WHERE owner LIKE %s", f"%:{pid}:%"))
+        return bool(self.sql("SELECT 1 FROM orchestrator_workerheartbeat WHERE executor_id LIKE %s", f"%:{pid}:%"))
 
     def executor_pid(self, run_id: str) -> int | None:
-        rows = self.sql("SELECT lease_owner FROM orchestrator_run WHERE id = %s", run_id)
+        rows = self.sql("SELECT executor_id FROM orchestrator_run WHERE id = %s", run_id)
         owner = rows[0][0] if rows else ""
         return int(owner.split(":")[1]) if owner else None
 

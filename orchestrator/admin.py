@@ -2,7 +2,7 @@
 
 Every record here is history written by the services and the engine, so the admin is read-only: nothing
 can be added, changed or deleted by hand. The one write is the "Stop selected runs" action, and it goes
-through `stop_run`, the same implementation behind HTTP and WebSocket (run-scoped flag, approval sweep,
+through `run_stop`, the same implementation behind HTTP and WebSocket (run-scoped flag, approval sweep,
 executor wake-up), never a raw UPDATE.
 """
 
@@ -29,7 +29,7 @@ from .models import (
     Session,
     SteeringMessage,
 )
-from .services.runs import stop_run
+from .services.runs import run_stop
 
 # Inlines render every row on the parent's page; a long run would make it slow, so they show this many
 # and the page links to the full, filtered changelist.
@@ -121,7 +121,7 @@ class LeaseExpiredFilter(admin.SimpleListFilter):
 
     @staticmethod
     def expired_q() -> Q:
-        return ~Q(state__in=TERMINAL_STATES) & ~Q(lease_owner="") & Q(lease_expires_at__lt=timezone.now())
+        return ~Q(state__in=TERMINAL_STATES) & ~Q(executor_id="") & Q(lease_expires_at__lt=timezone.now())
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Run]) -> QuerySet[Run] | None:
         if self.value() == "yes":
@@ -213,7 +213,7 @@ class RunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ("Timing", {"fields": ("created_at", "started_at", "finished_at", "duration")}),
         ("Stop", {"fields": ("stop_requested_at", "stop_requested_by", "stop_reason", "stop_acknowledged_at",
                              "stop_latency")}),
-        ("Lease", {"fields": ("lease_owner", "lease_channel", "lease_expires_at")}),
+        ("Lease", {"fields": ("executor_id", "lease_channel", "lease_expires_at")}),
         ("Usage", {"fields": ("input_tokens", "output_tokens", "usage_estimated", "receipt")}),
     )
     readonly_fields = ("session_link", "owner", "records", "duration", "stop_latency")
@@ -272,10 +272,10 @@ class RunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Stop selected runs", permissions=("stop",))
     def stop_selected(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
-        # One stop_run (one transaction) per run: a failure stops only its own run's request, and each
+        # One run_stop (one transaction) per run: a failure stops only its own run's request, and each
         # result is reported as the service gave it: never a false success.
         for run_id, session_id in queryset.values_list("pk", "session_id"):
-            result = stop_run(session_id=session_id, requested_by=request.user, run_id=run_id, as_admin=True)
+            result = run_stop(session_id=session_id, requested_by=request.user, run_id=run_id, as_admin=True)
             if result.accepted:
                 suffix = f" ({result.reason})" if result.reason else ""
                 self.message_user(request, f"run {run_id}: accepted{suffix}", messages.SUCCESS)

@@ -130,7 +130,7 @@ class Run(models.Model):
     stop_acknowledged_at = models.DateTimeField(null=True, blank=True)
 
     # Exactly one executor drives a run: the holder of an unexpired lease (taken by conditional UPDATE).
-    lease_owner = models.CharField(max_length=128, blank=True, default="")
+    executor_id = models.CharField(max_length=128, blank=True, default="")
     lease_channel = models.CharField(max_length=200, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     # How many times an executor took the run over from one whose lease lapsed (a crash or a hang).
@@ -284,13 +284,13 @@ class ApiToken(models.Model):
 
 class WorkerHeartbeat(models.Model):
     """One row per live orchestrator worker process, refreshed every few seconds: the health endpoint counts
-    the live ones, and operators see which process drives what (Run.lease_owner names the same owner)."""
+    the live ones, and operators see which process drives what (Run.executor_id names the same owner)."""
 
-    owner = models.CharField(max_length=128, primary_key=True)
+    executor_id = models.CharField(max_length=128, primary_key=True)
     channel_name = models.CharField(max_length=200, blank=True, default="")
     started_at = models.DateTimeField(default=timezone.now)
     seen_at = models.DateTimeField(default=timezone.now, db_index=True)
     runs = models.PositiveIntegerField(default=0)
 
     def __str__(self) -> str:
-        return self.owner
+        return self.executor_id

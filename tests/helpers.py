@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from channels.db import database_sync_to_async
 
 from orchestrator.models import Run
-from orchestrator.services.runs import start_run
+from orchestrator.services.runs import run_start
 
 T = TypeVar("T")
 
@@ -38,7 +38,7 @@ def script(*turns: dict) -> str:
 
 
 async def start(session, user, text: str) -> Run:
-    return await db(start_run, session_id=session.id, user=user, text=text)
+    return await db(run_start, session_id=session.id, user=user, text=text)
 
 
 def run_state(run_id) -> str:

@@ -112,7 +112,7 @@ def take(out: Path) -> None:
                 # approval: the model asks to run a shell command.
                 sid = api.new_session("Clean the build")
                 open_session(page, server.base_url, sid)
-                api.start_run(sid, script(
+                api.run_start(sid, script(
                     {"text": "I will remove the stale build output first.", "delay_ms": 20,
                      "calls": [{"name": "shell", "arguments": {"command": "rm -rf build/ && make -j4"}}]},
                     {"text": "done"},

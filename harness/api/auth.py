@@ -12,7 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from orchestrator.services.errors import ServiceError
 from orchestrator.services.tokens import user_for_token
 
-from harness.commands import CommandError
+from harness.client_commands import CommandError
 
 from .responses import error_response
 

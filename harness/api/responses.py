@@ -8,7 +8,7 @@ from typing import Any
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 
-from harness.commands import CommandError
+from harness.client_commands import CommandError
 
 MAX_BODY_BYTES = 64 * 1024
 

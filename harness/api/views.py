@@ -4,61 +4,61 @@ from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
 
-from harness import commands
+from harness import client_commands
 
 from .auth import api_view
 from .responses import error_response, json_body
 
 
-def _respond(result: commands.Result) -> JsonResponse:
+def _respond(result: client_commands.Result) -> JsonResponse:
     status, body = result
     return JsonResponse(body, status=status)
 
 
 @api_view("GET")
 def models(request: HttpRequest) -> JsonResponse:
-    return _respond(commands.list_models(request.user, {}))
+    return _respond(client_commands.list_models(request.user, {}))
 
 
 @api_view("GET", "POST")
 def sessions(request: HttpRequest) -> JsonResponse:
     if request.method == "GET":
-        return _respond(commands.list_sessions(request.user, {}))
-    return _respond(commands.create_session(request.user, json_body(request, required=False)))
+        return _respond(client_commands.list_sessions(request.user, {}))
+    return _respond(client_commands.create_session(request.user, json_body(request, required=False)))
 
 
 @api_view("GET", "PATCH", "DELETE")
 def session(request: HttpRequest, session_id: str) -> JsonResponse:
     if request.method == "PATCH":
-        return _respond(commands.update_session(request.user, json_body(request), session_id=session_id))
+        return _respond(client_commands.update_session(request.user, json_body(request), session_id=session_id))
     if request.method == "DELETE":
-        return _respond(commands.delete_session(request.user, {}, session_id=session_id))
-    return _respond(commands.get_session(request.user, {}, session_id=session_id))
+        return _respond(client_commands.delete_session(request.user, {}, session_id=session_id))
+    return _respond(client_commands.get_session(request.user, {}, session_id=session_id))
 
 
 @api_view("POST")
 def runs(request: HttpRequest, session_id: str) -> JsonResponse:
-    return _respond(commands.start(request.user, json_body(request), session_id=session_id))
+    return _respond(client_commands.start(request.user, json_body(request), session_id=session_id))
 
 
 @api_view("POST")
 def stop(request: HttpRequest, session_id: str) -> JsonResponse:
-    return _respond(commands.stop(request.user, json_body(request, required=False), session_id=session_id))
+    return _respond(client_commands.stop(request.user, json_body(request, required=False), session_id=session_id))
 
 
 @api_view("POST")
 def steer(request: HttpRequest, session_id: str) -> JsonResponse:
-    return _respond(commands.steer(request.user, json_body(request), session_id=session_id))
+    return _respond(client_commands.steer(request.user, json_body(request), session_id=session_id))
 
 
 @api_view("GET")
 def run(request: HttpRequest, run_id: str) -> JsonResponse:
-    return _respond(commands.get_run(request.user, {}, run_id=run_id))
+    return _respond(client_commands.get_run(request.user, {}, run_id=run_id))
 
 
 @api_view("POST")
 def approval(request: HttpRequest, approval_id: str) -> JsonResponse:
-    return _respond(commands.decide(request.user, json_body(request), approval_id=approval_id))
+    return _respond(client_commands.decide(request.user, json_body(request), approval_id=approval_id))
 
 
 def not_found(request: HttpRequest, exception=None) -> JsonResponse:

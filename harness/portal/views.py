@@ -11,9 +11,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from orchestrator import selectors
 from orchestrator.models import Session
-from orchestrator.services.approvals import decide_approval
+from orchestrator.services.approvals import approval_decide
 from orchestrator.services.errors import NotFound, ServiceError
-from orchestrator.services.runs import start_run, steer_run, stop_run
+from orchestrator.services.runs import run_start, run_steer, run_stop
 from orchestrator.services.sessions import session_create, session_delete, session_update
 
 from . import fragments
@@ -105,7 +105,7 @@ def session_page(request: HttpRequest, session_id) -> HttpResponse:
 def send(request: HttpRequest, session_id) -> HttpResponse:
     session = _session_or_404(request, session_id)
     try:
-        run = start_run(session_id=session.id, user=request.user, text=request.POST.get("text", ""))
+        run = run_start(session_id=session.id, user=request.user, text=request.POST.get("text", ""))
     except ServiceError as error:
         return HttpResponse(fragments.composer_html(session, fragments.latest_run(session.id), error=error.detail))
     return HttpResponse(fragments.composer_html(session, run, clear_draft=True))
@@ -115,7 +115,7 @@ def send(request: HttpRequest, session_id) -> HttpResponse:
 @require_POST
 def stop(request: HttpRequest, session_id) -> HttpResponse:
     session = _session_or_404(request, session_id)
-    result = stop_run(session_id=session.id, requested_by=request.user, run_id=request.POST.get("run_id") or None)
+    result = run_stop(session_id=session.id, requested_by=request.user, run_id=request.POST.get("run_id") or None)
     error = "" if result.reason in STOP_SETTLED else "The stop could not be recorded — try again."
     return HttpResponse(fragments.composer_html(session, fragments.latest_run(session.id), error=error))
 
@@ -126,7 +126,7 @@ def steer(request: HttpRequest, session_id) -> HttpResponse:
     session = _session_or_404(request, session_id)
     run = fragments.latest_run(session.id)
     try:
-        steer_run(session_id=session.id, user=request.user, text=request.POST.get("text", ""))
+        run_steer(session_id=session.id, user=request.user, text=request.POST.get("text", ""))
     except ServiceError as error:
         return HttpResponse(fragments.steering_html(session, run, error=error.detail))
     return HttpResponse(fragments.steering_html(session, run))
@@ -139,7 +139,7 @@ def decide(request: HttpRequest, approval_id) -> HttpResponse:
     if decision not in ("approve", "deny"):
         return HttpResponse("decision must be approve or deny", status=400)
     try:
-        decide_approval(approval_id=approval_id, user=request.user, decision=decision)
+        approval_decide(approval_id=approval_id, user=request.user, decision=decision)
     except NotFound:
         raise Http404("no such approval") from None
     approval_session = selectors.session_for_approval(approval_id=approval_id, user=request.user)

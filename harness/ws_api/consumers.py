@@ -1,7 +1,7 @@
 """The JSON WebSocket API (docs/api.md, "JSON WebSocket API"): one socket per session.
 
 The consumer only translates: a frame becomes a call of the same command the HTTP API runs
-(`harness/commands.py`), its `(status, body)` becomes a `<type>.result` frame and a `CommandError` an `error`
+(`harness/client_commands.py`), its `(status, body)` becomes a `<type>.result` frame and a `CommandError` an `error`
 frame; the session's events (`orchestrator/events.py`) are forwarded as they are. Nothing a client sends
 closes the socket.
 """
@@ -16,9 +16,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from harness import commands
+from harness import client_commands
 from harness.api.responses import parse_json_object
-from harness.commands import CommandError
+from harness.client_commands import CommandError
 from harness.groups import SessionGroupMember
 from harness.ws_api.auth import bearer_token
 from harness.streaming import GAP, StreamTracker
@@ -34,11 +34,11 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_INTERNAL_ERROR = 1011
 
 
-def _decide(user, data: dict[str, Any], *, session_id: str) -> commands.Result:
-    approval_id = commands.field(data, "approval_id", str)
+def _decide(user, data: dict[str, Any], *, session_id: str) -> client_commands.Result:
+    approval_id = client_commands.field(data, "approval_id", str)
     # A socket speaks for its own session only: another session's approval is not found here (decide it on
     # that session's socket, or over HTTP).
-    return commands.decide(user, data, approval_id=approval_id, session_id=session_id)
+    return client_commands.decide(user, data, approval_id=approval_id, session_id=session_id)
 
 
 def _token_still_valid(scope, user) -> bool:
@@ -49,12 +49,12 @@ def _token_still_valid(scope, user) -> bool:
 
 
 # Frame type -> the command it runs (looked up at call time, so the command module stays the one source).
-COMMANDS: dict[str, Callable[..., commands.Result]] = {
-    "run.start": lambda user, data, *, session_id: commands.start(user, data, session_id=session_id),
-    "run.stop": lambda user, data, *, session_id: commands.stop(user, data, session_id=session_id),
+COMMANDS: dict[str, Callable[..., client_commands.Result]] = {
+    "run.start": lambda user, data, *, session_id: client_commands.start(user, data, session_id=session_id),
+    "run.stop": lambda user, data, *, session_id: client_commands.stop(user, data, session_id=session_id),
     "approval.decide": _decide,
-    "steer": lambda user, data, *, session_id: commands.steer(user, data, session_id=session_id),
-    "session.update": lambda user, data, *, session_id: commands.update_session(user, data, session_id=session_id),
+    "steer": lambda user, data, *, session_id: client_commands.steer(user, data, session_id=session_id),
+    "session.update": lambda user, data, *, session_id: client_commands.update_session(user, data, session_id=session_id),
 }
 ENVELOPE = ("type", "request_id")
 

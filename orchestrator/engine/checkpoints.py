@@ -34,8 +34,8 @@ class StreamingText(Protocol):
 
 
 class StreamCheckpoints:
-    def __init__(self, owner: str) -> None:
-        self.owner = owner
+    def __init__(self, executor_id: str) -> None:
+        self.executor_id = executor_id
         self._streams: dict[int, StreamingText] = {}
         self._saved: dict[int, int] = {}  # message id → length last written
         self._task: asyncio.Task | None = None
@@ -79,8 +79,8 @@ class StreamCheckpoints:
         with connection.cursor() as cursor:
             cursor.executemany(
                 f"UPDATE {message} SET text = %s, updated_at = %s WHERE id = %s AND run_id IN "
-                f"(SELECT id FROM {run} WHERE lease_owner = %s)",
-                [(text, now, message_id, self.owner) for text, message_id in rows],
+                f"(SELECT id FROM {run} WHERE executor_id = %s)",
+                [(text, now, message_id, self.executor_id) for text, message_id in rows],
             )
         for (text, message_id) in rows:
             if message_id in self._saved:

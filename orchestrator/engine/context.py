@@ -133,7 +133,7 @@ class Tx:
 @dataclass
 class StepContext:
     run_id: Any
-    owner: str
+    executor_id: str
     interrupt: Interrupt
     provider: Provider | None  # set by the executor from the run's model before the first step
     tools: ToolRegistry
@@ -143,7 +143,7 @@ class StepContext:
 
     def __post_init__(self) -> None:
         if self.checkpoints is None:
-            self.checkpoints = StreamCheckpoints(self.owner)
+            self.checkpoints = StreamCheckpoints(self.executor_id)
 
     async def advance(self, write: Callable[[Tx], str]) -> Run:
         """Run `write` in one transaction with the run locked; persist the state it returns; publish."""
@@ -160,7 +160,7 @@ class StepContext:
                 # of=("self",): PostgreSQL cannot lock the nullable side of the outer join to the stopper.
                 Run.objects.select_for_update(of=("self",))
                 .select_related("stop_requested_by")
-                .filter(pk=self.run_id, lease_owner=self.owner)
+                .filter(pk=self.run_id, executor_id=self.executor_id)
                 .first()
             )
             if run is None:
@@ -172,7 +172,7 @@ class StepContext:
             previous = run.state
             next_state = write(tx)
             if next_state == PARK:
-                run.lease_owner, run.lease_channel, run.lease_expires_at = "", "", None
+                run.executor_id, run.lease_channel, run.lease_expires_at = "", "", None
                 self.parked = True
             elif next_state != previous:
                 run.prev_state, run.state = previous, next_state
@@ -183,7 +183,7 @@ class StepContext:
                     )
                 )
             if run.state in (RunState.COMPLETED, RunState.STOPPED, RunState.FAILED):
-                run.lease_owner, run.lease_channel, run.lease_expires_at = "", "", None
+                run.executor_id, run.lease_channel, run.lease_expires_at = "", "", None
             run.save()
             # Events are ordered as emitted; the terminal `run.finished` (emitted by tearing_down) goes last.
             tx.emitted.sort(key=lambda event: event["type"] == "run.finished")

@@ -26,9 +26,9 @@ logger = logging.getLogger(__name__)
 
 
 class RunExecutor:
-    def __init__(self, *, run_id: str, owner: str, pool=None) -> None:
+    def __init__(self, *, run_id: str, executor_id: str, pool=None) -> None:
         self.run_id = run_id
-        self.owner = owner
+        self.executor_id = executor_id
         self.pool = pool  # where this process's current channel name is (it can change)
         self.interrupt = Interrupt()
         self.driving = False  # holds the lease and steps the run
@@ -41,10 +41,10 @@ class RunExecutor:
         self.interrupt.stop()
 
     async def drive(self) -> None:
-        if not await engine_db(lease_acquire)(run_id=self.run_id, owner=self.owner, channel=self.channel):
+        if not await engine_db(lease_acquire)(run_id=self.run_id, executor_id=self.executor_id, channel=self.channel):
             return
         ctx = StepContext(
-            run_id=self.run_id, owner=self.owner, interrupt=self.interrupt, provider=None, tools=get_registry(),
+            run_id=self.run_id, executor_id=self.executor_id, interrupt=self.interrupt, provider=None, tools=get_registry(),
             checkpoints=self.pool.checkpoints if self.pool is not None else None,
         )
         self.driving = True  # the pool's watcher now renews our lease and reads our stop flag
@@ -71,12 +71,12 @@ class RunExecutor:
             self.driving = False
             if release:
                 # Cancelled (shutdown) or broken: let another executor take over without waiting for expiry.
-                await asyncio.shield(engine_db(lease_release)(run_id=self.run_id, owner=self.owner))
+                await asyncio.shield(engine_db(lease_release)(run_id=self.run_id, executor_id=self.executor_id))
 
     async def _give_up(self, ctx: StepContext, run: Run) -> Run | None:
         error = f"the run was interrupted {run.resume_count} times (its worker kept stopping); not resuming it again"
         if run.state == RunState.TEARING_DOWN:
-            await ctx.db(force_fail, run_id=self.run_id, owner=self.owner, error=error)
+            await ctx.db(force_fail, run_id=self.run_id, executor_id=self.executor_id, error=error)
             return None
         return await ctx.advance(fail_write(error))
 
@@ -94,7 +94,7 @@ class RunExecutor:
         except Exception as exc:
             logger.exception("run %s: handler for %s failed", self.run_id, run.state)
             if run.state == RunState.TEARING_DOWN:
-                await ctx.db(force_fail, run_id=self.run_id, owner=self.owner, error=f"internal error: {exc}")
+                await ctx.db(force_fail, run_id=self.run_id, executor_id=self.executor_id, error=f"internal error: {exc}")
                 return None
             return await ctx.advance(fail_write(f"internal error in {run.state}: {exc}"))
 

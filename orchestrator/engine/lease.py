@@ -20,24 +20,24 @@ def lease_ttl() -> timedelta:
     return timedelta(seconds=settings.HARNESS_LEASE_TTL_SECONDS)
 
 
-def lease_acquire(*, run_id, owner: str, channel: str = "") -> bool:
+def lease_acquire(*, run_id, executor_id: str, channel: str = "") -> bool:
     now = timezone.now()
     live = Run.objects.filter(pk=run_id).exclude(state__in=TERMINAL_STATES)
     lease = {
-        "lease_owner": owner, "lease_channel": channel, "lease_expires_at": now + lease_ttl(),
+        "executor_id": executor_id, "lease_channel": channel, "lease_expires_at": now + lease_ttl(),
         "started_at": Coalesce("started_at", now),
     }
-    if live.filter(Q(lease_owner="") | Q(lease_owner=owner)).update(**lease):
+    if live.filter(Q(executor_id="") | Q(executor_id=executor_id)).update(**lease):
         return True
     # Taking over from an executor whose lease lapsed: it died or hung mid-step. Count it, so a run that
     # keeps killing its workers is finalized instead of resumed forever.
-    taken_over = live.exclude(lease_owner="").filter(lease_expires_at__lt=now).update(
+    taken_over = live.exclude(executor_id="").filter(lease_expires_at__lt=now).update(
         resume_count=F("resume_count") + 1, **lease
     )
     return taken_over == 1
 
 
-def leases_watch(*, run_ids: list[str], owner: str, channel: str = "", renew: bool) -> tuple[set[str], set[str]]:
+def leases_watch(*, run_ids: list[str], executor_id: str, channel: str = "", renew: bool) -> tuple[set[str], set[str]]:
     """One round of the worker's watch over every run it drives: renew their leases (when `renew`) and read
     their stop flags, in two statements whatever the number of runs. Returns (stop requested, lease lost).
 
@@ -47,21 +47,21 @@ def leases_watch(*, run_ids: list[str], owner: str, channel: str = "", renew: bo
         fields = {"lease_expires_at": timezone.now() + lease_ttl()}
         if channel:
             fields["lease_channel"] = channel
-        Run.objects.filter(pk__in=run_ids, lease_owner=owner).update(**fields)
+        Run.objects.filter(pk__in=run_ids, executor_id=executor_id).update(**fields)
     stopped, held = set(), set()
-    for pk, lease_owner, stop_requested_at in Run.objects.filter(pk__in=run_ids).values_list(
-        "pk", "lease_owner", "stop_requested_at"
+    for pk, holder, stop_requested_at in Run.objects.filter(pk__in=run_ids).values_list(
+        "pk", "executor_id", "stop_requested_at"
     ):
         if stop_requested_at is not None:
             stopped.add(str(pk))
-        if lease_owner == owner:
+        if holder == executor_id:
             held.add(str(pk))
     return stopped, set(run_ids) - held
 
 
-def heartbeat_beat(*, owner: str, channel: str, runs: int) -> None:
+def heartbeat_beat(*, executor_id: str, channel: str, runs: int) -> None:
     now = timezone.now()
-    WorkerHeartbeat.objects.update_or_create(owner=owner, defaults={"channel_name": channel, "seen_at": now,
+    WorkerHeartbeat.objects.update_or_create(executor_id=executor_id, defaults={"channel_name": channel, "seen_at": now,
                                                                      "runs": runs})
 
 
@@ -75,8 +75,8 @@ def heartbeat_interval() -> float:
     return settings.HARNESS_RECOVERY_INTERVAL_SECONDS
 
 
-def lease_release(*, run_id, owner: str) -> None:
-    Run.objects.filter(pk=run_id, lease_owner=owner).update(lease_owner="", lease_channel="", lease_expires_at=None)
+def lease_release(*, run_id, executor_id: str) -> None:
+    Run.objects.filter(pk=run_id, executor_id=executor_id).update(executor_id="", lease_channel="", lease_expires_at=None)
 
 
 def runs_without_executor(*, limit: int = 100) -> list[str]:
@@ -89,7 +89,7 @@ def runs_without_executor(*, limit: int = 100) -> list[str]:
     return [
         str(pk)
         for pk in Run.objects.exclude(state__in=TERMINAL_STATES)
-        .filter(Q(lease_owner="") | Q(lease_expires_at__lt=now))
+        .filter(Q(executor_id="") | Q(lease_expires_at__lt=now))
         .exclude(parked)
         .order_by("created_at")
         .values_list("pk", flat=True)[:limit]

@@ -29,14 +29,14 @@ logger = logging.getLogger(__name__)
 
 class ExecutorPool:
     def __init__(self) -> None:
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.executor_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.channel_name = ""
         self.executors: dict[str, RunExecutor] = {}
         self.tasks: dict[str, asyncio.Task] = {}
         self._rewake: set[str] = set()
         self._background: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
-        self.checkpoints = StreamCheckpoints(self.owner)
+        self.checkpoints = StreamCheckpoints(self.executor_id)
 
     def ensure_driving(self, run_id: str) -> None:
         run_id = str(run_id)
@@ -45,7 +45,7 @@ class ExecutorPool:
             # It may be just parking or ending: look again once it has.
             self._rewake.add(run_id)
             return
-        executor = RunExecutor(run_id=run_id, owner=self.owner, pool=self)
+        executor = RunExecutor(run_id=run_id, executor_id=self.executor_id, pool=self)
         self.executors[run_id] = executor
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.get_running_loop().create_task(self._watch_forever(), name="run watcher")
@@ -77,7 +77,7 @@ class ExecutorPool:
         if not driving:
             return
         stopped, lost = await engine_db(leases_watch)(
-            run_ids=list(driving), owner=self.owner, channel=self.channel_name, renew=renew
+            run_ids=list(driving), executor_id=self.executor_id, channel=self.channel_name, renew=renew
         )
         for run_id, executor in driving.items():
             if run_id in lost:
@@ -116,7 +116,7 @@ class ExecutorPool:
     async def _background_forever(self) -> None:
         while True:
             try:
-                await engine_db(heartbeat_beat)(owner=self.owner, channel=self.channel_name,
+                await engine_db(heartbeat_beat)(executor_id=self.executor_id, channel=self.channel_name,
                                                              runs=len(self.tasks))
                 await self.recover_once()
             except DatabaseError:

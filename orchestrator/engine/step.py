@@ -61,10 +61,10 @@ def fail_write(error: str) -> Callable[[Tx], str]:
     return write
 
 
-def force_fail(*, run_id, owner: str, error: str) -> None:
+def force_fail(*, run_id, executor_id: str, error: str) -> None:
     """Last resort when tearing down itself breaks: mark the run failed so it never hangs non-terminal."""
     now = timezone.now()
-    Run.objects.filter(pk=run_id, lease_owner=owner).update(
+    Run.objects.filter(pk=run_id, executor_id=executor_id).update(
         state=RunState.FAILED, outcome=RunOutcome.FAILED, error=error, finished_at=now,
-        lease_owner="", lease_channel="", lease_expires_at=None,
+        executor_id="", lease_channel="", lease_expires_at=None,
     )

@@ -128,9 +128,9 @@ def bwrap_argv(bwrap: str, *, workspace: Path, info_fd: int | None, limits: Limi
     server drops to the sandbox's user with util-linux's `setpriv` in front of bubblewrap, rather than
     with subprocess's `user=`, which makes Python fork (not vfork) the whole server: ~5 ms per command.
     """
-    owner = sandbox_uid()
-    argv = [] if owner is None else [
-        "setpriv", f"--reuid={owner[0]}", f"--regid={owner[1]}", "--clear-groups", "--",
+    sandbox_user = sandbox_uid()
+    argv = [] if sandbox_user is None else [
+        "setpriv", f"--reuid={sandbox_user[0]}", f"--regid={sandbox_user[1]}", "--clear-groups", "--",
     ]
     argv += [bwrap, "--unshare-all", "--die-with-parent", "--new-session"]
     if settings.HARNESS_SANDBOX_NETWORK:
@@ -172,9 +172,9 @@ def sandbox_env(*, home: str, extra: dict[str, str]) -> dict[str, str]:
 def workspace_prepare(workspace: Path) -> Path:
     """Create a session's workspace, owned by the user its commands run as."""
     workspace.mkdir(parents=True, exist_ok=True)
-    owner = sandbox_uid()
-    if owner is not None and workspace.stat().st_uid != owner[0]:  # the root server's workspaces
-        os.chown(workspace, *owner)
+    sandbox_user = sandbox_uid()
+    if sandbox_user is not None and workspace.stat().st_uid != sandbox_user[0]:  # the root server's workspaces
+        os.chown(workspace, *sandbox_user)
     return workspace
 
 
@@ -198,12 +198,12 @@ def sandbox_state() -> SandboxState:
     return state
 
 
-def _bwrap_problem(workspace_root: Path, owner: tuple[int, int] | None) -> str | None:
+def _bwrap_problem(workspace_root: Path, sandbox_user: tuple[int, int] | None) -> str | None:
     """Run `true` in a sandbox on the workspace root exactly as commands will run; None if it works."""
     bwrap = bwrap_path()
     if bwrap is None:
         return f"bubblewrap ({settings.HARNESS_BWRAP}) is not installed (Debian: apt-get install bubblewrap)"
-    if owner is not None and shutil.which("setpriv") is None:
+    if sandbox_user is not None and shutil.which("setpriv") is None:
         return "setpriv (util-linux), which a server running as root needs to drop privileges, is not installed"
     try:
         workspace_root.mkdir(parents=True, exist_ok=True)
@@ -220,7 +220,7 @@ def _bwrap_problem(workspace_root: Path, owner: tuple[int, int] | None) -> str |
     if probe.returncode == 0:
         return None
     detail = probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else f"exit code {probe.returncode}"
-    if owner is not None and "Permission denied" in detail:
-        detail += (f" (the server runs as root, so commands run as uid {owner[0]}, which must be able to "
+    if sandbox_user is not None and "Permission denied" in detail:
+        detail += (f" (the server runs as root, so commands run as uid {sandbox_user[0]}, which must be able to "
                    f"reach {workspace_root}: set HARNESS_SANDBOX_UID or HARNESS_WORKSPACE_ROOT)")
     return f"bubblewrap cannot run here: {detail}"

@@ -31,7 +31,7 @@ class DecisionResult:
         return {"accepted": self.accepted, "reason": self.reason}
 
 
-def decide_approval(
+def approval_decide(
     *, approval_id, user: AbstractBaseUser, decision: Decision, session_id=None
 ) -> DecisionResult:
     """`session_id`: only an approval of that session counts (a session's socket speaks for it alone)."""

@@ -61,7 +61,7 @@ def _owned_session(session_id, user: AbstractBaseUser) -> Session:
     return session
 
 
-def start_run(*, session_id, user: AbstractBaseUser, text: str) -> Run:
+def run_start(*, session_id, user: AbstractBaseUser, text: str) -> Run:
     """Open a run with the user's message. 409 `run_in_progress` while another run of the session is live."""
     text = validate_text(text)
     with transaction.atomic():
@@ -105,20 +105,20 @@ def _title_from(text: str) -> str:
     return line if len(line) <= 60 else line[:59] + "…"
 
 
-def stop_run(*, session_id, requested_by: AbstractBaseUser, run_id=None, as_admin: bool = False) -> StopResult:
+def run_stop(*, session_id, requested_by: AbstractBaseUser, run_id=None, as_admin: bool = False) -> StopResult:
     """Request a stop of the session's latest run (or of `run_id` only, so a stale click never stops a newer run).
 
     The run-scoped flag and the sweep of its pending approvals commit together or not at all; the
     executor is woken after the commit. `as_admin` skips the ownership check (the admin's action).
     """
     try:
-        return _stop_run(session_id=session_id, requested_by=requested_by, run_id=run_id, as_admin=as_admin)
+        return _run_stop(session_id=session_id, requested_by=requested_by, run_id=run_id, as_admin=as_admin)
     except DatabaseError:
         logger.exception("stop of session %s could not be recorded", session_id)
         return StopResult(accepted=False, reason="store_unavailable", prior_state=None, run_id=None)
 
 
-def _stop_run(*, session_id, requested_by: AbstractBaseUser, run_id, as_admin: bool) -> StopResult:
+def _run_stop(*, session_id, requested_by: AbstractBaseUser, run_id, as_admin: bool) -> StopResult:
     session_uuid = parse_uuid(session_id)
     if session_uuid is None or (run_id is not None and parse_uuid(run_id) is None):
         return NO_RECORD
@@ -153,7 +153,7 @@ def _stop_run(*, session_id, requested_by: AbstractBaseUser, run_id, as_admin: b
     return result
 
 
-def steer_run(*, session_id, user: AbstractBaseUser, text: str) -> SteeringMessage:
+def run_steer(*, session_id, user: AbstractBaseUser, text: str) -> SteeringMessage:
     """Queue a message for the live run; it is applied at the run's next steering check."""
     text = validate_text(text)
     with transaction.atomic():

@@ -36,7 +36,7 @@ def card(tab):
 def test_a_decision_from_one_tab_resolves_the_card_in_both(context, server, api, session_id, decision, status,
                                                             resolution, tool_output):
     tab_a, tab_b = two_tabs(context, server, session_id)
-    run_id = api.start_run(session_id, shell_script("echo approved-output"))
+    run_id = api.run_start(session_id, shell_script("echo approved-output"))
 
     for tab in (tab_a, tab_b):
         expect(card(tab)).to_have_attribute("data-status", "pending")
@@ -63,7 +63,7 @@ def test_a_decision_from_one_tab_resolves_the_card_in_both(context, server, api,
 
 def test_a_stop_while_an_approval_is_pending_closes_the_card_in_both_tabs(context, server, api, session_id):
     tab_a, tab_b = two_tabs(context, server, session_id)
-    run_id = api.start_run(session_id, shell_script("echo never-run"))
+    run_id = api.run_start(session_id, shell_script("echo never-run"))
     for tab in (tab_a, tab_b):
         expect(card(tab).get_by_role("button", name="Approve")).to_be_visible()
 
@@ -95,7 +95,7 @@ def test_a_decision_on_a_card_already_closed_elsewhere_shows_the_truth(context, 
 
     tab.route_web_socket("**/ws/sessions/**", relay)
     open_session(tab, server.base_url, session_id)
-    run_id = api.start_run(session_id, shell_script("echo too-late"))
+    run_id = api.run_start(session_id, shell_script("echo too-late"))
     expect(card(tab).get_by_role("button", name="Approve")).to_be_visible()
 
     delivering["on"] = False
@@ -119,7 +119,7 @@ def test_long_hostile_arguments_are_escaped_and_truncated_with_show_more(context
     head = "echo <script>alert(1)</script> <img src=x onerror=alert(2)> "
     tail = "TAIL<script>alert(3)</script><b>bold?</b>"
     command = head + "x" * 600 + tail  # the preview is the first 400 characters of the JSON
-    api.start_run(session_id, shell_script(command))
+    api.run_start(session_id, shell_script(command))
 
     arguments = card(tab).locator(".arguments")
     expect(arguments).to_contain_text("<script>alert(1)</script>")  # shown as text …

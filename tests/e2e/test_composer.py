@@ -55,7 +55,7 @@ def test_the_button_morphs_idle_stop_stopping_idle_and_keeps_the_draft(page, ser
     idle_width = button_width(page)
 
     # A run started elsewhere (the API, same user): this tab goes running; the unsent draft stays.
-    run_id = api.start_run(session_id, LONG_STREAM)
+    run_id = api.run_start(session_id, LONG_STREAM)
     expect(composer).to_have_attribute("data-mode", "running")
     expect(button).to_have_attribute("type", "button")
     expect(button).to_have_attribute("data-mode", "stop")
@@ -106,7 +106,7 @@ def test_enter_does_not_send_while_running_and_esc_stops_the_run(page, server, a
     sends = []
     page.on("request", lambda r: sends.append(r.url) if r.method == "POST" and r.url.endswith("/send") else None)
     box.press_sequentially(DRAFT)
-    run_id = api.start_run(session_id, LONG_STREAM)
+    run_id = api.run_start(session_id, LONG_STREAM)
     expect(composer).to_have_attribute("data-mode", "running")
     wait_streaming(page)
 
@@ -135,7 +135,7 @@ def test_a_failed_stop_returns_to_stop_with_a_visible_error_and_a_retry_works(pa
     open_session(page, server.base_url, session_id)
     composer, button, _ = composer_parts(page)
     error = page.locator("#composer .composer-error")
-    run_id = api.start_run(session_id, LONG_STREAM)
+    run_id = api.run_start(session_id, LONG_STREAM)
     expect(button).to_have_attribute("data-mode", "stop")
     wait_streaming(page)
 
@@ -174,7 +174,7 @@ def test_a_failed_stop_returns_to_stop_with_a_visible_error_and_a_retry_works(pa
 def test_the_stop_button_is_reachable_with_tab_and_works_from_the_keyboard(page, server, api, session_id):
     open_session(page, server.base_url, session_id)
     composer, button, box = composer_parts(page)
-    api.start_run(session_id, LONG_STREAM)
+    api.run_start(session_id, LONG_STREAM)
     expect(button).to_have_attribute("data-mode", "stop")
     wait_streaming(page)
 
@@ -186,7 +186,7 @@ def test_the_stop_button_is_reachable_with_tab_and_works_from_the_keyboard(page,
     expect(page.locator("#transcript .msg-assistant")).to_have_attribute("data-status", "stopped")
 
     # And from the top of the page, Tab reaches it too (it is in the tab order, not only the last stop).
-    api.start_run(session_id, LONG_STREAM)
+    api.run_start(session_id, LONG_STREAM)
     expect(button).to_have_attribute("data-mode", "stop")
     page.locator("body").focus()
     for _ in range(30):
@@ -211,7 +211,7 @@ def test_at_phone_width_the_composer_and_its_button_fit_and_stay_in_view(make_co
 
     expect(button).to_have_text("send")
     assert_fits()
-    api.start_run(session_id, LONG_STREAM)
+    api.run_start(session_id, LONG_STREAM)
     expect(button).to_have_text("stop")
     # Let the answer grow past the screen: the sticky composer keeps the stop button in view.
     page.wait_for_function(
@@ -228,7 +228,7 @@ def test_the_button_keeps_one_width_in_send_stop_and_stopping(page, server, api,
     composer, button, box = composer_parts(page)
     box.fill(DRAFT)
     widths = {"send": button_width(page)}
-    api.start_run(session_id, LONG_STREAM)
+    api.run_start(session_id, LONG_STREAM)
     expect(button).to_have_text("stop")
     widths["stop"] = button_width(page)
     held = HeldRoutes()
@@ -249,7 +249,7 @@ def test_stopping_stays_painted_while_the_stop_request_is_in_flight(page, server
     turns = ",".join(['{"calls":[{"name":"sleep","arguments":{"seconds":0.3}}]}'] * 15)
     open_session(page, server.base_url, session_id)
     composer, button, _ = composer_parts(page)
-    run_id = api.start_run(session_id, f'script:{{"turns":[{turns}]}}')
+    run_id = api.run_start(session_id, f'script:{{"turns":[{turns}]}}')
     status = page.locator("#run-status .turns")
     expect(status).to_have_text(re.compile(r"turn [2-9]"))
     held = HeldRoutes()

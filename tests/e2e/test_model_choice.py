@@ -18,5 +18,5 @@ def test_a_model_chosen_in_one_tab_reaches_the_other_and_the_next_run(context, s
     expect(tab_b.get_by_label("Model")).to_have_value("scripted:second")  # pushed over tab B's socket
     assert api.session(session_id)["model"] == "scripted:second"
 
-    run_id = api.start_run(session_id, "hello")
+    run_id = api.run_start(session_id, "hello")
     assert api.run(run_id)["model"] == "scripted:second"

@@ -11,7 +11,7 @@ from .support import LONG_STREAM, USERNAME, open_session
 
 def test_the_receipt_of_a_stopped_run_shows_the_outcome_and_the_stop_latency(page, server, api, session_id):
     open_session(page, server.base_url, session_id)
-    run_id = api.start_run(session_id, LONG_STREAM)
+    run_id = api.run_start(session_id, LONG_STREAM)
     receipt_link = page.locator("#run-status").get_by_role("button", name="receipt")
     expect(page.locator("#composer .composer-send")).to_have_text("stop")
     expect(receipt_link).to_have_count(0)  # no receipt while the run is live

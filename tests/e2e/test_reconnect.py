@@ -47,7 +47,7 @@ def test_after_a_server_restart_the_page_reconnects_by_itself_and_shows_the_trut
         login(page, own_server.base_url, USERNAME, PASSWORD)
         session_id = api.new_session("restart")
         open_session(page, own_server.base_url, session_id)
-        run_id = api.start_run(session_id, STREAM)
+        run_id = api.run_start(session_id, STREAM)
         page.wait_for_function("document.querySelector('#transcript .msg-assistant .msg-text')?.textContent.length > 0")
         expect(page.locator("#composer")).to_have_attribute("data-mode", "running")
         page.evaluate("window.__marker = 'set before the restart'")
@@ -111,7 +111,7 @@ def test_a_clean_close_is_reconnected_too_and_the_page_catches_up(page, server, 
     page_side.close(code=1001, reason="going away")
     server_side.close()
     expect(mark).to_be_visible()
-    api.start_run(session_id, SHORT_STREAM)  # the truth moves on while the page is away
+    api.run_start(session_id, SHORT_STREAM)  # the truth moves on while the page is away
 
     expect(mark).to_be_hidden()
     expect(page.locator("#transcript .msg-user .msg-text")).to_have_text(SHORT_STREAM)

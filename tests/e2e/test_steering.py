@@ -20,7 +20,7 @@ def test_the_steer_form_appears_when_a_run_starts_without_a_reload(page, server,
 
 
 def test_a_steering_message_is_queued_then_applied_as_the_next_turn(page, server, api, session_id):
-    run_id = api.start_run(session_id, TWO_TURNS)
+    run_id = api.run_start(session_id, TWO_TURNS)
     open_session(page, server.base_url, session_id)  # loaded while the run is live: the form is there
     expect(page.locator("#composer .composer-send")).to_have_text("stop")
     page.get_by_label("Steer the run").fill("be brief")

@@ -20,7 +20,7 @@ async def get_health() -> tuple[int, dict]:
 
 
 async def test_healthy_once_a_worker_beats(worker):
-    await wait_until(lambda: WorkerHeartbeat.objects.filter(owner=worker.owner).exists(), what="a heartbeat")
+    await wait_until(lambda: WorkerHeartbeat.objects.filter(executor_id=worker.executor_id).exists(), what="a heartbeat")
     status, body = await get_health()
     assert status == 200 and body["status"] == "ok"
     assert body["checks"]["database"]["ok"] and body["checks"]["channel_layer"]["ok"]
@@ -28,7 +28,7 @@ async def test_healthy_once_a_worker_beats(worker):
 
 
 async def test_unavailable_without_a_live_worker():
-    await db(WorkerHeartbeat.objects.create, owner="gone:1:x", seen_at=timezone.now() - timedelta(minutes=5))
+    await db(WorkerHeartbeat.objects.create, executor_id="gone:1:x", seen_at=timezone.now() - timedelta(minutes=5))
     status, body = await get_health()
     assert status == 503 and body["status"] == "unavailable"
     assert body["checks"]["workers"] == {"ok": False, "alive": 0}  # a stale heartbeat is not a live worker
@@ -73,7 +73,7 @@ def test_runworker_is_the_orchestrators():
 
 
 async def test_reports_how_commands_run_without_changing_health(worker, settings):
-    await wait_until(lambda: WorkerHeartbeat.objects.filter(owner=worker.owner).exists(), what="a heartbeat")
+    await wait_until(lambda: WorkerHeartbeat.objects.filter(executor_id=worker.executor_id).exists(), what="a heartbeat")
     status, body = await get_health()
     assert status == 200 and body["sandbox"] == {"mode": "bubblewrap", "network": False}
     settings.HARNESS_BWRAP = "/nonexistent/bwrap"

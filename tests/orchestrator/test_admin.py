@@ -1,5 +1,5 @@
 """The admin: a read-only view of sessions, runs and their records, plus the "Stop selected runs" action
-(which goes through `stop_run`, so it behaves exactly as a user's stop does)."""
+(which goes through `run_stop`, so it behaves exactly as a user's stop does)."""
 
 from __future__ import annotations
 
@@ -126,11 +126,11 @@ def assorted_runs(user, other_user):
     now = timezone.now()
     past, future = now - timedelta(minutes=1), now + timedelta(minutes=1)
     return {
-        "expired": make_run(user, RunState.AWAITING_ASSISTANT, lease_owner="w1", lease_expires_at=past),
-        "held": make_run(user, RunState.FUNCTION_EXECUTE, lease_owner="w2", lease_expires_at=future),
+        "expired": make_run(user, RunState.AWAITING_ASSISTANT, executor_id="w1", lease_expires_at=past),
+        "held": make_run(user, RunState.FUNCTION_EXECUTE, executor_id="w2", lease_expires_at=future),
         "parked": make_run(other_user, RunState.AWAITING_APPROVAL),  # no lease, no expiry
         "unowned_past": make_run(other_user, RunState.PROVISIONING, lease_expires_at=past),
-        "stopped": make_run(user, RunState.STOPPED, outcome=RunOutcome.STOPPED, lease_owner="w1",
+        "stopped": make_run(user, RunState.STOPPED, outcome=RunOutcome.STOPPED, executor_id="w1",
                             lease_expires_at=past),  # a stale lease on a finished run is no concern
         "completed": make_run(other_user, RunState.COMPLETED, outcome=RunOutcome.COMPLETED),
         "failed": make_run(user, RunState.FAILED, outcome=RunOutcome.FAILED),

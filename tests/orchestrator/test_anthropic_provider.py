@@ -574,13 +574,13 @@ async def test_a_run_with_a_tool_call_over_two_turns(anthropic_model, server, wo
 @pytest.mark.django_db(transaction=True)
 async def test_stop_mid_stream_disconnects_at_once_and_the_next_run_is_told(anthropic_model, server, worker,
                                                                             session, user):
-    from orchestrator.services.runs import stop_run
+    from orchestrator.services.runs import run_stop
 
     server.push(MessageEvents(input_tokens=1234).text(*["word "] * 2000).end("end_turn", 2000).sse(delay=0.01))
     run = await start(session, user, "tell me a long story")
     await server.await_for(lambda: server.requests and server.requests[0].events_sent >= 20, timeout=10)
     stopped_at = time.time()
-    await db(stop_run, session_id=session.id, requested_by=user)
+    await db(run_stop, session_id=session.id, requested_by=user)
     disconnected_at = await server.await_disconnect(index=0, timeout=5)
     assert disconnected_at is not None, "the server never saw the client go"
     assert disconnected_at - stopped_at < DISCONNECT_BOUND

@@ -20,7 +20,7 @@ from orchestrator.providers.catalog import (
 from orchestrator.providers.registry import provider_for
 from orchestrator.providers.scripted import ScriptedProvider
 from orchestrator.services.errors import Conflict, InvalidInput
-from orchestrator.services.runs import start_run
+from orchestrator.services.runs import run_start
 from orchestrator.services.sessions import session_create, session_update
 
 from ..helpers import wait_terminal
@@ -124,7 +124,7 @@ def test_sessions_choose_among_offered_models_and_runs_record_theirs(settings, u
     assert refused.value.code == "unknown_model"
     session.refresh_from_db()
     assert session.model == "scripted:alt"  # a refused choice changes nothing
-    run = start_run(session_id=session.id, user=user, text="hi")
+    run = run_start(session_id=session.id, user=user, text="hi")
     assert run.model == "scripted:alt"
     session_update(session_id=session.id, user=user, model="")  # back to the deployment's default
     session.refresh_from_db()
@@ -137,7 +137,7 @@ def test_a_run_cannot_start_on_a_model_no_longer_offered(settings, user):
     session = session_create(owner=user, model="scripted:alt")
     settings.HARNESS_MODELS = []  # the deployment dropped it
     with pytest.raises(Conflict) as refused:
-        start_run(session_id=session.id, user=user, text="hi")
+        run_start(session_id=session.id, user=user, text="hi")
     assert refused.value.code == "model_unavailable" and "choose another model" in refused.value.detail
     assert not Run.objects.filter(session=session).exists()
 
@@ -167,7 +167,7 @@ async def start_with_model(session, user, model: str) -> Run:
 
     def write() -> Run:
         with transaction.atomic():  # the worker's wake-up goes out on commit, after the model is changed
-            run = start_run(session_id=session.id, user=user, text="hello")
+            run = run_start(session_id=session.id, user=user, text="hello")
             Run.objects.filter(pk=run.pk).update(model=model)
         return run
 

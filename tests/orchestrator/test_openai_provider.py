@@ -36,7 +36,7 @@ from orchestrator.providers.base import (
 )
 from orchestrator.providers.openai_chat import OpenAIChatProvider, provider_error, retry_after_seconds
 from orchestrator.providers.registry import provider_for
-from orchestrator.services.runs import stop_run
+from orchestrator.services.runs import run_stop
 from devtools.fakes.openai_wire import ChatChunks, error_response, split, text_answer, tool_call_answer
 from devtools.fakes.wire_server import ErrorResponse, Hangup, SSEStream, WireServer
 from tests.helpers import db, start, wait_terminal, wait_until
@@ -591,7 +591,7 @@ async def test_a_stop_mid_stream_disconnects_at_once_and_keeps_the_partial_text(
     await wait_until(lambda: (m := _assistant_message(run.id)) is not None and m.text, what="streamed text saved")
 
     stopped_at = time.time()
-    result = await db(stop_run, session_id=session.id, requested_by=user)
+    result = await db(run_stop, session_id=session.id, requested_by=user)
     disconnected_at = await server.await_disconnect(timeout=5)
     run = await wait_terminal(run.id, timeout=5)
 

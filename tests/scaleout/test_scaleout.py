@@ -35,7 +35,7 @@ def test_a_run_started_on_one_web_process_is_stopped_from_the_other(cluster):
     session_id = cluster.new_session("a")
     on_a, on_b = Watcher(cluster, "a", session_id), Watcher(cluster, "b", session_id)
     try:
-        run_id = cluster.start_run("a", session_id, LONG_STREAM)
+        run_id = cluster.run_start("a", session_id, LONG_STREAM)
         on_b.until(is_type("message.delta"))  # B's client sees A's run streaming
         status, stop = cluster.call("b", "POST", f"/api/sessions/{session_id}/stop", {"run_id": run_id})
         assert status == 200 and (stop["accepted"], stop["reason"]) == (True, None)
@@ -59,11 +59,11 @@ def test_workers_killed_mid_stream_and_mid_tool_lose_no_run_and_rerun_no_tool(cl
     outcomes = []
     for attempt in range(20):
         tool_session, stream_session = cluster.new_session(), cluster.new_session()
-        tool_run = cluster.start_run("a", tool_session, script(
+        tool_run = cluster.run_start("a", tool_session, script(
             {"calls": [{"name": "side_effect", "arguments": {"label": f"t{attempt}", "seconds": 30}}]},
             {"text": "after the crash"},
         ))
-        stream_run = cluster.start_run("b", stream_session, script({"words": 600, "delay_ms": 5}))
+        stream_run = cluster.run_start("b", stream_session, script({"words": 600, "delay_ms": 5}))
         cluster.wait_run(tool_run, lambda r: r["function_calls"] and r["function_calls"][0]["status"] == "running",
                          what="the tool to run")
         cluster.wait_run(stream_run, lambda r: r["state"] == "assistant_streaming", what="streaming")
@@ -86,7 +86,7 @@ def test_workers_killed_mid_stream_and_mid_tool_lose_no_run_and_rerun_no_tool(cl
 def test_a_stop_whose_wake_up_is_lost_lands_through_the_database(cluster):
     cluster.start_web("lossy", module="tests.scaleout.daphne_without_wakeups")
     session_id = cluster.new_session()
-    run_id = cluster.start_run("a", session_id, script({"calls": [{"name": "sleep", "arguments": {"seconds": 30}}]}))
+    run_id = cluster.run_start("a", session_id, script({"calls": [{"name": "sleep", "arguments": {"seconds": 30}}]}))
     cluster.wait_run(run_id, lambda r: r["function_calls"] and r["function_calls"][0]["status"] == "running",
                      what="the sleep to start")
     status, stop = cluster.call("lossy", "POST", f"/api/sessions/{session_id}/stop", {})
@@ -94,14 +94,14 @@ def test_a_stop_whose_wake_up_is_lost_lands_through_the_database(cluster):
     run = cluster.wait_terminal(run_id, timeout=5)  # the sleep had 30 s to go: only the DB flag can end it
     assert run["outcome"] == "stopped" and run["function_calls"][0]["status"] == "cancelled"
     # Through the lossy process a new run's start wake-up is lost too; recovery still drives it.
-    second = cluster.start_run("lossy", session_id, "what is 6 * 7?")
+    second = cluster.run_start("lossy", session_id, "what is 6 * 7?")
     assert cluster.wait_terminal(second, timeout=10)["outcome"] == "completed"
 
 
 def test_runs_finish_and_clients_resync_when_redis_restarts(cluster):
     session_id = cluster.new_session()
     watcher = Watcher(cluster, "a", session_id)
-    run_id = cluster.start_run("a", session_id, script({"words": 1500, "delay_ms": 5}))
+    run_id = cluster.run_start("a", session_id, script({"words": 1500, "delay_ms": 5}))
     watcher.until(is_type("message.delta"))
     cluster.redis.restart()
     run = cluster.wait_terminal(run_id, timeout=30)
@@ -114,7 +114,7 @@ def test_runs_finish_and_clients_resync_when_redis_restarts(cluster):
         assert answer["status"] == "complete" and len(answer["text"].split()) == 1500
         assert again.snapshot["active_run"] is None
         # And the whole path works again: start through A, stop through B, events on B's socket.
-        second = cluster.start_run("a", session_id, LONG_STREAM)
+        second = cluster.run_start("a", session_id, LONG_STREAM)
         again.until(is_type("message.delta"))
         assert cluster.call("b", "POST", f"/api/sessions/{session_id}/stop", {})[1]["accepted"] is True
         assert again.until(is_type("run.finished"), timeout=10)[-1]["outcome"] == "stopped"

@@ -123,7 +123,7 @@ async def _publish_delta(run: Run, buffer: StreamBuffer) -> None:
 
 
 def _checkpoint(ctx: StepContext, message_id: int, text: str) -> None:
-    saved = Message.objects.filter(pk=message_id, run__lease_owner=ctx.owner).update(
+    saved = Message.objects.filter(pk=message_id, run__executor_id=ctx.executor_id).update(
         text=text, updated_at=timezone.now()
     )
     if not saved:

@@ -40,15 +40,15 @@ def confined_path(workspace: Path, relative: str) -> tuple[Path, tuple[str, ...]
 
 def _open_beneath(root: Path, parts: tuple[str, ...], flags: int, *, make_parents: bool = False) -> int:
     """Open root/parts[0]/…/parts[-1] following no symlink; with make_parents, create missing directories."""
-    owner = sandbox_uid()
+    sandbox_user = sandbox_uid()
     directory = os.open(root, _DIRECTORY_FLAGS)
     try:
         for part in parts[:-1]:
             if make_parents:
                 try:
                     os.mkdir(part, 0o755, dir_fd=directory)
-                    if owner is not None:
-                        os.chown(part, *owner, dir_fd=directory, follow_symlinks=False)
+                    if sandbox_user is not None:
+                        os.chown(part, *sandbox_user, dir_fd=directory, follow_symlinks=False)
                 except FileExistsError:
                     pass
             try:
@@ -94,8 +94,8 @@ def _write(root: Path, parts: tuple[str, ...], shown: str, content: bytes) -> No
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
         fd = _open_beneath(root, parts, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, make_parents=True)
         try:
-            if (owner := sandbox_uid()) is not None:
-                os.fchown(fd, *owner)
+            if (sandbox_user := sandbox_uid()) is not None:
+                os.fchown(fd, *sandbox_user)
             view = memoryview(content)
             while view:
                 view = view[os.write(fd, view[:CHUNK_BYTES]):]

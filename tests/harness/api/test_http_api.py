@@ -33,7 +33,7 @@ from orchestrator.models import (
     Session,
     SteeringMessage,
 )
-from orchestrator.services.runs import start_run
+from orchestrator.services.runs import run_start
 from orchestrator.services.sessions import session_create
 from orchestrator.services.tokens import api_token_create
 
@@ -359,7 +359,7 @@ def test_repeated_stop_is_already_stopping(api, session):
 @pytest.mark.parametrize("target", ["unknown", "malformed", "other_users"])
 def test_stop_without_a_record_changes_nothing(api, other_user, target):
     theirs = session_create(owner=other_user, title="theirs")
-    their_run = start_run(session_id=theirs.id, user=other_user, text="busy")
+    their_run = run_start(session_id=theirs.id, user=other_user, text="busy")
     session_id = {"unknown": str(uuid.uuid4()), "malformed": "not-a-uuid", "other_users": str(theirs.id)}[target]
 
     response = api.post(f"/api/sessions/{session_id}/stop")
@@ -519,7 +519,7 @@ def test_run_detail_hides_the_result_of_an_unfinished_call(api, session):
 
 def test_another_users_run_is_the_same_404_as_a_random_id(api, other_user):
     theirs = session_create(owner=other_user, title="theirs")
-    their_run = start_run(session_id=theirs.id, user=other_user, text="secret")
+    their_run = run_start(session_id=theirs.id, user=other_user, text="secret")
     missing = api.get(f"/api/runs/{uuid.uuid4()}")
     hidden = api.get(f"/api/runs/{their_run.id}")
     assert_error(hidden, 404, "not_found")

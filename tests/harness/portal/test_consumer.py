@@ -11,7 +11,7 @@ from django.test import Client
 
 from harness.asgi import application
 from orchestrator.models import Message
-from orchestrator.services.runs import stop_run
+from orchestrator.services.runs import run_stop
 from tests.helpers import db, script, start, wait_terminal, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -138,7 +138,7 @@ async def test_a_stop_from_elsewhere_reaches_this_tab(worker, session, user):
     await start(session, user, script({"words": 5000, "delay_ms": 5}))
     early = "".join(await fragments_until('hx-swap-oob="beforeend">')(communicator))  # text is streaming
     assert 'data-mode="stop"' in early and "msg-user" in early
-    await db(stop_run, session_id=session.id, requested_by=user)
+    await db(run_stop, session_id=session.id, requested_by=user)
     received = "".join(await fragments_until('data-mode="idle"')(communicator))
     assert "Stopping…" in received or 'data-mode="stopping"' in received
     assert 'data-status="stopped"' in received  # the partial answer, marked stopped
@@ -151,7 +151,7 @@ async def test_approval_cards_appear_and_resolve(worker, session, user):
     await start(session, user, script({"calls": [{"name": "shell", "arguments": {"command": "echo <x>"}}]}))
     received = "".join(await fragments_until('class="approve"')(communicator))
     assert "<strong>shell</strong> wants to run" in received and "echo &lt;x&gt;" in received
-    await db(stop_run, session_id=session.id, requested_by=user)
+    await db(run_stop, session_id=session.id, requested_by=user)
     received = "".join(await fragments_until("Closed: the run was stopped")(communicator))
     assert received.count('class="approve"') == 0 or received.rindex("Closed") > received.rindex('class="approve"')
     await communicator.disconnect()

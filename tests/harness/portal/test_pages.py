@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.models import Message, Run, Session
-from orchestrator.services.runs import start_run
+from orchestrator.services.runs import run_start
 from orchestrator.services.sessions import session_create
 
 pytestmark = pytest.mark.django_db
@@ -58,7 +58,7 @@ def test_create_rename_and_delete_sessions_from_the_list(client, user):
 
 def test_a_session_with_a_live_run_is_not_deleted_and_the_list_says_why(client, user):
     session = session_create(owner=user, title="busy")
-    start_run(session_id=session.id, user=user, text="hello")
+    run_start(session_id=session.id, user=user, text="hello")
     client.force_login(user)
     page = client.post(f"/sessions/{session.id}/delete", follow=True).content.decode()
     assert Session.objects.filter(pk=session.pk).exists()

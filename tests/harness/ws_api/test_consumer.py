@@ -20,7 +20,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 from django.utils import timezone
 
-from harness import commands
+from harness import client_commands
 from harness.asgi import application
 from harness.ws_api import reducer
 from orchestrator import events, selectors
@@ -38,7 +38,7 @@ from orchestrator.models import (
     SteeringMessage,
 )
 from orchestrator.providers.scripted import FILLER
-from orchestrator.services.runs import start_run
+from orchestrator.services.runs import run_start
 from orchestrator.services.sessions import session_create
 from orchestrator.services.tokens import api_token_create
 from tests.helpers import db, script, start, wait_until
@@ -183,7 +183,7 @@ async def test_an_event_committed_while_the_snapshot_is_read_follows_the_snapsho
 
     def snapshot_then_a_run_starts(session_obj):
         snapshot = real_snapshot(session_obj)
-        start_run(session_id=session_obj.id, user=user, text="started during the snapshot")  # publishes on commit
+        run_start(session_id=session_obj.id, user=user, text="started during the snapshot")  # publishes on commit
         return snapshot
 
     monkeypatch.setattr(selectors, "session_snapshot", snapshot_then_a_run_starts)
@@ -252,7 +252,7 @@ async def test_an_unknown_path_is_closed_4404(token, path):
     await assert_closed_with(WebsocketCommunicator(application, path, headers=bearer(token)), 4404)
 
 
-# --- commands --------------------------------------------------------------------------------------------
+# --- client_commands --------------------------------------------------------------------------------------------
 
 
 async def test_run_start_answers_like_http_then_the_run_streams_to_run_finished(worker, session, user, token):
@@ -518,7 +518,7 @@ async def test_an_unexpected_exception_is_an_internal_error_frame_and_is_logged(
     def explode(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(commands, "start", explode)
+    monkeypatch.setattr(client_commands, "start", explode)
     async with open_socket(session.id, token) as (communicator, _):
         with caplog.at_level(logging.ERROR, logger="harness.ws_api.consumers"):
             answer, _ = await request(communicator, {"type": "run.start", "request_id": "boom", "text": "hi"})

@@ -32,9 +32,9 @@ class Text:
         return "".join(self.parts)
 
 
-def streaming_message(user, *, lease_owner: str = OWNER) -> Text:
+def streaming_message(user, *, executor_id: str = OWNER) -> Text:
     session = session_create(owner=user)
-    run = Run.objects.create(session=session, state=RunState.ASSISTANT_STREAMING, max_turns=5, lease_owner=lease_owner)
+    run = Run.objects.create(session=session, state=RunState.ASSISTANT_STREAMING, max_turns=5, executor_id=executor_id)
     message = Message.objects.create(session=session, run=run, role=MessageRole.ASSISTANT, text="",
                                      status=MessageStatus.STREAMING)
     return Text(message.id)
@@ -62,7 +62,7 @@ def test_one_flush_writes_every_grown_stream_in_one_statement(user):
 
 def test_text_is_not_written_once_the_run_is_leased_to_another_worker(user):
     checkpoints = StreamCheckpoints(OWNER)
-    ours, theirs = streaming_message(user), streaming_message(user, lease_owner="worker-2")
+    ours, theirs = streaming_message(user), streaming_message(user, executor_id="worker-2")
     for stream in (ours, theirs):
         checkpoints._streams[stream.message_id] = stream
         checkpoints._saved[stream.message_id] = 0

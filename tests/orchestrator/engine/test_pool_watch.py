@@ -28,8 +28,8 @@ def driven_runs(owner, pool: ExecutorPool, count: int) -> list[Run]:
     for _ in range(count):
         session = session_create(owner=owner)  # (one live run per session)
         run = Run.objects.create(session=session, state=RunState.ASSISTANT_STREAMING, max_turns=5,
-                                 lease_owner=pool.owner, lease_expires_at=soon)
-        executor = RunExecutor(run_id=str(run.id), owner=pool.owner, pool=pool)
+                                 executor_id=pool.executor_id, lease_expires_at=soon)
+        executor = RunExecutor(run_id=str(run.id), executor_id=pool.executor_id, pool=pool)
         executor.driving = True
         pool.executors[str(run.id)] = executor
         runs.append(run)
@@ -39,7 +39,7 @@ def driven_runs(owner, pool: ExecutorPool, count: int) -> list[Run]:
 def watch_queries(pool: ExecutorPool, *, renew: bool) -> int:
     """The queries of one watch round (run here, on the test's connection, to count them)."""
     with CaptureQueriesContext(connection) as queries:
-        leases_watch(run_ids=list(pool.executors), owner=pool.owner, renew=renew)
+        leases_watch(run_ids=list(pool.executors), executor_id=pool.executor_id, renew=renew)
     return len(queries)
 
 
@@ -54,10 +54,10 @@ def test_one_round_costs_the_same_for_one_run_or_forty(user, count):
 async def test_a_round_lands_stops_renews_leases_and_stops_executors_that_lost_theirs(user):
     pool = ExecutorPool()
     quiet, stopped, taken = await db(driven_runs, user, pool, 3)
-    idle = RunExecutor(run_id="00000000-0000-0000-0000-000000000000", owner=pool.owner, pool=pool)
+    idle = RunExecutor(run_id="00000000-0000-0000-0000-000000000000", executor_id=pool.executor_id, pool=pool)
     pool.executors[idle.run_id] = idle  # not driving (its lease not taken yet): never touched
     await db(Run.objects.filter(pk=stopped.pk).update, stop_requested_at=timezone.now(), stop_requested_by=user)
-    await db(Run.objects.filter(pk=taken.pk).update, lease_owner="another-worker")
+    await db(Run.objects.filter(pk=taken.pk).update, executor_id="another-worker")
     before = timezone.now()
 
     await pool.watch_once(renew=True)

@@ -9,7 +9,7 @@ from orchestrator.engine.context import Interrupt, StepContext, cancel_until_don
 
 
 def make_context() -> StepContext:
-    return StepContext(run_id="run", owner="owner", interrupt=Interrupt(), provider=None, tools=None)
+    return StepContext(run_id="run", executor_id="owner", interrupt=Interrupt(), provider=None, tools=None)
 
 
 async def test_a_cancellation_swallowed_by_wait_for_is_repeated_until_the_work_ends():

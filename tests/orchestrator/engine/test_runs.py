@@ -17,8 +17,8 @@ from django.utils import timezone
 from orchestrator import events
 from orchestrator.models import Approval, CallStatus, FunctionCall, Message, Run, SteeringMessage
 from orchestrator import wakeups
-from orchestrator.services.approvals import decide_approval
-from orchestrator.services.runs import steer_run, stop_run
+from orchestrator.services.approvals import approval_decide
+from orchestrator.services.runs import run_steer, run_stop
 from orchestrator.services.sessions import session_create
 from tests.conftest import running_worker
 from tests.helpers import db, script, start, wait_for_state, wait_terminal, wait_until
@@ -39,7 +39,7 @@ def workspace(settings, session) -> Path:
 
 
 async def stop(session, user, **kwargs):
-    return await db(stop_run, session_id=session.id, requested_by=user, **kwargs)
+    return await db(run_stop, session_id=session.id, requested_by=user, **kwargs)
 
 
 def streamed_text(run_id) -> str:
@@ -67,7 +67,7 @@ async def test_demo_run_calls_the_calculator_and_completes(worker, session, user
     assert [role for role, _, _ in messages] == ["user", "assistant", "tool", "assistant"]
     assert messages[2][2] == "84" and "84" in messages[3][2]
     assert run.receipt["completed_calls"] == [{"call_id": "call_t1_0", "name": "calculator", "status": "succeeded"}]
-    assert run.lease_owner == "" and run.finished_at is not None
+    assert run.executor_id == "" and run.finished_at is not None
 
 
 async def test_approved_call_runs_and_the_run_continues(worker, session, user, settings):
@@ -75,10 +75,10 @@ async def test_approved_call_runs_and_the_run_continues(worker, session, user, s
                                              {"text": "done"}))
     approval = await wait_until(lambda: pending_approval(run.id), what="an approval")
     # Parked: the run waits on a person with no executor (and no lease) held.
-    await wait_until(lambda: Run.objects.filter(pk=run.id, state="awaiting_approval", lease_owner="").exists(),
+    await wait_until(lambda: Run.objects.filter(pk=run.id, state="awaiting_approval", executor_id="").exists(),
                      what="the run to park")
     await wait_until(lambda: str(run.id) not in worker.tasks, what="the executor to exit")
-    assert (await db(decide_approval, approval_id=approval.id, user=user, decision="approve")).accepted
+    assert (await db(approval_decide, approval_id=approval.id, user=user, decision="approve")).accepted
     run = await wait_terminal(run.id)
     assert run.outcome == "completed"
     call = await db(FunctionCall.objects.get, run=run)
@@ -90,7 +90,7 @@ async def test_denied_call_gives_the_model_a_denial_and_never_runs(worker, sessi
     run = await start(session, user, script({"calls": [{"name": "shell", "arguments": {"command": "touch x"}}]},
                                              {"text": "ok"}))
     approval = await wait_until(lambda: pending_approval(run.id), what="an approval")
-    assert (await db(decide_approval, approval_id=approval.id, user=user, decision="deny")).accepted
+    assert (await db(approval_decide, approval_id=approval.id, user=user, decision="deny")).accepted
     run = await wait_terminal(run.id)
     call = await db(FunctionCall.objects.get, run=run)
     assert (run.outcome, call.status, call.result) == ("completed", "denied", "denied by alice")
@@ -112,7 +112,7 @@ async def test_expired_approval_denies_the_call_and_the_run_goes_on(worker, sess
 async def test_steering_is_applied_as_a_user_message_and_a_new_turn(worker, session, user):
     run = await start(session, user, script({"text": "one two three four five six", "delay_ms": 50}, {"text": "steered"}))
     await wait_for_state(run.id, "assistant_streaming")
-    steering = await db(steer_run, session_id=session.id, user=user, text="and also this")
+    steering = await db(run_steer, session_id=session.id, user=user, text="and also this")
     run = await wait_terminal(run.id)
     assert (run.outcome, run.turn_count) == ("completed", 2)
     roles_texts = [(r, t) for r, _, t in await db(transcript, session.id)]
@@ -191,7 +191,7 @@ async def test_stop_mid_shell_kills_the_command_and_its_children(worker, session
     command = f"sleep {tag} & sleep {tag}; wait"
     run = await start(session, user, script({"calls": [{"name": "shell", "arguments": {"command": command}}]}))
     approval = await wait_until(lambda: pending_approval(run.id), what="an approval")
-    await db(decide_approval, approval_id=approval.id, user=user, decision="approve")
+    await db(approval_decide, approval_id=approval.id, user=user, decision="approve")
     await wait_sleeping(tag)  # running, 30 s from its end: the kill below is what ends it
     await stop(session, user)
     run = await wait_terminal(run.id, timeout=5)
@@ -218,7 +218,7 @@ async def test_a_late_approval_after_the_sweep_never_dispatches(worker, session,
     run = await start(session, user, script({"calls": [{"name": "shell", "arguments": {"command": command}}]}))
     approval = await wait_until(lambda: pending_approval(run.id), what="an approval")
     await stop(session, user)
-    late = await db(decide_approval, approval_id=approval.id, user=user, decision="approve")
+    late = await db(approval_decide, approval_id=approval.id, user=user, decision="approve")
     assert late.as_dict() == {"accepted": False, "reason": "approval_closed"}
     run = await wait_terminal(run.id, timeout=5)
     assert run.outcome == "stopped"
@@ -281,7 +281,7 @@ async def kill_executor(pool, run_id) -> None:
     task = pool.tasks[str(run_id)]
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    await db(Run.objects.filter(pk=run_id).update, lease_owner="dead-worker",
+    await db(Run.objects.filter(pk=run_id).update, executor_id="dead-worker",
              lease_expires_at=timezone.now() - timedelta(seconds=1))
 
 

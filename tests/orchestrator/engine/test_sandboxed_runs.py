@@ -15,8 +15,8 @@ import pytest
 
 from orchestrator.engine.workspace import session_workspace
 from orchestrator.models import Approval, CallStatus, FunctionCall, Message
-from orchestrator.services.approvals import decide_approval
-from orchestrator.services.runs import stop_run
+from orchestrator.services.approvals import approval_decide
+from orchestrator.services.runs import run_stop
 from orchestrator.services.sessions import session_create
 from tests.helpers import db, script, start, wait_for_state, wait_terminal, wait_until
 from devtools.processes import live_processes, marker, rss_bytes, wait_no_live_processes, wait_sleeping
@@ -40,7 +40,7 @@ async def approve_shell(run, user, command: str):
     """Start `run`'s approval flow for `command`: wait for the approval card and approve it."""
     approval = await wait_until(
         lambda: Approval.objects.filter(run_id=run.id, status="pending").first(), what="the shell approval")
-    assert (await db(decide_approval, approval_id=approval.id, user=user, decision="approve")).accepted
+    assert (await db(approval_decide, approval_id=approval.id, user=user, decision="approve")).accepted
 
 
 def shell_script(command: str, *then: dict) -> str:
@@ -116,7 +116,7 @@ async def test_a_stop_mid_command_leaves_no_process_alive(worker, session, user)
     await approve_shell(run, user, command)
     await wait_sleeping(tag)
     assert len(live_processes(tag)) >= 3  # bubblewrap, the shell, two sleeps: 30 s from their natural end
-    result = await db(stop_run, session_id=session.id, requested_by=user)
+    result = await db(run_stop, session_id=session.id, requested_by=user)
     assert result.accepted
     run = await wait_terminal(run.id)
     assert run.outcome == "stopped"
@@ -131,7 +131,7 @@ async def test_a_stop_as_the_command_starts_leaves_no_process_alive(worker, sess
     run = await start(session, user, shell_script(command, {"text": "never"}))
     await approve_shell(run, user, command)
     await wait_for_state(run.id, "function_execute")
-    await db(stop_run, session_id=session.id, requested_by=user)
+    await db(run_stop, session_id=session.id, requested_by=user)
     run = await wait_terminal(run.id)
     assert run.outcome == "stopped"
     await wait_no_live_processes(tag)

@@ -46,14 +46,14 @@ OWNER = "test-executor"
 
 def make_run(session, state: str, *, stop: bool = False, turn_count: int = 0, max_turns: int = 5, user=None) -> Run:
     return Run.objects.create(
-        session=session, state=state, turn_count=turn_count, max_turns=max_turns, lease_owner=OWNER,
+        session=session, state=state, turn_count=turn_count, max_turns=max_turns, executor_id=OWNER,
         lease_expires_at=timezone.now() + timedelta(minutes=5),
         stop_requested_at=timezone.now() if stop else None, stop_requested_by=user if stop else None,
     )
 
 
 def make_ctx(run: Run) -> StepContext:
-    return StepContext(run_id=run.id, owner=OWNER, interrupt=Interrupt(), provider=ScriptedProvider(), tools=get_registry())
+    return StepContext(run_id=run.id, executor_id=OWNER, interrupt=Interrupt(), provider=ScriptedProvider(), tools=get_registry())
 
 
 def add_calls(run: Run, *specs: tuple[str, dict], status: str = CallStatus.PENDING) -> list[FunctionCall]:
@@ -138,7 +138,7 @@ async def test_awaiting_approval_parks_and_releases_the_lease_while_a_person_dec
     ctx = make_ctx(run)
     after = await awaiting_approval.handle(ctx, run)
     assert ctx.parked and after.state == RunState.AWAITING_APPROVAL
-    assert (after.lease_owner, after.lease_expires_at) == ("", None)
+    assert (after.executor_id, after.lease_expires_at) == ("", None)
 
 
 async def test_awaiting_approval_expires_overdue_approvals_and_continues(session):
@@ -243,7 +243,7 @@ async def test_tearing_down_repairs_the_transcript_in_one_transaction(session, u
     pending, running = await db(add_calls, run, ("clock", {}), ("side_effect", {}), status=CallStatus.APPROVED)
     await db(FunctionCall.objects.filter(pk=running.pk).update, status=CallStatus.RUNNING, started_at=timezone.now())
     after = await tearing_down.handle(make_ctx(run), await db(Run.objects.get, pk=run.pk))
-    assert (after.state, after.outcome, after.lease_owner) == ("stopped", "stopped", "")
+    assert (after.state, after.outcome, after.executor_id) == ("stopped", "stopped", "")
     partial = await db(Message.objects.get, pk=partial.pk)
     assert (partial.status, partial.text) == ("stopped", "half an ans")
     statuses = await db(lambda: dict(FunctionCall.objects.filter(run=run).values_list("name", "status")))

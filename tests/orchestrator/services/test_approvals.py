@@ -11,9 +11,9 @@ from django.db import connections
 from django.utils import timezone
 
 from orchestrator.models import Approval, CallStatus, FunctionCall, Message, Run, RunState
-from orchestrator.services.approvals import decide_approval
+from orchestrator.services.approvals import approval_decide
 from orchestrator.services.errors import NotFound
-from orchestrator.services.runs import stop_run
+from orchestrator.services.runs import run_stop
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,7 +29,7 @@ def approval_for(session, *, expires_in: float = 300) -> Approval:
 
 def test_approve_marks_the_call_approved(session, user):
     approval = approval_for(session)
-    assert decide_approval(approval_id=approval.id, user=user, decision="approve").as_dict() == {
+    assert approval_decide(approval_id=approval.id, user=user, decision="approve").as_dict() == {
         "accepted": True, "reason": None}
     approval.refresh_from_db()
     assert (approval.status, approval.decided_by) == ("approved", user)
@@ -38,7 +38,7 @@ def test_approve_marks_the_call_approved(session, user):
 
 def test_deny_closes_the_call_with_a_result_the_model_reads(session, user):
     approval = approval_for(session)
-    assert decide_approval(approval_id=str(approval.id), user=user, decision="deny").accepted
+    assert approval_decide(approval_id=str(approval.id), user=user, decision="deny").accepted
     call = FunctionCall.objects.get(pk=approval.function_call_id)
     assert (call.status, call.result) == ("denied", "denied by alice")
     assert Message.objects.get(function_call=call).text == "denied by alice"
@@ -49,7 +49,7 @@ def test_racing_decisions_have_exactly_one_winner(session, user):
 
     def decide(index: int):
         try:
-            return decide_approval(approval_id=approval.id, user=user, decision="approve" if index % 2 else "deny")
+            return approval_decide(approval_id=approval.id, user=user, decision="approve" if index % 2 else "deny")
         finally:
             connections.close_all()
 
@@ -66,8 +66,8 @@ def test_racing_decisions_have_exactly_one_winner(session, user):
 
 def test_a_decision_after_the_stop_sweep_is_closed_and_changes_nothing(session, user):
     approval = approval_for(session)
-    assert stop_run(session_id=session.id, requested_by=user).accepted
-    assert decide_approval(approval_id=approval.id, user=user, decision="approve").as_dict() == {
+    assert run_stop(session_id=session.id, requested_by=user).accepted
+    assert approval_decide(approval_id=approval.id, user=user, decision="approve").as_dict() == {
         "accepted": False, "reason": "approval_closed"}
     approval.refresh_from_db()
     assert (approval.status, approval.reason) == ("swept", "run_stopped")
@@ -76,7 +76,7 @@ def test_a_decision_after_the_stop_sweep_is_closed_and_changes_nothing(session, 
 
 def test_an_overdue_approval_expires_instead_of_being_decided(session, user):
     approval = approval_for(session, expires_in=-1)
-    assert decide_approval(approval_id=approval.id, user=user, decision="approve").reason == "approval_closed"
+    assert approval_decide(approval_id=approval.id, user=user, decision="approve").reason == "approval_closed"
     approval.refresh_from_db()
     call = FunctionCall.objects.get(pk=approval.function_call_id)
     assert (approval.status, call.status, call.result) == ("expired", "denied", "denied: the approval request expired")
@@ -86,6 +86,6 @@ def test_another_users_approval_is_as_unknown_as_a_missing_one(session, other_us
     approval = approval_for(session)
     for approval_id in (approval.id, uuid.uuid4(), "not-a-uuid", None):
         with pytest.raises(NotFound):
-            decide_approval(approval_id=approval_id, user=other_user, decision="approve")
+            approval_decide(approval_id=approval_id, user=other_user, decision="approve")
     approval.refresh_from_db()
     assert approval.status == "pending"

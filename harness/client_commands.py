@@ -13,9 +13,9 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from orchestrator import selectors
 from orchestrator.providers.catalog import model_choices
-from orchestrator.services.approvals import decide_approval
+from orchestrator.services.approvals import approval_decide
 from orchestrator.services.errors import ServiceError
-from orchestrator.services.runs import start_run, steer_run, stop_run
+from orchestrator.services.runs import run_start, run_steer, run_stop
 from orchestrator.services.sessions import session_create, session_delete, session_update
 
 Result = tuple[int, dict[str, Any]]
@@ -91,17 +91,17 @@ def delete_session(user: AbstractBaseUser, data: dict[str, Any], *, session_id: 
 
 
 def start(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> Result:
-    run = _service(start_run, session_id=session_id, user=user, text=field(data, "text", str))
+    run = _service(run_start, session_id=session_id, user=user, text=field(data, "text", str))
     return 201, {"run_id": str(run.id), "state": run.state}
 
 
 def stop(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> Result:
     run_id = field(data, "run_id", str, required=False)
-    return 200, stop_run(session_id=session_id, requested_by=user, run_id=run_id).as_dict()
+    return 200, run_stop(session_id=session_id, requested_by=user, run_id=run_id).as_dict()
 
 
 def steer(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> Result:
-    steering = _service(steer_run, session_id=session_id, user=user, text=field(data, "text", str))
+    steering = _service(run_steer, session_id=session_id, user=user, text=field(data, "text", str))
     return 202, selectors.steering_data(steering)
 
 
@@ -117,5 +117,5 @@ def decide(user: AbstractBaseUser, data: dict[str, Any], *, approval_id: Any, se
     decision = field(data, "decision", str)
     if decision not in ("approve", "deny"):
         raise CommandError(400, "invalid_field", "'decision' must be 'approve' or 'deny'")
-    result = _service(decide_approval, approval_id=approval_id, user=user, decision=decision, session_id=session_id)
+    result = _service(approval_decide, approval_id=approval_id, user=user, decision=decision, session_id=session_id)
     return 200, result.as_dict()

@@ -1,4 +1,4 @@
-"""The stop contract of `stop_run`: typed, idempotent, run-scoped, atomic with the sweep, never a false success.
+"""The stop contract of `run_stop`: typed, idempotent, run-scoped, atomic with the sweep, never a false success.
 
 These are synchronous tests of the service against the real database and the real in-memory channel layer;
 the wake-up is read back from the `orchestrator` channel the worker listens on.
@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from orchestrator.models import Approval, CallStatus, FunctionCall, Message, Run, RunState
 from orchestrator.services import runs as run_services
-from orchestrator.services.runs import start_run, stop_run
+from orchestrator.services.runs import run_start, run_stop
 from orchestrator.services.sessions import session_create
 from orchestrator.wakeups import ORCHESTRATOR_CHANNEL
 
@@ -47,7 +47,7 @@ def parked_run(session) -> tuple[Run, Approval]:
 
 def test_stop_requires_a_session(user):
     for missing in (None, "", "not-a-uuid", str(uuid.uuid4())):
-        assert stop_run(session_id=missing, requested_by=user).as_dict() == {
+        assert run_stop(session_id=missing, requested_by=user).as_dict() == {
             "accepted": False, "reason": "no_record", "prior_state": None, "run_id": None,
         }
 
@@ -55,25 +55,25 @@ def test_stop_requires_a_session(user):
 def test_unknown_session_and_foreign_session_are_indistinguishable_and_change_nothing(session, user, other_user):
     run, approval = parked_run(session)
     wakeups()
-    unknown = stop_run(session_id=uuid.uuid4(), requested_by=other_user)
-    foreign = stop_run(session_id=session.id, requested_by=other_user)
+    unknown = run_stop(session_id=uuid.uuid4(), requested_by=other_user)
+    foreign = run_stop(session_id=session.id, requested_by=other_user)
     assert unknown == foreign == run_services.NO_RECORD
     run.refresh_from_db()
     approval.refresh_from_db()
     assert (run.stop_requested_at, approval.status) == (None, "pending")
     assert wakeups() == []
     # The owner's stop of the same session is what could have happened:
-    assert stop_run(session_id=session.id, requested_by=user).accepted
+    assert run_stop(session_id=session.id, requested_by=user).accepted
 
 
 def test_session_without_runs_is_no_record(session, user):
-    assert stop_run(session_id=session.id, requested_by=user) == run_services.NO_RECORD
+    assert run_stop(session_id=session.id, requested_by=user) == run_services.NO_RECORD
 
 
 def test_happy_path_sets_the_flag_sweeps_approvals_and_wakes_the_executor(session, user):
     run, approval = parked_run(session)
     wakeups()
-    result = stop_run(session_id=session.id, requested_by=user)
+    result = run_stop(session_id=session.id, requested_by=user)
     assert result.as_dict() == {"accepted": True, "reason": None, "prior_state": "awaiting_approval", "run_id": str(run.id)}
     run.refresh_from_db()
     approval.refresh_from_db()
@@ -84,9 +84,9 @@ def test_happy_path_sets_the_flag_sweeps_approvals_and_wakes_the_executor(sessio
 
 def test_wake_up_goes_to_the_executor_holding_the_lease(session, user):
     run, _ = parked_run(session)
-    Run.objects.filter(pk=run.pk).update(lease_owner="w1", lease_channel="orchestrator.w1!abc",
+    Run.objects.filter(pk=run.pk).update(executor_id="w1", lease_channel="orchestrator.w1!abc",
                                          lease_expires_at=timezone.now() + timedelta(seconds=10))
-    stop_run(session_id=session.id, requested_by=user)
+    run_stop(session_id=session.id, requested_by=user)
     message = async_to_sync(get_channel_layer().receive)("orchestrator.w1!abc")
     assert message == {"type": "run.stop", "run_id": str(run.id)}
 
@@ -94,10 +94,10 @@ def test_wake_up_goes_to_the_executor_holding_the_lease(session, user):
 def test_repeated_stop_is_idempotent(session, user):
     run, approval = parked_run(session)
     wakeups()
-    first = stop_run(session_id=session.id, requested_by=user)
+    first = run_stop(session_id=session.id, requested_by=user)
     run.refresh_from_db()
     flagged_at = run.stop_requested_at
-    second = stop_run(session_id=session.id, requested_by=user)
+    second = run_stop(session_id=session.id, requested_by=user)
     assert first.reason is None
     assert second.as_dict() == {"accepted": True, "reason": "already_stopping", "prior_state": "awaiting_approval",
                                 "run_id": str(run.id)}
@@ -109,7 +109,7 @@ def test_repeated_stop_is_idempotent(session, user):
 def test_already_stopped_short_circuits(session, user):
     run = Run.objects.create(session=session, state=RunState.STOPPED, outcome="stopped", max_turns=5)
     wakeups()
-    result = stop_run(session_id=session.id, requested_by=user)
+    result = run_stop(session_id=session.id, requested_by=user)
     assert result.as_dict() == {"accepted": False, "reason": "already_stopped", "prior_state": "stopped",
                                 "run_id": str(run.id)}
     run.refresh_from_db()
@@ -119,21 +119,21 @@ def test_already_stopped_short_circuits(session, user):
 
 def test_a_stop_pinned_to_an_old_run_never_stops_the_newer_one(session, user):
     old = Run.objects.create(session=session, state=RunState.COMPLETED, outcome="completed", max_turns=5)
-    new = start_run(session_id=session.id, user=user, text="hello")
-    stale = stop_run(session_id=session.id, requested_by=user, run_id=str(old.id))
+    new = run_start(session_id=session.id, user=user, text="hello")
+    stale = run_stop(session_id=session.id, requested_by=user, run_id=str(old.id))
     assert (stale.accepted, stale.reason, stale.run_id) == (False, "already_stopped", str(old.id))
     new.refresh_from_db()
     assert new.stop_requested_at is None
-    pinned = stop_run(session_id=session.id, requested_by=user, run_id=str(new.id))
+    pinned = run_stop(session_id=session.id, requested_by=user, run_id=str(new.id))
     assert (pinned.accepted, pinned.reason, pinned.prior_state) == (True, None, "provisioning")
-    assert stop_run(session_id=session.id, requested_by=user, run_id=str(uuid.uuid4())) == run_services.NO_RECORD
+    assert run_stop(session_id=session.id, requested_by=user, run_id=str(uuid.uuid4())) == run_services.NO_RECORD
 
 
 def test_the_flag_is_run_scoped_and_a_new_run_starts_clean(session, user):
-    first = start_run(session_id=session.id, user=user, text="one")
-    stop_run(session_id=session.id, requested_by=user)
+    first = run_start(session_id=session.id, user=user, text="one")
+    run_stop(session_id=session.id, requested_by=user)
     Run.objects.filter(pk=first.pk).update(state=RunState.STOPPED, outcome="stopped")
-    second = start_run(session_id=session.id, user=user, text="two")
+    second = run_start(session_id=session.id, user=user, text="two")
     assert second.stop_requested_at is None
     first.refresh_from_db()
     assert first.stop_requested_at is not None  # nothing clears a run's flag
@@ -147,7 +147,7 @@ def test_a_failed_stop_transaction_is_never_a_false_success(session, user, monke
         raise OperationalError("disk I/O error")
 
     monkeypatch.setattr(run_services, "approval_sweep", sweep_fails)
-    result = stop_run(session_id=session.id, requested_by=user)
+    result = run_stop(session_id=session.id, requested_by=user)
     assert result.as_dict() == {"accepted": False, "reason": "store_unavailable", "prior_state": None, "run_id": None}
     run.refresh_from_db()
     approval.refresh_from_db()
@@ -157,12 +157,12 @@ def test_a_failed_stop_transaction_is_never_a_false_success(session, user, monke
 
 
 def test_fifty_concurrent_stops_give_exactly_one_first_stop(session, user):
-    run = start_run(session_id=session.id, user=user, text="hello")
+    run = run_start(session_id=session.id, user=user, text="hello")
     wakeups()
 
     def stop_once(_):
         try:
-            return stop_run(session_id=session.id, requested_by=user)
+            return run_stop(session_id=session.id, requested_by=user)
         finally:
             connections.close_all()
 
@@ -176,8 +176,8 @@ def test_fifty_concurrent_stops_give_exactly_one_first_stop(session, user):
 
 def test_admin_stop_skips_the_ownership_check(session, other_user):
     run = Run.objects.create(session=session, state=RunState.FUNCTION_EXECUTE, max_turns=5)
-    assert stop_run(session_id=session.id, requested_by=other_user) == run_services.NO_RECORD
-    result = stop_run(session_id=session.id, requested_by=other_user, run_id=str(run.id), as_admin=True)
+    assert run_stop(session_id=session.id, requested_by=other_user) == run_services.NO_RECORD
+    result = run_stop(session_id=session.id, requested_by=other_user, run_id=str(run.id), as_admin=True)
     assert (result.accepted, result.reason) == (True, None)
     run.refresh_from_db()
     assert (run.stop_requested_by, run.stop_reason) == (other_user, "admin")
@@ -186,6 +186,6 @@ def test_admin_stop_skips_the_ownership_check(session, other_user):
 def test_stop_on_another_users_session_with_the_same_title_is_no_record(user, other_user):
     mine = session_create(owner=user, title="same")
     theirs = session_create(owner=other_user, title="same")
-    start_run(session_id=theirs.id, user=other_user, text="hi")
-    assert stop_run(session_id=theirs.id, requested_by=user) == run_services.NO_RECORD
-    assert stop_run(session_id=mine.id, requested_by=user) == run_services.NO_RECORD
+    run_start(session_id=theirs.id, user=other_user, text="hi")
+    assert run_stop(session_id=theirs.id, requested_by=user) == run_services.NO_RECORD
+    assert run_stop(session_id=mine.id, requested_by=user) == run_services.NO_RECORD
