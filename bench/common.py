@@ -1,20 +1,27 @@
-"""What the benchmarks share: the repository's paths, the server's management commands, percentiles and
-tables, and facts about the machine and the code measured. (Import it after putting the repository root on
-sys.path, as the benchmarks do: free ports come from the test fixtures' `tests.servers`.)"""
+"""What only the benchmarks share: percentiles, tables, the scripted model's messages, the environment of a
+`manage.py serve` under test and writing the JSON. Everything that drives processes and clients, or tells
+about the machine, is in devtools/ (shared with the tests). Import it after putting the repository root and
+bench/ on sys.path, as the benchmarks do."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
-import signal
-import subprocess
-import sys
+import os
+import statistics
+import time
 from pathlib import Path
 
-from tests.servers import free_port  # noqa: F401  (re-exported: one way to pick a port)
+from devtools.api import KeepAliveClient
+from devtools.process import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-MANAGE = ROOT / "manage.py"
+RESULTS = ROOT / "bench" / "results"
+PERCENTILE_METHOD = "nearest-rank: pK = ceil(K/100*n)-th smallest sample"
+
+
+class TrialFailed(Exception):
+    """One trial did not measure what it should; recorded as its `failure`, the benchmark goes on."""
 
 
 def script_text(script: dict) -> str:
@@ -30,8 +37,21 @@ def nearest_rank(values: list[float], pct: float) -> float | None:
     return ordered[max(1, math.ceil(pct / 100 * len(ordered))) - 1]
 
 
+def summary(values: list[float]) -> dict:
+    """n, p50/p95/p99 (nearest-rank), max, min and mean of the samples."""
+    if not values:
+        return {"n": 0, "p50": None, "p95": None, "p99": None, "max": None, "min": None, "mean": None}
+    return {"n": len(values), "p50": nearest_rank(values, 50), "p95": nearest_rank(values, 95),
+            "p99": nearest_rank(values, 99), "max": max(values), "min": min(values),
+            "mean": round(statistics.fmean(values), 3)}
+
+
 def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def parse_iso(value: str | None) -> datetime.datetime | None:
+    return datetime.datetime.fromisoformat(value) if value else None
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -41,55 +61,57 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
-def manage(env: dict, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, str(MANAGE), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"manage.py {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result.stdout
+def serve_env(tmpdir: Path, **extra: str) -> dict:
+    """The environment of a benchmarked `manage.py serve`: a fresh SQLite database and workspace root."""
+    return {**os.environ, "DATABASE_URL": f"sqlite:///{tmpdir / 'bench.sqlite3'}",  # absolute: sqlite:////tmp/…
+            "HARNESS_VAR_DIR": str(tmpdir / "var"), "HARNESS_WORKSPACE_ROOT": str(tmpdir / "workspaces"),
+            "STATIC_ROOT": str(tmpdir / "static"), "DJANGO_SETTINGS_MODULE": "harness.settings",
+            "PYTHONUNBUFFERED": "1", **extra}
 
 
-def stop_server(proc: subprocess.Popen | None) -> None:
-    """SIGINT (a clean shutdown), then SIGTERM, then SIGKILL; only this one process."""
-    if proc is None or proc.poll() is not None:
-        return
-    for action, grace in ((lambda: proc.send_signal(signal.SIGINT), 10), (proc.terminate, 5), (proc.kill, 5)):
-        action()
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+def send_stop(client: KeepAliveClient, session_id: str, run_id: str, record: dict) -> dict:
+    """POST the stop on a warm connection: stop→response and prior_state in `record`; TrialFailed unless it
+    was accepted. The stop's answer."""
+    status, stop, elapsed, _ = client.request("POST", f"/api/sessions/{session_id}/stop", {"run_id": run_id})
+    record["stop_response_ms"] = round(elapsed, 3)
+    record["prior_state"] = stop.get("prior_state")
+    if status != 200 or not stop.get("accepted") or stop.get("reason"):
+        raise TrialFailed(f"stop not accepted: HTTP {status} {stop}")
+    return stop
 
 
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no server log)"
+def wait_terminal(client: KeepAliveClient, run_id: str, deadline_s: float, poll_s: float) -> tuple[dict, float]:
+    """Poll the run until it is terminal: (the run, perf_counter() when that was seen); TrialFailed after
+    `deadline_s`."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        status, run, _, _ = client.request("GET", f"/api/runs/{run_id}")
+        if status == 200 and run["state"] in ("completed", "stopped", "failed"):
+            return run, time.perf_counter()
+        if time.monotonic() > deadline:
+            raise TrialFailed(f"terminal: still {run.get('state')} {deadline_s:g} s after the stop")
+        time.sleep(poll_s)
 
 
-def cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
+def judge_stopped(run: dict, record: dict) -> None:
+    """The run's server-side stop timings in `record` (stop→terminal, requested→acknowledged→terminal);
+    TrialFailed unless it ended `stopped` with its latency recorded."""
+    record["final_state"] = run["state"]
+    if run["state"] != "stopped":
+        raise TrialFailed(f"terminal: ended {run['state']} ({run.get('error')}), not stopped")
+    latency = record["stop_terminal_ms"] = run["stop"]["latency_ms"]
+    if latency is None:
+        raise TrialFailed("terminal: stop.latency_ms missing")
+    requested, acknowledged = parse_iso(run["stop"]["requested_at"]), parse_iso(run["stop"]["acknowledged_at"])
+    if requested and acknowledged:
+        record["stop_ack_ms"] = round((acknowledged - requested).total_seconds() * 1000, 3)
+        record["ack_terminal_ms"] = round(latency - record["stop_ack_ms"], 3)
 
 
-def git(*args: str) -> str | None:
-    """A git command's output in the repository, or None (not a checkout, no git, an error)."""
-    try:
-        result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
-
-
-PERCENTILE_METHOD = "nearest-rank: pK = ceil(K/100*n)-th smallest sample"
+def finish(path: Path, output: dict, text: str, *, all_pass: bool, strict: bool) -> int:
+    """Say whether every target passed, and write the run's JSON (`table`: the printed report)."""
+    print("ALL TARGETS PASS" if all_pass else "SOME TARGETS MISSED")
+    return write_results(path, {**output, "table": text}, all_pass=all_pass, strict=strict)
 
 
 def write_results(path: Path, output: dict, *, all_pass: bool, strict: bool) -> int:

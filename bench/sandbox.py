@@ -22,21 +22,24 @@ import asyncio
 import datetime
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
 from common import (  # noqa: E402
-    MANAGE, PERCENTILE_METHOD, ROOT, cpu_model, fmt, free_port, git, manage, nearest_rank, script_text,
-    stop_server, table, write_results,
+    PERCENTILE_METHOD, RESULTS, fmt, nearest_rank, script_text, serve_env, table, write_results,
 )
-from stop_latency import ApiClient, wait_ready  # noqa: E402
+from devtools.api import KeepAliveClient  # noqa: E402
+from devtools.facts import cpu_model, git  # noqa: E402
+from devtools.processes import live_processes, marker as new_marker  # noqa: E402
+from devtools.serve import Serve  # noqa: E402
+from devtools.servers import sandbox_reachable_dir  # noqa: E402
+from devtools.waiting import wait_for  # noqa: E402
 
-DEFAULT_JSON = ROOT / "bench" / "results" / "sandbox.json"
+DEFAULT_JSON = RESULTS / "sandbox.json"
 TARGET_ADDED_MEDIAN_MS = 20.0
 TARGET_GONE_P99_MS = 100.0
 
@@ -97,30 +100,8 @@ async def startup_costs(calls: int, workspace_root: Path) -> dict[str, list[floa
 # --- 2. stop → process tree gone (a real server) --------------------------------------------------------
 
 
-def live(marker: bytes) -> bool:
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
-                status = Path(f"/proc/{pid}/stat").read_text()
-                if status.rsplit(")", 1)[1].split()[0] != "Z":
-                    return True
-        except OSError:
-            continue
-    return False
-
-
-def wait(condition, what: str, deadline_s: float = 10.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.002)
-
-
-def stop_trial(client: ApiClient) -> dict:
-    marker = f"30.{random.randrange(10**8, 10**9)}"
+def stop_trial(client: KeepAliveClient) -> dict:
+    marker = new_marker()
     command = f"sleep {marker} & sleep {marker}; wait"
     status, session, _, _ = client.request("POST", "/api/sessions", {"title": "bench"})
     sid = session["id"]
@@ -131,41 +112,30 @@ def stop_trial(client: ApiClient) -> dict:
     def pending() -> list:
         return client.request("GET", f"/api/sessions/{sid}")[1]["pending_approvals"]
 
-    wait(pending, "the approval")
+    wait_for(pending, 10, interval_s=0.002, what="the approval")
     client.request("POST", f"/api/approvals/{pending()[0]['id']}", {"decision": "approve"})
-    needle = f"sleep\0{marker}\0".encode()
-    wait(lambda: live(needle), "the command's sleeps")
+    wait_for(lambda: live_processes(f"sleep\0{marker}\0"), 10, interval_s=0.002, what="the command's sleeps")
     sent = time.perf_counter()
     status, body, response_ms, _ = client.request("POST", f"/api/sessions/{sid}/stop")
     assert status == 200 and body["accepted"], body
-    while live(marker.encode()):
-        if time.perf_counter() - sent > 10:
-            raise SystemExit(f"processes of {marker} still alive 10 s after the stop")
-        time.sleep(0.0005)
+    wait_for(lambda: not live_processes(marker), 10, interval_s=0.0005, what=f"no process of {marker} alive")
     return {"stop_response_ms": response_ms, "stop_gone_ms": (time.perf_counter() - sent) * 1000}
 
 
 def stop_trials(trials: int, tmpdir: Path, workspace_root: Path) -> tuple[list[dict], str]:
-    env = dict(os.environ)
-    env.update(DATABASE_URL=f"sqlite:///{tmpdir / 'bench.sqlite3'}", HARNESS_VAR_DIR=str(tmpdir / "var"),
-               HARNESS_WORKSPACE_ROOT=str(workspace_root), DJANGO_SETTINGS_MODULE="harness.settings",
-               HARNESS_MODEL="scripted", PYTHONUNBUFFERED="1")
-    manage(env, "migrate", "--noinput", "-v", "0")
-    token = manage(env, "create_api_token", "bench").strip().splitlines()[-1].strip()
-    port, log_path = free_port(), tmpdir / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, str(MANAGE), "serve", f"127.0.0.1:{port}"], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    client = ApiClient("127.0.0.1", port, token)
+    server = Serve(serve_env(tmpdir, HARNESS_WORKSPACE_ROOT=str(workspace_root), HARNESS_MODEL="scripted"),
+                   tmpdir / "server.log")
+    server.migrate()
+    client = KeepAliveClient("127.0.0.1", server.port, server.create_token("bench"))
     try:
-        wait_ready(proc, port, token, log_path)
+        server.start()
         health = client.request("GET", "/healthz")[1].get("sandbox", {})
         if health.get("mode") != "bubblewrap":
             raise SystemExit(f"the server's sandbox is not bubblewrap: {health}")
         return [stop_trial(client) for _ in range(trials)], health["mode"]
     finally:
         client.close()
-        stop_server(proc)
+        server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,14 +153,12 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
         tmpdir = Path(tmp)
-        workspace_root = Path(tempfile.mkdtemp(prefix="harness-bench-ws-"))
-        workspace_root.chmod(0o711)  # reachable by the sandbox's user when we are root
+        workspace_root = sandbox_reachable_dir("harness-bench-ws-")  # the sandbox's user must reach it as root
         os.environ["HARNESS_WORKSPACE_ROOT"] = str(workspace_root)
         django.setup()
         began = datetime.datetime.now(datetime.timezone.utc)
         startup = asyncio.run(startup_costs(calls, workspace_root))
         stops, mode = stop_trials(trials, tmpdir, workspace_root)
-        subprocess.run(["rm", "-rf", str(workspace_root)], check=False)
 
     startup_stats = {name: stats(values) for name, values in startup.items()}
     added = startup_stats["sandboxed"]["p50"] - startup_stats["unsafe"]["p50"]

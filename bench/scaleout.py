@@ -3,70 +3,10 @@
 throughput with one vs two workers, on a real scaled-out deployment on this machine.
 
 Run with `.venv/bin/python bench/scaleout.py [--quick] [--json PATH]` (meant for `make bench`). Never run by
-the tests. Standard library + psycopg + websockets (both in the venv); it reuses `tests.servers` (throwaway
-PostgreSQL and Redis) and the `Cluster` helper of `tests/scaleout/conftest.py` (processes, HTTP, SQL), and
-the statistics/HTTP/CPU helpers of `bench/stop_latency.py`.
+the tests. psycopg + websockets + psutil (in the venv); the deployment is devtools' (throwaway PostgreSQL and
+Redis, the `Cluster` of web processes and workers the scale-out tests use), and so are its clients.
 
-The deployment, started and always stopped by the bench (try/finally):
-  PostgreSQL 15 + Redis (throwaway, 127.0.0.1, free ports) · 2 Daphne web processes `python -m daphne …
-  harness.asgi:application` (A and B) · 2 workers `manage.py runworker orchestrator` · production settings:
-  HARNESS_LEASE_TTL_SECONDS=8, HARNESS_RECOVERY_INTERVAL_SECONDS=1, HARNESS_STOP_POLL_SECONDS=0.5 (the
-  defaults, passed explicitly so an inherited environment cannot change them; --lease-ttl etc. to vary).
-  Plus, for the one-process baseline, `manage.py serve` on SQLite with the in-memory channel layer (the
-  embedded default, exactly what bench/stop_latency.py measures), running at the same time, idle except
-  for its own trials.
-
-Scenarios (all in ONE run, so ratios compare the same machine state):
-
-1. `stop` — cross-process stop→terminal. Each trial: a fresh session; a JSON WebSocket API client
-   connects to the *stopping* web process; the run `{"turns":[{"words":5000,"delay_ms":5}]}` is started
-   through web A; once the socket has seen a `message.delta` (it streams), a trivial `GET /api/sessions/<id>`
-   on the stopping process (the same-load baseline) and then `POST /api/sessions/<id>/stop {"run_id"}`.
-   Three variants, interleaved trial by trial (rotating order) so that drift and other load hit all alike:
-     cross     start via A, stop via B  — the scaled-out case the target is about;
-     same      start via A, stop via A  — same deployment, stop through the process that took the start
-               (neither web process drives runs: the stop crosses web → Redis → worker either way);
-     embedded  `manage.py serve` on SQLite: start and stop through the one process that also drives runs.
-   Per trial: stop→response (client, perf_counter around the POST on a warm keep-alive connection);
-   stop→terminal (server, `stop.latency_ms` = finished_at − stop_requested_at); requested→acknowledged and
-   acknowledged→terminal (server), to split "reaching the executor" from "tearing down"; stop→run.finished
-   on the socket (client: what a user on the stopping process sees). Warm-up trials are discarded. A trial
-   waits up to 60 s for the terminal state (the whole answer takes ≈ 30 s), so a stop that neither the wake-up
-   nor the database poll lands is measured, not cut off; those are counted as "late" (ack > 1 s).
-   Target: cross stop→terminal p99 ≤ 250 ms (and no failed trial).
-2. `resume` — resume after SIGKILL. Each trial: a run streaming `{"words": R, "delay_ms": 5}` (R = --resume-
-   words, ≈ R × 5 ms); once it streams and after a random delay in [0, renewal period) (workers die at any
-   point of the lease cycle; --seed), read `lease_owner` ("host:pid:uuid") and `lease_expires_at`, SIGKILL
-   that worker, then poll SQL every 10 ms: kill→takeover (another owner holds the lease), kill→terminal. The
-   takeover instant is also derived server-side (new lease_expires_at − TTL, as lease_acquire sets it).
-   A replacement worker is started after the run is terminal (so the measured takeover is the surviving
-   worker's; a supervisor restarting the dead one at once would not change the bound below).
-   Bound: the lease lapses TTL after its last renewal (renewed every TTL/3, checked every stop poll), so
-   (TTL − renewal period, TTL] after the kill; the next recovery scan (every HARNESS_RECOVERY_INTERVAL_SECONDS)
-   takes it over: kill→takeover ∈ (TTL − ⌈TTL/3⌉poll, TTL + interval + scan time]. Kill→terminal adds the
-   whole answer again (the model is asked again; the partial message is kept as `error`).
-3. `throughput` — N short runs (`{"turns":[{"text": …, "calls":[clock]}, {"text": …}]}`, 2 ms per word),
-   one per pre-created session, started as fast as possible by 8 client threads through A and B
-   alternately; completed runs per second = N / (last finished_at − first created_at) (server clocks) and
-   N / (first start sent → all terminal seen) (client). With 1 worker and then 2 (--throughput-rounds R runs
-   the pair R times, order 1,2,2,1,… to balance drift). Ratio = median 2-worker / median 1-worker rate. Runs
-   per worker = the first lease owner seen for each run (SQL polled every 50 ms). Per-process CPU
-   (cores) during each phase says what limits it: the machine has 2 cores shared by PostgreSQL, Redis,
-   2 Daphne processes, the workers and this client, so no ratio can exceed what those 2 cores allow.
-
-Diagnosis (--probe): the workers are replaced by bench/scaleout_probe.py, the same worker with the stop path
-and the database thread instrumented (in that process only). Each stop is split into stop_requested →
-wake-up at the worker (web → Redis → worker) and cancel → cancelled work ended, with the await chain where a
-cancellation was swallowed; each throughput phase gets each worker's database-thread busy share, calls and
-health checks per run, main-thread CPU and event-loop lag. Not for the headline numbers.
-
-CPU: utime+stime from /proc/<pid>/stat (PostgreSQL: the postmaster and its children, including reaped
-backends), the machine's busy and steal time from /proc/stat; "others" = busy − everything we started −
-this client (other users of the machine).
-
-Percentiles are nearest-rank: pK is the ceil(K/100 * n)-th smallest sample (1-based), always an observed
-value. Prints tables and PASS/MISS, writes everything (raw arrays, per-trial records, percentiles, machine
-info, settings) as JSON to --json (default bench/results/scaleout.json, gitignored).
+What it runs, measures and judges is described in bench/README.md (`scaleout.py`).
 """
 
 from __future__ import annotations
@@ -76,6 +16,7 @@ import concurrent.futures
 import datetime
 import json
 import os
+import platform
 import random
 import shutil
 import signal
@@ -85,39 +26,24 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # tests.servers, tests.scaleout.conftest; stop_latency
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
 import psycopg  # noqa: E402
-from websockets.sync.client import connect as ws_connect  # noqa: E402
 
 from common import (  # noqa: E402
-    MANAGE,
-    PERCENTILE_METHOD,
-    fmt,
-    git,
-    manage,
-    script_text,
-    stop_server,
-    table,
-    write_results,
+    PERCENTILE_METHOD, RESULTS, TrialFailed, finish, fmt, judge_stopped, parse_iso, script_text, send_stop,
+    serve_env, summary, table, wait_terminal,
 )
-from stop_latency import (  # noqa: E402
-    ApiClient,
-    cpu_busy_seconds,
-    machine_info,
-    parse_iso,
-    process_cpu_seconds,
-    summary,
-    wait_ready,
-)
-from tests.scaleout.conftest import Cluster, _stop  # noqa: E402
-from tests.servers import PostgresServer, RedisServer, free_port, wait_for_port  # noqa: E402
+from devtools.api import KeepAliveClient, SessionSocket  # noqa: E402
+from devtools.cluster import TERMINAL, Cluster  # noqa: E402
+from devtools.facts import CpuSample, git, machine_info, process_seconds, tree_seconds  # noqa: E402
+from devtools.process import ROOT, manage  # noqa: E402
+from devtools.serve import Serve  # noqa: E402
+from devtools.servers import PostgresServer, RedisServer  # noqa: E402
 
-DEFAULT_JSON = ROOT / "bench" / "results" / "scaleout.json"
+DEFAULT_JSON = RESULTS / "scaleout.json"
 
 TARGET_CROSS_STOP_TERMINAL_P99_MS = 250.0
 
@@ -126,7 +52,6 @@ SHORT_SCRIPT = {"turns": [
     {"text": "let me look at the clock", "delay_ms": 2, "calls": [{"name": "clock", "arguments": {}}]},
     {"text": "it is later than you think", "delay_ms": 2},
 ]}
-TERMINAL = ("completed", "stopped", "failed")
 SCENARIOS = ("stop", "resume", "throughput")
 VARIANT_WEBS = {"cross": ("a", "b"), "same": ("a", "a"), "embedded": ("embedded", "embedded")}  # (start, stop)
 
@@ -140,54 +65,7 @@ LATE_ACK_MS = 1000.0  # a stop acknowledged later than this was landed by neithe
 NOISY_OTHERS_CORES = 0.25
 
 
-class TrialFailed(Exception):
-    pass
-
-
-# --- the deployment -----------------------------------------------------------------------------------------
-
-
-@dataclass
-class BenchCluster(Cluster):
-    """The tests' Cluster, with each process's output kept in a log file (for diagnosing a miss)."""
-
-    log_dir: Path | None = None
-    spawned: list = field(default_factory=list)  # every worker ever started (for log names)
-    worker_command: list = field(default_factory=lambda: [sys.executable, str(MANAGE), "runworker", "orchestrator"])
-
-    def _popen(self, name: str, command: list[str]) -> subprocess.Popen:
-        if self.log_dir is None:
-            return subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-        with open(self.log_dir / f"{name}.log", "ab") as log:
-            return subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-
-    def start_web(self, name: str, *, module: str = "daphne") -> int:
-        port = free_port()
-        command = [sys.executable, "-m", module, "-b", "127.0.0.1", "-p", str(port), "--websocket_timeout", "-1",
-                   "harness.asgi:application"]
-        process = self._popen(f"web-{name}", command)
-        self.web[name] = (port, process)  # before waiting: stop_all() must find it even if it never listens
-        wait_for_port(port, process=process)
-        return port
-
-    def start_worker(self) -> subprocess.Popen:
-        process = self._popen(f"worker-{len(self.spawned) + 1}", self.worker_command)
-        self.workers.append(process)
-        self.spawned.append(process)
-        deadline = time.monotonic() + 60
-        while not self.heartbeat_of(process.pid):  # up: it has joined (heartbeat in the database)
-            if process.poll() is not None:
-                raise RuntimeError(f"worker {process.pid} exited at start-up ({process.returncode})")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"worker {process.pid} never sent a heartbeat")
-            time.sleep(0.05)
-        return process
-
-    def stop_worker(self, process: subprocess.Popen) -> None:
-        """Graceful (SIGINT): what a deploy does; its executors release their leases."""
-        _stop(process)
-        self.workers.remove(process)
+# --- the deployment -------------------------------------------------------------------------------------
 
 
 class Db:
@@ -208,78 +86,29 @@ class Db:
         self.connection.close()
 
 
-def postmaster_pid(server: PostgresServer) -> int | None:
-    try:
-        return int((server.data / "postmaster.pid").read_text().splitlines()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 # --- CPU accounting -----------------------------------------------------------------------------------------
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat[stat.rindex(")") + 2:].split()
-    except (OSError, ValueError):
-        return None
-
-
-def tree_cpu_seconds(root: int | None) -> float | None:
-    """CPU of a process, its live children and its reaped children (PostgreSQL: postmaster + backends)."""
-    if root is None:
-        return None
-    fields = _stat_fields(root)
-    if fields is None:
-        return None
-    total = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            child = _stat_fields(int(entry))
-            if child is not None and child[1] == str(root):
-                total += sum(int(x) for x in child[11:15])
-    return total / CLOCK_TICKS
-
 
 class CpuMeter:
     """Cores used by each of our processes, this client and everyone else over a window."""
 
     def __init__(self, groups: dict[str, list[int]], postmaster: int | None) -> None:
-        self.groups = groups
-        self.postmaster = postmaster
+        self.readers = {name: (lambda pids=pids: sum_or_none(process_seconds(pid) for pid in pids))
+                        for name, pids in groups.items()}
+        self.readers["postgresql"] = lambda: tree_seconds(postmaster)
 
-    def sample(self) -> dict:
-        groups = {}
-        for name, pids in self.groups.items():
-            values = [process_cpu_seconds(pid) for pid in pids]
-            groups[name] = None if None in values else sum(values)
-        groups["postgresql"] = tree_cpu_seconds(self.postmaster)
-        times = os.times()
-        groups["bench client"] = times.user + times.system
-        return {"groups": groups, "machine": cpu_busy_seconds(), "t": time.monotonic()}
+    def sample(self) -> CpuSample:
+        return CpuSample(self.readers)
 
     @staticmethod
-    def usage(before: dict, after: dict) -> dict:
-        wall = after["t"] - before["t"]
-        result: dict = {"wall_s": round(wall, 3), "cores": {}}
-        ours = 0.0
-        for name, value in before["groups"].items():
-            end = after["groups"].get(name)
-            if value is None or end is None or wall <= 0:
-                result["cores"][name] = None
-                continue
-            result["cores"][name] = round((end - value) / wall, 3)
-            ours += end - value
-        if before["machine"] and after["machine"] and wall > 0:
-            busy = after["machine"][0] - before["machine"][0]
-            steal = after["machine"][1] - before["machine"][1]
-            result["machine_busy_cores"] = round(busy / wall, 3)
-            result["others_cores"] = round(max(0.0, busy - ours) / wall, 3)
-            result["steal_cores"] = round(steal / wall, 3)
-        return result
+    def usage(before: CpuSample, after: CpuSample) -> dict:
+        usage = before.until(after)
+        return {"wall_s": usage["wall_s"], "cores": {**usage["cores"], "bench client": usage["client_cores"]},
+                **{key: usage[key] for key in ("machine_busy_cores", "others_cores", "steal_cores")}}
+
+
+def sum_or_none(values) -> float | None:
+    values = list(values)
+    return None if None in values else sum(values)
 
 
 def cpu_line(usage: dict) -> str:
@@ -294,33 +123,25 @@ def cpu_line(usage: dict) -> str:
 # --- scenario 1: stops ---------------------------------------------------------------------------------------
 
 
-class Watcher:
+class Watcher(SessionSocket):
     """A JSON WebSocket API client on one session through one web process."""
 
     def __init__(self, port: int, token: str, session_id: str) -> None:
-        self._context = ws_connect(f"ws://127.0.0.1:{port}/ws/api/sessions/{session_id}/",
-                                   additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=10)
-        self.connection = self._context.__enter__()
-        first = json.loads(self.connection.recv(timeout=10))
-        if first.get("type") != "session.snapshot":
-            raise TrialFailed(f"websocket: first frame was {first.get('type')}, not a snapshot")
+        super().__init__(f"ws://127.0.0.1:{port}/ws/api/sessions/{session_id}/", token)
+        if self.snapshot.get("type") != "session.snapshot":
+            raise TrialFailed(f"websocket: first frame was {self.snapshot.get('type')}, not a snapshot")
 
-    def until(self, kind: str, deadline_s: float, *, run_id: str | None = None) -> tuple[dict, float]:
-        deadline = time.monotonic() + deadline_s
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(kind)
-            frame = json.loads(self.connection.recv(timeout=remaining))
-            if frame.get("type") == kind and (run_id is None or frame.get("run_id") in (None, run_id)):
-                return frame, time.perf_counter()
+    def until_kind(self, kind: str, deadline_s: float, *, run_id: str | None = None) -> tuple[dict, float]:
+        frames = self.until(lambda f: f.get("type") == kind and (run_id is None or f.get("run_id") in (None, run_id)),
+                            timeout=deadline_s)
+        return frames[-1], time.perf_counter()
 
     def count(self, kind: str, seconds: float) -> int:
         """How many frames of this type arrive within the next `seconds`."""
         deadline, seen = time.monotonic() + seconds, 0
         while (remaining := deadline - time.monotonic()) > 0:
             try:
-                frame = json.loads(self.connection.recv(timeout=remaining))
+                frame = json.loads(self.socket.recv(timeout=remaining))
             except TimeoutError:
                 break
             seen += frame.get("type") == kind
@@ -328,13 +149,13 @@ class Watcher:
 
     def close(self) -> None:
         try:
-            self._context.__exit__(None, None, None)
+            super().close()
         except Exception:
             pass
 
 
 class StopBench:
-    def __init__(self, clients: dict[str, ApiClient], ports: dict[str, int], tokens: dict[str, str],
+    def __init__(self, clients: dict[str, KeepAliveClient], ports: dict[str, int], tokens: dict[str, str],
                  db: Db | None, linger_s: float = 0.0) -> None:
         self.clients, self.ports, self.tokens, self.db = clients, ports, tokens, db
         self.linger_s = linger_s
@@ -358,7 +179,7 @@ class StopBench:
             run_id = body["run_id"]
             record.update(session_id=sid, run_id=run_id)
             try:
-                watcher.until("message.delta", STREAM_DEADLINE_S)
+                watcher.until_kind("message.delta", STREAM_DEADLINE_S)
             except TimeoutError:
                 raise TrialFailed(f"precondition: no message.delta within {STREAM_DEADLINE_S:g} s") from None
             if self.db is not None and variant != "embedded":
@@ -368,41 +189,21 @@ class StopBench:
             record["pre_stop_get_ms"] = round(record["pre_stop_get_ms"], 3)
 
             sent = time.perf_counter()
-            status, stop, elapsed, _ = stopper.request("POST", f"/api/sessions/{sid}/stop", {"run_id": run_id})
-            record["stop_response_ms"] = round(elapsed, 3)
-            record["prior_state"] = stop.get("prior_state")
-            if status != 200 or not stop.get("accepted") or stop.get("reason"):
-                raise TrialFailed(f"stop not accepted: HTTP {status} {stop}")
+            send_stop(stopper, sid, run_id, record)
             try:
-                finished, seen = watcher.until("run.finished", TERMINAL_DEADLINE_S, run_id=run_id)
+                finished, seen = watcher.until_kind("run.finished", TERMINAL_DEADLINE_S, run_id=run_id)
                 record["client_finished_event_ms"] = round((seen - sent) * 1000, 3)
                 if self.linger_s:  # diagnosis: does anything still stream for this run after it finished?
                     record["deltas_after_finished"] = watcher.count("message.delta", self.linger_s)
             except TimeoutError:
                 record["client_finished_event_ms"] = None  # judged on the database below
-            deadline = time.monotonic() + TERMINAL_DEADLINE_S
-            while True:
-                status, run, _, _ = stopper.request("GET", f"/api/runs/{run_id}")
-                if status == 200 and run["state"] in TERMINAL:
-                    break
-                if time.monotonic() > deadline:
-                    raise TrialFailed(f"terminal: still {run.get('state')} {TERMINAL_DEADLINE_S:g} s after the stop")
-                time.sleep(0.01)
+            run, _ = wait_terminal(stopper, run_id, TERMINAL_DEADLINE_S, 0.01)
             if record["client_finished_event_ms"] is None:
                 raise TrialFailed("run.finished never reached the stopping process's socket")
-            record["final_state"] = run["state"]
-            if run["state"] != "stopped":
-                raise TrialFailed(f"terminal: ended {run['state']} ({run.get('error')}), not stopped")
-            latency = run["stop"]["latency_ms"]
-            if latency is None:
-                raise TrialFailed("terminal: stop.latency_ms missing")
-            record["stop_terminal_ms"] = latency
-            requested, acknowledged = parse_iso(run["stop"]["requested_at"]), parse_iso(run["stop"]["acknowledged_at"])
+            requested = parse_iso(run["stop"]["requested_at"])
             if requested:
                 record["requested_at_epoch"] = requested.timestamp()
-            if requested and acknowledged:
-                record["stop_ack_ms"] = round((acknowledged - requested).total_seconds() * 1000, 3)
-                record["ack_terminal_ms"] = round(latency - record["stop_ack_ms"], 3)
+            judge_stopped(run, record)
         except TrialFailed as exc:
             record["failure"] = str(exc)
         except Exception as exc:  # a broken socket or connection: one failed trial, not a dead bench
@@ -527,7 +328,7 @@ def attach_probe(stop: dict, events: dict[str, list[dict]]) -> dict:
 # --- scenario 2: resume after SIGKILL ----------------------------------------------------------------------
 
 
-def resume_trial(cluster: BenchCluster, client: ApiClient, db: Db, index: int, *, words: int, ttl: float,
+def resume_trial(cluster: Cluster, client: KeepAliveClient, db: Db, index: int, *, words: int, ttl: float,
                  deadline_s: float, kill_delay_s: float) -> dict:
     record: dict = {"trial": index, "kill_delay_s": round(kill_delay_s, 3)}
     status, body, _, _ = client.request("POST", "/api/sessions", {"title": "bench resume"})
@@ -609,7 +410,7 @@ RESUME_FIELDS = ("kill_takeover_s", "kill_takeover_server_s", "lease_remaining_a
                  "takeover_after_lease_expiry_s", "kill_terminal_s", "takeover_terminal_s", "replacement_boot_s")
 
 
-def run_resume_scenario(cluster: BenchCluster, clients: dict[str, ApiClient], db: Db, trials: int, *, words: int,
+def run_resume_scenario(cluster: Cluster, clients: dict[str, KeepAliveClient], db: Db, trials: int, *, words: int,
                         ttl: float, interval: float, poll: float, seed: int) -> dict:
     records = []
     renewal_period = poll * -(-(ttl / 3) // poll)  # the watcher renews at the first poll ≥ TTL/3 after the last
@@ -651,7 +452,7 @@ def run_resume_scenario(cluster: BenchCluster, clients: dict[str, ApiClient], db
 # --- scenario 3: throughput -------------------------------------------------------------------------------
 
 
-def throughput_phase(cluster: BenchCluster, clients: dict[str, ApiClient], db: Db, meter_groups, postmaster: int | None,
+def throughput_phase(cluster: Cluster, clients: dict[str, KeepAliveClient], db: Db, meter_groups, postmaster: int | None,
                      *, workers: int, runs: int, threads: int, deadline_s: float) -> dict:
     while len(cluster.workers) > workers:
         cluster.stop_worker(cluster.workers[-1])
@@ -830,29 +631,16 @@ def run_throughput_scenario(cluster, clients, db, meter_groups, postmaster, *, r
 # --- the embedded baseline server -------------------------------------------------------------------------
 
 
-def start_embedded(tmpdir: Path) -> tuple[subprocess.Popen, int, str, Path]:
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
-    env.update(
-        DATABASE_URL=f"sqlite:///{tmpdir / 'embedded.sqlite3'}",
-        HARNESS_VAR_DIR=str(tmpdir / "embedded-var"),
-        HARNESS_WORKSPACE_ROOT=str(tmpdir / "embedded-workspaces"),
-        STATIC_ROOT=str(tmpdir / "static"),
-        DJANGO_SETTINGS_MODULE="harness.settings",
-        PYTHONUNBUFFERED="1",
-    )
-    manage(env, "migrate", "--noinput", "-v", "0")
-    token = manage(env, "create_api_token", "bench").strip().splitlines()[-1].strip()
-    port = free_port()
-    log_path = tmpdir / "logs" / "embedded.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, str(MANAGE), "serve", f"127.0.0.1:{port}"], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_ready(proc, port, token, log_path)
-    except BaseException:
-        stop_server(proc)
-        raise
-    return proc, port, token, log_path
+def start_embedded(tmpdir: Path) -> tuple[Serve, str]:
+    env = serve_env(tmpdir, DATABASE_URL=f"sqlite:///{tmpdir / 'embedded.sqlite3'}",
+                    HARNESS_VAR_DIR=str(tmpdir / "embedded-var"),
+                    HARNESS_WORKSPACE_ROOT=str(tmpdir / "embedded-workspaces"))
+    env.pop("REDIS_URL", None)
+    server = Serve(env, tmpdir / "logs" / "embedded.log")
+    server.migrate()
+    token = server.create_token("bench")
+    server.start()
+    return server, token
 
 
 # --- reporting ---------------------------------------------------------------------------------------------
@@ -1076,7 +864,7 @@ def main(argv: list[str] | None = None) -> int:
     tmpdir = Path(tempfile.mkdtemp(prefix="harness-scaleout-"))
     (tmpdir / "logs").mkdir()
     postgres = redis = cluster = db = embedded = None
-    clients: dict[str, ApiClient] = {}
+    clients: dict[str, KeepAliveClient] = {}
     stop_cpu = None
     try:
         postgres = PostgresServer().start()
@@ -1098,8 +886,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.log_level:
             env["HARNESS_LOG_LEVEL"] = args.log_level
         manage(env, "migrate", "--noinput", "-v", "0")
-        token = manage(env, "create_api_token", "bench").strip().splitlines()[-1].strip()
-        cluster = BenchCluster(env=env, database_url=postgres.url, redis=redis, token=token, log_dir=tmpdir / "logs")
+        token = manage(env, "create_api_token", "bench").strip()
+        cluster = Cluster(env=env, database_url=postgres.url, redis=redis, token=token, log_dir=tmpdir / "logs",
+                          worker_timeout=60)
         if args.probe:
             cluster.worker_command = [sys.executable, str(ROOT / "bench" / "scaleout_probe.py")]
         cluster.start_web("a")
@@ -1110,7 +899,7 @@ def main(argv: list[str] | None = None) -> int:
         ports = {name: port for name, (port, _) in cluster.web.items()}
         tokens = {name: token for name in ports}
         for name, port in ports.items():
-            clients[name] = ApiClient("127.0.0.1", port, token)
+            clients[name] = KeepAliveClient("127.0.0.1", port, token)
         server_versions = {"postgresql": db.one("SHOW server_version")[0],
                            "redis": subprocess.run([shutil.which("redis-server"), "--version"], capture_output=True,
                                                    text=True).stdout.strip()}
@@ -1124,14 +913,15 @@ def main(argv: list[str] | None = None) -> int:
                 groups["embedded serve"] = [embedded.pid]
             return groups
 
-        postmaster = postmaster_pid(postgres)
+        postmaster = postgres.pid
 
         if "stop" in scenarios:
             variants = ["cross", "same"]
             if not args.no_embedded:
-                embedded, port, etoken, _ = start_embedded(tmpdir)
-                ports["embedded"], tokens["embedded"] = port, etoken
-                clients["embedded"] = ApiClient("127.0.0.1", port, etoken)
+                embedded, etoken = start_embedded(tmpdir)
+                port = ports["embedded"] = embedded.port
+                tokens["embedded"] = etoken
+                clients["embedded"] = KeepAliveClient("127.0.0.1", port, etoken)
                 variants.append("embedded")
                 print(f"embedded baseline up: manage.py serve :{port} (SQLite)", flush=True)
             print(f"stop: {args.stop_trials} trials × {variants} (+{args.stop_warmup} warm-up each)", flush=True)
@@ -1147,7 +937,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  CPU during the stop trials: {cpu_line(stop_cpu)}", flush=True)
             if embedded is not None:
                 clients.pop("embedded").close()
-                stop_server(embedded)
+                embedded.stop()
                 embedded = None
 
         if "resume" in scenarios:
@@ -1172,7 +962,7 @@ def main(argv: list[str] | None = None) -> int:
         if db is not None:
             db.close()
         if embedded is not None:
-            stop_server(embedded)
+            embedded.stop()
         if cluster is not None:
             cluster.stop_all()
         if redis is not None:
@@ -1197,13 +987,12 @@ def main(argv: list[str] | None = None) -> int:
     if version_after != version_before:
         print(f"warning: the code changed during the run ({version_before['commit']} → {version_after['commit']}); "
               "processes started after the change ran the new code")
-    print("ALL TARGETS PASS" if all_pass else "SOME TARGETS MISSED")
 
     output = {
         "benchmark": "scaleout",
         "date": began.isoformat(timespec="seconds"),
         "finished": ended.isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        "machine": machine_info(python_implementation=platform.python_implementation()),
         "code": {"before": version_before, "after": version_after},
         "servers": server_versions,
         "load_average": {"before": load_before, "after": os.getloadavg()},
@@ -1214,7 +1003,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed, "late_ack_ms": LATE_ACK_MS, "terminal_deadline_s": TERMINAL_DEADLINE_S,
             "throughput_runs": args.runs, "throughput_rounds": args.throughput_rounds,
             "client_threads": args.client_threads, "throughput_script": SHORT_SCRIPT,
-            "deployment": "PostgreSQL + Redis (throwaway), 2 × `python -m daphne harness.asgi:application`, "
+            "deployment": "PostgreSQL + Redis (throwaway), 2 × `python -m daphne harness.asgi_server:application`, "
                           "2 × `manage.py runworker orchestrator`, all on 127.0.0.1",
             "embedded": None if args.no_embedded else "manage.py serve (SQLite, in-memory channel layer)",
         },
@@ -1222,9 +1011,8 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {**verdicts, "all_pass": all_pass},
         "cpu_during_stop_trials": stop_cpu,
         "results": results,
-        "table": text,
     }
-    return write_results(args.json, output, all_pass=all_pass, strict=args.strict)
+    return finish(args.json, output, text, all_pass=all_pass, strict=args.strict)
 
 
 if __name__ == "__main__":

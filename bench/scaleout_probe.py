@@ -1,19 +1,16 @@
 """A diagnostic orchestrator worker for `bench/scaleout.py --probe`: `manage.py runworker orchestrator` with the
 stop path instrumented, to time its pieces. Never used by the tests or in production.
 
-It monkeypatches, in this process only (production code is unchanged):
+It wraps, in this process only (production code is unchanged):
   RunExecutor.signal_stop     logs the `run.stop` wake-up's arrival (web → Redis → this worker);
   pool.leases_watch           logs when the pool watcher's database poll sees a stop flag (the fallback path);
-  StepContext.preemptible     the same logic as the original (orchestrator/engine/context.py: cancel, repeat
-                              the cancel every RECANCEL_EVERY_SECONDS until the work ends, at most
-                              CANCEL_GRACE_SECONDS, then go ahead without the work),
-                              plus logs of when the cancel is issued, the await chain it lands in, when the
-                              cancelled work really ends — whether it ended with CancelledError, *returned*
-                              (the cancellation was swallowed somewhere below) or was left behind, and when
-                              such an orphan finally ended. Keep it in step with the original;
   DatabaseSyncToAsync.thread_handler, DatabaseWrapper.is_usable
                               time spent in the one database thread (every `database_sync_to_async` call
                               runs there) and the connection health checks (`SELECT 1`) among it;
+and installs the engine's preemption hook (orchestrator/engine/context.py: preemption_hook) to log when a
+cancel is issued, the await chain it lands in, when the cancelled work really ends — whether it ended with
+CancelledError, *returned* (the cancellation was swallowed somewhere below; Task.cancelling() counts the
+cancels) or was left behind, and when such an orphan finally ended;
 and it starts a monitor task (with the pool's background task) that logs, every second, the cumulative
 database-thread busy time, main-thread CPU (`time.thread_time()`) and event-loop lag.
 Each log line is `PROBE {json}` on stdout, with `t` = time.time() (same clock as the other processes).
@@ -81,54 +78,27 @@ def leases_watch(**kwargs) -> tuple[set[str], set[str]]:
     return stopped, lost
 
 
-async def preemptible(self, work):
-    task = asyncio.ensure_future(work)
-    waiter = asyncio.ensure_future(self.interrupt.wait())
-    try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        task.cancel()
-        raise
-    finally:
-        waiter.cancel()
-    if task.done():
-        return False, task.result()
+def observe_preemption(run_id, task: asyncio.Task):
+    """The engine's preemption hook: logs when the cancel is issued and where it lands, then how the work ended."""
     chain = await_chain(task)
     issued = time.time()
-    probe("cancel_issued", self.run_id, await_chain=chain)
-    # context.cancel_until_done, counting the cancels: more than one means a cancellation was swallowed.
-    loop = asyncio.get_running_loop()
-    grace, every = context_module.CANCEL_GRACE_SECONDS, context_module.RECANCEL_EVERY_SECONDS
-    deadline, cancels, done = loop.time() + grace, 1, set()
-    task.cancel()
-    while True:
-        remaining = deadline - loop.time()
-        done, _ = await asyncio.wait({task}, timeout=max(0.0, min(every, remaining)))
-        if done or remaining <= every:
-            break
-        task.cancel()
-        cancels += 1
-    run_id = self.run_id
-    if not done:
-        # Left behind, as the engine does: log when (and how) the orphaned work finally ends.
-        def orphan_ended(finished: asyncio.Task) -> None:
-            how = "cancelled" if finished.cancelled() else (
-                type(finished.exception()).__name__ if finished.exception() is not None else "returned")
-            probe("orphan_ended", run_id, seconds_after_cancel=round(time.time() - issued, 3), how=how)
+    probe("cancel_issued", run_id, await_chain=chain)
 
-        task.add_done_callback(orphan_ended)
-        context_module.logger.error("run %s: preempted work ignored cancellation for %.1f s; leaving it behind",
-                                    self.run_id, grace)
-    elif not task.cancelled() and task.exception() is not None:
-        context_module.logger.info("preempted work of run %s raised while cancelling", self.run_id,
-                                   exc_info=task.exception())
-    # Still running, or it returned normally although it was cancelled.
-    swallowed = cancels > 1 or not done or (not task.cancelled() and task.exception() is None)
-    probe("cancel_done", self.run_id, seconds=round(time.time() - issued, 4), swallowed=swallowed,
-          cancels=cancels, abandoned=not done, await_chain=chain)
-    if self.interrupt.lease_lost:
-        raise context_module.LeaseLost(self.run_id)
-    return True, None
+    def ended(done: bool) -> None:
+        cancels = task.cancelling()  # the cancel() calls it got: more than one means a cancellation was swallowed
+        if not done:  # left behind, as the engine does: log when (and how) the orphaned work finally ends
+            def orphan_ended(finished: asyncio.Task) -> None:
+                how = "cancelled" if finished.cancelled() else (
+                    type(finished.exception()).__name__ if finished.exception() is not None else "returned")
+                probe("orphan_ended", run_id, seconds_after_cancel=round(time.time() - issued, 3), how=how)
+
+            task.add_done_callback(orphan_ended)
+        # Still running, or it returned normally although it was cancelled.
+        swallowed = cancels > 1 or not done or (not task.cancelled() and task.exception() is None)
+        probe("cancel_done", run_id, seconds=round(time.time() - issued, 4), swallowed=swallowed,
+              cancels=cancels, abandoned=not done, await_chain=chain)
+
+    return ended
 
 
 COUNTERS = {"db_calls": 0, "db_busy_s": 0.0, "health_checks": 0, "health_check_s": 0.0}
@@ -195,7 +165,7 @@ DatabaseWrapper.is_usable = is_usable
 pool_module.ExecutorPool.start_background = start_background
 executor_module.RunExecutor.signal_stop = signal_stop
 pool_module.leases_watch = leases_watch
-context_module.StepContext.preemptible = preemptible
+context_module.preemption_hook = observe_preemption
 
 if __name__ == "__main__":
     from django.core.management import call_command

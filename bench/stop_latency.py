@@ -2,110 +2,47 @@
 """Stop latency benchmark: how fast does a stop answer, and how fast does the run reach `stopped`?
 
 Run with `make bench` (or `.venv/bin/python bench/stop_latency.py [--quick] [--trials N] [--scenarios LIST]
-[--json PATH]`). Never run by the tests. Standard library only, plus the repository's fake model servers
-(`tests/fakes`, standard library too), which the provider scenarios run inside this process.
-
-What it does:
-
-1. Makes a temporary directory with a fresh SQLite database and workspace root, runs `manage.py migrate`
-   and `manage.py create_api_token bench`, and starts `manage.py serve 127.0.0.1:<free port>` (Daphne +
-   the orchestrator worker in one process) as a subprocess, which it always shuts down at the end. With a
-   provider scenario selected it first starts that provider's fake wire server (tests/fakes/wire_server.py,
-   on a thread of this process) and offers the server the model `openai:<model>@http://127.0.0.1:<port>/v1`
-   or `anthropic:<model>@http://127.0.0.1:<port>` (HARNESS_MODELS; fake API keys), chosen per session.
-2. Measures baselines on the idle server, over the same connection: the round trip of a trivial
-   authenticated `GET /api/sessions/<id>`, and of `GET /api/no-such-endpoint` (the API's JSON 404: no
-   authentication, no database — the floor of any request through Daphne and Django).
-3. Runs N trials of each scenario, each in a fresh session:
-     mid_stream          the model is streaming a long answer (5000 words, 5 ms apart)
-     mid_tool            a cancellable `sleep` tool (30 s) is running
-     parked_on_approval  a `shell` call waits for approval (the run is parked, no executor holds it)
-     provisioning        stop sent right after the start response (the run may have moved on already)
-     openai_mid_stream   the real OpenAI SDK is streaming a long answer from the fake Chat Completions server
-     anthropic_mid_stream  the same with the Anthropic SDK and the fake Messages server
-                         (one small text event every 20 ms, 20 s in all; the stop is sent once the server has
-                         written 10 events and streamed text is in the snapshot). Each provider scenario
-                         starts with --warmup discarded trials (the SDK client and its first connection).
-   For each trial it records
-     stop→response   client-side, time.perf_counter() around `POST /api/sessions/<sid>/stop` on an
-                     already-open keep-alive connection (no TCP connect in the number);
-     stop→terminal   server-side `stop.latency_ms` of `GET /api/runs/<id>` = finished_at - stop_requested_at,
-                     i.e. from the stop request being recorded to the `stopped` state being persisted;
-     requested→ack   server-side stop_acknowledged_at - stop_requested_at (the executor's first step after
-                     the stop), so stop→terminal can be split into "reaching the executor" and "tearing down";
-     client terminal client-side time from sending the stop to the first poll that saw `stopped`
-                     (coarse: includes the poll interval, --poll-ms);
-     pre-stop GET    the round trip of a `GET /api/sessions/<sid>` just before the stop, i.e. a trivial
-                     request under the same load as the stop.
-   and in the provider scenarios, all on one clock (time.time(): this process and the server's timestamps)
-     stop→disconnect the fake server's `disconnected_at` (the moment it read the client's EOF) minus the
-                     moment the stop request was sent;
-     sent→recorded, recorded→disconnect, disconnect→acknowledged
-                     the same interval split at the server's stop.requested_at, then carried on to its
-                     stop.acknowledged_at: HTTP and Django up to the stop's transaction; commit, wake-up,
-                     interrupt, cancellation and the SDK closing the connection; the first step persisted after.
-   A provider trial fails unless the fake server saw the client disconnect (not a completed stream) after
-   the stop was sent, and the run ended `stopped` with its assistant message `stopped` and holding a
-   non-empty, strict prefix of the answer (the partial text kept).
-4. Prints tables, PASS/MISS per target, and writes everything (raw arrays, per-trial records, percentiles,
-   machine info) as JSON to --json (default bench/results/stop_latency.json, gitignored). It also reports
-   how much CPU the server, the client and *other* processes used during the trials (from /proc): the
-   numbers are only meaningful on an otherwise idle machine, and the report says when it was not.
+[--json PATH]`). Never run by the tests. It drives a real `manage.py serve` subprocess over HTTP; the provider
+scenarios stream from the repository's fake model servers (devtools/fakes) on threads of this process.
+bench/README.md says what each scenario is, what is measured per trial (stop→response, stop→terminal,
+requested→acknowledged, stop→disconnect, ...), the targets, and how to read the CPU report.
 
 Percentiles are nearest-rank: pK is the ceil(K/100 * n)-th smallest sample (1-based), always an observed
-value (with n = 100, p99 is the 99th of 100 sorted samples and p50 the 50th).
-Targets: stop→terminal p99 <= 100 ms in every scenario and stop→response p99 <= 20 ms; in the provider
-scenarios also stop→disconnect p50 <= 10 ms and p99 <= 25 ms. A scenario with any failed trial (stop not
-accepted, precondition or terminal deadline missed, no disconnect, partial text lost) is a MISS whatever its
-percentiles.
+value. Targets: stop→terminal p99 <= 100 ms in every scenario and stop→response p99 <= 20 ms; in the provider
+scenarios also stop→disconnect p50 <= 10 ms and p99 <= 25 ms. A scenario with any failed trial is a MISS
+whatever its percentiles.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import http.client
-import json
 import os
 import platform
 import shutil
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # tests.fakes and bench/common.py, run as `python bench/…`
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
 from common import (  # noqa: E402
-    MANAGE,
-    PERCENTILE_METHOD,
-    cpu_model,
-    fmt,
-    free_port,
-    git,
-    manage,
-    nearest_rank,
-    script_text,
-    stop_server,
-    table,
-    tail,
-    write_results,
+    PERCENTILE_METHOD, RESULTS, TrialFailed, fmt, parse_iso, script_text, serve_env, summary, table, finish, send_stop, judge_stopped,
+    wait_terminal,
 )
-from tests.fakes import anthropic_wire, openai_wire  # noqa: E402
-from tests.fakes.wire_server import RecordedRequest, SSEStream, WireServer  # noqa: E402
+from devtools.api import KeepAliveClient  # noqa: E402
+from devtools.facts import CpuSample, git, machine_info, process_seconds  # noqa: E402
+from devtools.fakes import anthropic_wire, openai_wire  # noqa: E402
+from devtools.fakes.wire_server import RecordedRequest, SSEStream, WireServer  # noqa: E402
+from devtools.serve import Serve  # noqa: E402
+from devtools.waiting import wait_for  # noqa: E402
 
-DEFAULT_JSON = ROOT / "bench" / "results" / "stop_latency.json"
+DEFAULT_JSON = RESULTS / "stop_latency.json"
 
 TARGET_TERMINAL_P99_MS = 100.0
 TARGET_RESPONSE_P99_MS = 20.0
@@ -156,122 +93,15 @@ PROVIDER_WIRES = {
 SCENARIOS = ("mid_stream", "mid_tool", "parked_on_approval", "provisioning", *PROVIDER_WIRES)
 
 
-# --- statistics ----------------------------------------------------------------------------------------
-
-
-def summary(values: list[float]) -> dict:
-    if not values:
-        return {"n": 0, "p50": None, "p95": None, "p99": None, "max": None, "min": None, "mean": None}
-    return {
-        "n": len(values),
-        "p50": nearest_rank(values, 50),
-        "p95": nearest_rank(values, 95),
-        "p99": nearest_rank(values, 99),
-        "max": max(values),
-        "min": min(values),
-        "mean": round(statistics.fmean(values), 3),
-    }
-
-
-def parse_iso(value: str | None) -> datetime.datetime | None:
-    return datetime.datetime.fromisoformat(value) if value else None
-
-
 def to_ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
-
-
-# --- HTTP client ---------------------------------------------------------------------------------------
-
-
-class ApiClient:
-    """JSON over one persistent keep-alive connection per thread, so timings never include a TCP connect."""
-
-    def __init__(self, host: str, port: int, token: str) -> None:
-        self.host, self.port, self.token = host, port, token
-        self._local = threading.local()
-        self.reconnects = 0
-
-    def _connection(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-            conn.connect()
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._local.conn = conn
-        return conn
-
-    def _drop(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-        self._local.conn = None
-
-    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict, float, float]:
-        """Return (status, json, elapsed_ms, t_received) — elapsed from sending to the body fully read."""
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        for attempt in range(2):
-            conn = self._connection()
-            try:
-                started = time.perf_counter()
-                conn.request(method, path, body=payload, headers=headers)
-                response = conn.getresponse()
-                raw = response.read()
-                received = time.perf_counter()
-            except (http.client.RemoteDisconnected, http.client.BadStatusLine, ConnectionError):
-                # The server closed the idle keep-alive connection; reconnect once (and count it).
-                self._drop()
-                self.reconnects += 1
-                if attempt:
-                    raise
-                continue
-            if response.getheader("Connection", "").lower() == "close":
-                self._drop()
-            try:
-                data = json.loads(raw) if raw else {}
-            except ValueError:
-                data = {"non_json_body": raw[:200].decode(errors="replace")}
-            return response.status, data, (received - started) * 1000, received
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        self._drop()
-
-
-# --- the server ----------------------------------------------------------------------------------------
-
-
-def wait_ready(proc: subprocess.Popen, port: int, token: str, log_path: Path) -> float:
-    started = time.monotonic()
-    deadline = started + READY_DEADLINE_S
-    url = f"http://127.0.0.1:{port}/api/sessions"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}:\n{tail(log_path)}")
-        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-        try:
-            with urllib.request.urlopen(request, timeout=2) as response:
-                if response.status == 200:
-                    return time.monotonic() - started
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"the server did not answer within {READY_DEADLINE_S:g} s:\n{tail(log_path)}")
 
 
 # --- trials --------------------------------------------------------------------------------------------
 
 
-class TrialFailed(Exception):
-    pass
-
-
 class Bench:
-    def __init__(self, client: ApiClient, poll_s: float, wire_servers: dict[str, WireServer] | None = None) -> None:
+    def __init__(self, client: KeepAliveClient, poll_s: float, wire_servers: dict[str, WireServer] | None = None) -> None:
         self.client = client
         self.poll_s = poll_s
         self.wire_servers = wire_servers or {}  # provider scenario -> its running fake model server
@@ -296,14 +126,10 @@ class Bench:
         return data["run_id"]
 
     def wait_for(self, what: str, check, deadline_s: float = PRECONDITION_DEADLINE_S):
-        deadline = time.monotonic() + deadline_s
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TrialFailed(f"precondition: timed out after {deadline_s:g} s waiting for {what}")
-            time.sleep(self.poll_s)
+        try:
+            return wait_for(check, deadline_s, interval_s=self.poll_s, what=what)
+        except TimeoutError as error:
+            raise TrialFailed(f"precondition: {error}") from None
 
     def run_state_is(self, run_id: str, *states: str):
         def check():
@@ -426,35 +252,11 @@ class Bench:
             reconnects = self.client.reconnects
             sent_at = time.time()  # the fake server's clock, for stop→disconnect
             sent = time.perf_counter()
-            status, stop, elapsed, _ = self.client.request("POST", f"/api/sessions/{sid}/stop", {"run_id": run_id})
-            record["stop_response_ms"] = round(elapsed, 3)
+            record["stop_result"] = send_stop(self.client, sid, run_id, record)
             record["stop_reconnected"] = self.client.reconnects != reconnects
-            record["prior_state"] = stop.get("prior_state")
-            record["stop_result"] = stop
-            if status != 200 or not stop.get("accepted") or stop.get("reason"):
-                raise TrialFailed(f"stop not accepted: HTTP {status} {stop}")
-
-            deadline = time.monotonic() + TERMINAL_DEADLINE_S
-            while True:
-                run, _ = self.get(f"/api/runs/{run_id}")
-                observed = time.perf_counter()
-                if run["state"] in ("completed", "stopped", "failed"):
-                    break
-                if time.monotonic() > deadline:
-                    raise TrialFailed(f"terminal: still {run['state']} {TERMINAL_DEADLINE_S:g} s after the stop")
-                time.sleep(self.poll_s)
+            run, observed = wait_terminal(self.client, run_id, TERMINAL_DEADLINE_S, self.poll_s)
             record["client_terminal_ms"] = to_ms(observed - sent)
-            record["final_state"] = run["state"]
-            if run["state"] != "stopped":
-                raise TrialFailed(f"terminal: ended {run['state']} ({run.get('error')}), not stopped")
-            latency = run["stop"]["latency_ms"]
-            if latency is None:
-                raise TrialFailed("terminal: stop.latency_ms missing")
-            record["stop_terminal_ms"] = latency
-            requested, acknowledged = parse_iso(run["stop"]["requested_at"]), parse_iso(run["stop"]["acknowledged_at"])
-            if requested and acknowledged:
-                record["stop_ack_ms"] = to_ms((acknowledged - requested).total_seconds())
-                record["ack_terminal_ms"] = round(latency - record["stop_ack_ms"], 3)
+            judge_stopped(run, record)
             if request is not None:
                 self.check_provider_stop(record, scenario, request, sent_at, run)
         except TrialFailed as exc:
@@ -601,68 +403,20 @@ def report(results: dict, baselines: dict) -> str:
     return "\n".join(out)
 
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def cpu_busy_seconds() -> tuple[float, float] | None:
-    """(busy, steal) CPU seconds of the whole machine so far (Linux /proc/stat), to tell how much others used.
-
-    Steal is time the hypervisor gave our virtual CPUs to someone else: contention we cannot see as processes.
-    """
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
-    steal = fields[7] if len(fields) > 7 else 0
-    return (user + nice + system + irq + softirq) / CLOCK_TICKS, steal / CLOCK_TICKS
-
-
-def process_cpu_seconds(pid: int) -> float | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2:].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def own_cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-def cpu_usage(before: tuple, after: tuple) -> dict:
+def cpu_usage(before: CpuSample, after: CpuSample) -> dict:
     """Cores used on average by the server, this client and everything else between two samples."""
-    wall = after[3] - before[3]
-    result: dict = {"wall_s": round(wall, 3)}
-    if None in before or None in after or wall <= 0:
-        return result
-    busy, steal = (after[0][i] - before[0][i] for i in range(2))
-    server, client = after[1] - before[1], after[2] - before[2]
-    result.update(
-        machine_busy_cores=round(busy / wall, 3), server_cores=round(server / wall, 3),
-        client_cores=round(client / wall, 3), others_cores=round(max(0.0, busy - server - client) / wall, 3),
-        steal_cores=round(steal / wall, 3),
-    )
-    return result
+    usage = before.until(after)
+    if usage["cores"]["server"] is None or usage["wall_s"] <= 0:
+        return {"wall_s": usage["wall_s"]}
+    return {"wall_s": usage["wall_s"], "machine_busy_cores": usage["machine_busy_cores"],
+            "server_cores": usage["cores"]["server"], "client_cores": usage["client_cores"],
+            "others_cores": usage["others_cores"], "steal_cores": usage["steal_cores"]}
 
 
 def code_version() -> dict:
     """The commit measured (and whether the tree had local changes), when this is a git checkout."""
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
-
-
-def machine_info() -> dict:
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-    }
 
 
 # --- the fake model servers ----------------------------------------------------------------------------
@@ -717,37 +471,21 @@ def main(argv: list[str] | None = None) -> int:
         tmpdir = Path(tmp)
         # Started before the server, which is told their addresses; stopped after it (the ExitStack).
         wire_servers = start_wire_servers(wire_stack, scenarios)
-        env = dict(os.environ)
-        env.update(
-            DATABASE_URL=f"sqlite:///{tmpdir / 'bench.sqlite3'}",  # an absolute path: sqlite:////tmp/...
-            HARNESS_VAR_DIR=str(tmpdir / "var"),
-            HARNESS_WORKSPACE_ROOT=str(tmpdir / "workspaces"),
-            STATIC_ROOT=str(tmpdir / "static"),
-            DJANGO_SETTINGS_MODULE="harness.settings",
-            PYTHONUNBUFFERED="1",
-            HARNESS_MODEL="scripted",  # the `script:` scenarios need it as the default
-            **provider_env(wire_servers),
-        )
+        env = serve_env(tmpdir, HARNESS_MODEL="scripted",  # the `script:` scenarios need it as the default
+                        **provider_env(wire_servers))
         if args.log_level:
             env["HARNESS_LOG_LEVEL"] = args.log_level
-        manage(env, "migrate", "--noinput", "-v", "0")
-        token = manage(env, "create_api_token", "bench").strip().splitlines()[-1].strip()
-        port = free_port()
-        log_path = tmpdir / "server.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, str(MANAGE), "serve", f"127.0.0.1:{port}"], cwd=ROOT, env=env,
-                stdout=log, stderr=subprocess.STDOUT,
-            )
-        client = ApiClient("127.0.0.1", port, token)
+        server = Serve(env, tmpdir / "server.log")
+        server.migrate()
+        client = KeepAliveClient("127.0.0.1", server.port, server.create_token("bench"))
         try:
-            ready_s = wait_ready(proc, port, token, log_path)
-            print(f"server up on 127.0.0.1:{port} after {ready_s:.2f} s; {trials} trials per scenario"
+            ready_s = server.start(READY_DEADLINE_S)
+            print(f"server up on 127.0.0.1:{server.port} after {ready_s:.2f} s; {trials} trials per scenario"
                   + (f" (+{warmup} warm-up per provider scenario)" if wire_servers else ""), flush=True)
             bench = Bench(client, poll_s=args.poll_ms / 1000, wire_servers=wire_servers)
             began = datetime.datetime.now(datetime.timezone.utc)
             load_before = os.getloadavg()
-            cpu_before = (cpu_busy_seconds(), process_cpu_seconds(proc.pid), own_cpu_seconds(), time.monotonic())
+            cpu_before = CpuSample({"server": lambda: process_seconds(server.pid)})
             idle_samples = baseline(bench, trials)
             baselines = dict(idle_samples)
             results = {}
@@ -775,8 +513,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             ended = datetime.datetime.now(datetime.timezone.utc)
             load_after = os.getloadavg()
-            cpu_after = (cpu_busy_seconds(), process_cpu_seconds(proc.pid), own_cpu_seconds(), time.monotonic())
-            cpu = cpu_usage(cpu_before, cpu_after)
+            cpu = cpu_usage(cpu_before, CpuSample({"server": lambda: process_seconds(server.pid)}))
             for scenario, res in results.items():
                 samples = res["raw"]["pre_stop_get_ms"]
                 if samples:
@@ -786,10 +523,10 @@ def main(argv: list[str] | None = None) -> int:
             }
         finally:
             client.close()
-            stop_server(proc)
+            server.stop()
             if args.server_log:
                 args.server_log.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(log_path, args.server_log)
+                shutil.copyfile(server.log_path, args.server_log)
 
     text = report(results, baselines)
     print()
@@ -805,13 +542,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     all_pass = all(v["pass"] for res in results.values() for v in res["targets"].values())
     print()
-    print("ALL TARGETS PASS" if all_pass else "SOME TARGETS MISSED")
 
     output = {
         "benchmark": "stop_latency",
         "date": began.isoformat(timespec="seconds"),
         "finished": ended.isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        "machine": machine_info(python_implementation=platform.python_implementation()),
         "code": code_version(),
         "load_average": {"before": load_before, "after": load_after},
         "cpu_usage": cpu,
@@ -838,9 +574,8 @@ def main(argv: list[str] | None = None) -> int:
         "baselines": baselines,
         "baseline_raw": idle_samples,
         "scenarios": results,
-        "table": text,
     }
-    return write_results(args.json, output, all_pass=all_pass, strict=args.strict)
+    return finish(args.json, output, text, all_pass=all_pass, strict=args.strict)
 
 
 if __name__ == "__main__":

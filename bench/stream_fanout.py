@@ -5,51 +5,7 @@ streaming runs, and idle sockets, does one `manage.py serve` process carry?
 Run with `make bench` (or `.venv/bin/python bench/stream_fanout.py [--quick] [--clients K] [--steps 25,50,...]
 [--json PATH]`). Never run by the tests. Needs the `websockets` client library (in the venv).
 
-Everything happens in ONE run, on the same machine state, so that the ratios mean something:
-
-1. The real thing (`fanout`): `manage.py serve` (Daphne + the orchestrator worker in one process, a fresh
-   SQLite database, the in-memory channel layer, the scripted model) and K plain WebSocket clients on the JSON
-   API (`/ws/api/sessions/<id>/`, bearer token), each watching its own session, in which it keeps a run
-   streaming (`run.start` over the socket; a new run as soon as one finishes) for a fixed window. It runs
-   once per script delay in --fanout-delays:
-     delay 0   the scripted model streams as fast as it can (it yields to the loop every 64 words): this
-               gives the throughput ceiling (tokens/s) and CPU per token, but the process is saturated;
-     delay D   a small positive delay per word (default 1 ms, the smallest that paces: ≈ 900 tokens/s per
-               run, ~20 times a real model): a heavy but unsaturated stream of ~20 deltas/s per client, where
-               the latency is the pipeline's and not a queue's.
-   Each delta's latency is `time.time()` at the client when the frame is read minus the event's
-   `produced_at` (`time.time()` on the server when the engine published it; same host, same clock). It
-   covers publish → in-memory channel layer → consumer (StreamTracker, JSON encoding) → Daphne → TCP →
-   client, and NOT the up-to-50 ms the engine holds text back to coalesce it into one delta.
-   Tokens are the words in the delta texts (the scripted model streams whole words).
-2. Capacity (`capacity`): for each step N in --steps, N sessions with one watching client each and N runs
-   streaming at a realistic model pace (`{"words": 3000, "delay_ms": 20}` ≈ 50 tokens/s each, restarted if
-   one ends); after a warm-up, the p99 delta latency over a fixed window. A step PASSes when p99 ≤ 100 ms
-   and the runs kept their pace (median per-run tokens/s ≥ 90 % of the lowest step's, i.e. of the script's
-   unloaded pace on this machine; a starved engine publishes less and could otherwise look fast), with no
-   failed run. The capacity is the largest passing step; the target is ≥ 200.
-3. Idle sockets (`idle`): N connected, idle JSON API sockets (bearer token, spread over a few sessions), then
-   the server's CPU (% of one core over a 10 s window) and RSS. Target: 2,000 sockets held open (the CPU and
-   memory they cost are reported, not judged).
-4. The baseline (`raw_*`), after the server above is stopped: a bare ASGI app (bench/raw_ws_app.py) served by
-   `python -m daphne`, pushing frames of the same sizes the real deltas had (JSON `{"t": send time, …}`):
-     raw_fast_*    K clients, frames of each fanout variant's median delta size, as fast as possible (the
-                   floor of CPU per frame; its latency is a queue's and is shown only for completeness);
-     raw_paced_*   K clients, the same size at the same per-client frame rate as each fanout variant;
-     raw_capacity_N  N clients at the frame size and per-client rate of healthy capacity runs (the lowest
-                   step's), for N = the largest passing step and N = the target (200): what Daphne alone costs
-                   at the load the harness should carry;
-     raw_idle      the same number of idle sockets as `idle`.
-   Ratios real / raw compare CPU per frame and p50/p99 latency at the same load.
-
-CPU: utime+stime of the server process from /proc/<pid>/stat around each measuring window (all threads),
-split into the event-loop thread (the main thread: Daphne, Channels, the engine) and the others (the ORM's
-database thread). The client's own CPU and the rest of the machine (/proc/stat) are reported too: the bench
-client shares the 2 cores with the server, and a client near one full core would be the bottleneck.
-
-Percentiles are nearest-rank: pK is the ceil(K/100 * n)-th smallest sample (1-based), always an observed value.
-Prints tables and PASS/MISS against the targets, and writes everything as JSON to --json (default
-bench/results/stream_fanout.json, gitignored).
+What it runs, measures and judges is described in bench/README.md (`stream_fanout.py`).
 """
 
 from __future__ import annotations
@@ -57,49 +13,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import http.client
 import json
 import math
 import os
-import platform
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
-try:
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
-except ImportError:  # pragma: no cover - the venv has it
-    raise SystemExit("bench/stream_fanout.py needs the `websockets` package (pip install websockets)") from None
+import websockets
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # tests.servers and bench/common.py, run as `python bench/…`
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
 from common import (  # noqa: E402
-    MANAGE,
-    PERCENTILE_METHOD,
-    cpu_model,
-    fmt,
-    free_port,
-    git,
-    manage,
-    nearest_rank,
-    script_text,
-    stop_server,
-    table,
-    tail,
-    write_results,
+    PERCENTILE_METHOD, RESULTS, finish, fmt, nearest_rank, script_text, serve_env, table,
 )
-DEFAULT_JSON = ROOT / "bench" / "results" / "stream_fanout.json"
+from devtools.api import KeepAliveClient  # noqa: E402
+from devtools.facts import (  # noqa: E402
+    CpuSample, git, machine_info, main_thread_seconds, memory_mib, process_seconds, rss_mib, thread_count,
+)
+from devtools.process import ServerProcess  # noqa: E402
+from devtools.serve import Serve  # noqa: E402
+from devtools.servers import free_port, port_open  # noqa: E402
+
+DEFAULT_JSON = RESULTS / "stream_fanout.json"
 
 TARGET_CAPACITY_RUNS = 200
 TARGET_CAPACITY_P99_MS = 100.0
@@ -115,9 +59,6 @@ FANOUT_WORDS = 20000
 RAW_FAST_MAX_BYTES = 1_000_000_000
 CAPACITY_SCRIPT = {"turns": [{"words": 3000, "delay_ms": 20}]}
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
 
 def fanout_script(delay_ms: float) -> dict:
     return {"turns": [{"words": FANOUT_WORDS, "delay_ms": delay_ms}]}
@@ -169,106 +110,34 @@ def human_rate(value: float | None) -> str:
 # --- processes, CPU and memory -------------------------------------------------------------------------
 
 
-def _stat_cpu(path: Path) -> float | None:
-    try:
-        stat = path.read_text()
-        fields = stat[stat.rindex(")") + 2:].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-    except (OSError, ValueError, IndexError):
-        return None
+def cpu_sample(pid: int) -> CpuSample:
+    """CPU seconds so far of a server process and of its main thread (the event loop)."""
+    return CpuSample({"server": lambda: process_seconds(pid)}, {"main": lambda: main_thread_seconds(pid)})
 
 
-def process_cpu(pid: int) -> dict:
-    """CPU seconds so far of the whole process and of its main thread (the event loop)."""
-    total = _stat_cpu(Path(f"/proc/{pid}/stat"))
-    main = _stat_cpu(Path(f"/proc/{pid}/task/{pid}/stat"))
-    try:
-        threads = len(os.listdir(f"/proc/{pid}/task"))
-    except OSError:
-        threads = None
-    return {"total": total, "main": main, "threads": threads}
-
-
-def rss_mib(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def machine_cpu() -> tuple[float, float] | None:
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
-    steal = fields[7] if len(fields) > 7 else 0
-    return (user + nice + system + irq + softirq) / CLOCK_TICKS, steal / CLOCK_TICKS
-
-
-class CpuSample:
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.wall = time.monotonic()
-        self.server = process_cpu(pid)
-        times = os.times()
-        self.client = times.user + times.system
-        self.machine = machine_cpu()
-
-    def until(self, later: "CpuSample") -> dict:
-        wall = later.wall - self.wall
-        out: dict = {"wall_s": round(wall, 3)}
-        if wall <= 0:
-            return out
-        if self.server["total"] is not None and later.server["total"] is not None:
-            server = later.server["total"] - self.server["total"]
-            out["server_cpu_s"] = round(server, 3)
-            out["server_cores"] = round(server / wall, 3)
-            if self.server["main"] is not None and later.server["main"] is not None:
-                main = later.server["main"] - self.server["main"]
-                out["server_main_thread_cores"] = round(main / wall, 3)
-                out["server_other_threads_cores"] = round((server - main) / wall, 3)
-            out["server_threads"] = later.server["threads"]
-        client = later.client - self.client
-        out["client_cores"] = round(client / wall, 3)
-        if self.machine and later.machine:
-            busy = later.machine[0] - self.machine[0]
-            out["machine_busy_cores"] = round(busy / wall, 3)
-            out["others_cores"] = round(max(0.0, busy - out.get("server_cpu_s", 0) - client) / wall, 3)
-            out["steal_cores"] = round((later.machine[1] - self.machine[1]) / wall, 3)
+def cpu_window(before: CpuSample, after: CpuSample, pid: int) -> dict:
+    """The server's cores (its event-loop thread and the others), the client's and everyone else's."""
+    usage = before.until(after)
+    wall, seconds = usage["wall_s"], usage["seconds"]
+    out: dict = {"wall_s": wall}
+    if wall <= 0:
         return out
-
-
-def machine_info() -> dict:
-    try:
-        import websockets
-
-        ws_version = websockets.__version__
-    except Exception:  # noqa: BLE001
-        ws_version = None
-    return {
-        "platform": platform.platform(), "machine": platform.machine(), "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(), "python": platform.python_version(), "websockets": ws_version,
-        "memory_mib": _meminfo_mib(),
-    }
+    if seconds["server"] is not None:
+        out["server_cpu_s"] = round(seconds["server"], 3)
+        out["server_cores"] = usage["cores"]["server"]
+        if seconds["main"] is not None:
+            out["server_main_thread_cores"] = usage["cores"]["main"]
+            out["server_other_threads_cores"] = round((seconds["server"] - seconds["main"]) / wall, 3)
+        out["server_threads"] = thread_count(pid)
+    out["client_cores"] = usage["client_cores"]
+    for key in ("machine_busy_cores", "others_cores", "steal_cores"):
+        out[key] = usage[key]
+    return out
 
 
 def git_state() -> dict:
     status = git("status", "--porcelain")
     return {"head": git("rev-parse", "HEAD"), "dirty_files": status.splitlines() if status else []}
-
-
-def _meminfo_mib() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) // 1024
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 def raise_nofile() -> int:
@@ -285,74 +154,14 @@ def raise_nofile() -> int:
 # --- servers -------------------------------------------------------------------------------------------
 
 
-def spawn(argv: list[str], env: dict, log_path: Path) -> subprocess.Popen:
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                preexec_fn=raise_nofile)
-
-
-def wait_port(proc: subprocess.Popen, port: int, log_path: Path, probe=None) -> float:
-    started = time.monotonic()
-    while time.monotonic() < started + READY_DEADLINE_S:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}:\n{tail(log_path)}")
-        try:
-            if probe is not None:
-                if probe():
-                    return time.monotonic() - started
-            else:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return time.monotonic() - started
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"the server did not answer within {READY_DEADLINE_S:g} s:\n{tail(log_path)}")
-
-
-class Api:
-    """The HTTP JSON API over one keep-alive connection (session creation only)."""
-
-    def __init__(self, port: int, token: str) -> None:
-        self.port, self.token = port, token
-        self.conn: http.client.HTTPConnection | None = None
-
-    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
-        payload = json.dumps(body).encode() if body is not None else None
-        for attempt in range(2):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-            try:
-                self.conn.request(method, path, body=payload, headers=headers)
-                response = self.conn.getresponse()
-                raw = response.read()
-                return response.status, (json.loads(raw) if raw else {})
-            except (http.client.RemoteDisconnected, http.client.BadStatusLine, ConnectionError):
-                self.conn.close()
-                self.conn = None
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
-
-    def create_sessions(self, count: int, title: str) -> list[str]:
-        ids = []
-        for index in range(count):
-            status, data = self.request("POST", "/api/sessions", {"title": f"{title} {index}"})
-            if status != 201:
-                raise RuntimeError(f"POST /api/sessions answered {status}: {data}")
-            ids.append(data["id"])
-        return ids
-
-    def ready(self) -> bool:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/api/sessions",
-                                         headers={"Authorization": f"Bearer {self.token}"})
-        with urllib.request.urlopen(request, timeout=2) as response:
-            return response.status == 200
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+def create_sessions(api: KeepAliveClient, count: int, title: str) -> list[str]:
+    ids = []
+    for index in range(count):
+        status, data, _, _ = api.request("POST", "/api/sessions", {"title": f"{title} {index}"})
+        if status != 201:
+            raise RuntimeError(f"POST /api/sessions answered {status}: {data}")
+        ids.append(data["id"])
+    return ids
 
 
 # --- clients -------------------------------------------------------------------------------------------
@@ -481,46 +290,27 @@ async def close_all(clients) -> None:
     await bounded([c.close() for c in clients], limit=200)
 
 
-class Server:
+class Server(Serve):
     """`manage.py serve` on a temporary database; one bench user and token."""
 
     def __init__(self, tmpdir: Path, args) -> None:
-        self.tmpdir = tmpdir
-        self.env = dict(os.environ)
-        self.env.update(
-            DATABASE_URL=f"sqlite:///{tmpdir / 'bench.sqlite3'}",
-            HARNESS_VAR_DIR=str(tmpdir / "var"),
-            HARNESS_WORKSPACE_ROOT=str(tmpdir / "workspaces"),
-            STATIC_ROOT=str(tmpdir / "static"),
-            DJANGO_SETTINGS_MODULE="harness.settings",
-            PYTHONUNBUFFERED="1",
-        )
+        env = serve_env(tmpdir, **dict(item.partition("=")[::2] for item in args.server_env))
         if args.log_level:
-            self.env["HARNESS_LOG_LEVEL"] = args.log_level
-        for item in args.server_env:
-            key, _, value = item.partition("=")
-            self.env[key] = value
-        self.log_path = tmpdir / "serve.log"
-        self.proc: subprocess.Popen | None = None
-        self.port = 0
+            env["HARNESS_LOG_LEVEL"] = args.log_level
+        super().__init__(env, tmpdir / "serve.log", preexec_fn=raise_nofile)
         self.token = ""
-        self.api: Api | None = None
+        self.api: KeepAliveClient | None = None
 
-    def start(self) -> float:
-        manage(self.env, "migrate", "--noinput", "-v", "0")
-        self.token = manage(self.env, "create_api_token", "bench").strip().splitlines()[-1].strip()
-        self.port = free_port()
-        self.proc = spawn([sys.executable, str(MANAGE), "serve", f"127.0.0.1:{self.port}"], self.env, self.log_path)
-        self.api = Api(self.port, self.token)
-        return wait_port(self.proc, self.port, self.log_path, probe=self.api.ready)
+    def start(self) -> float:  # type: ignore[override]
+        self.migrate()
+        self.token = self.create_token("bench")
+        self.api = KeepAliveClient("127.0.0.1", self.port, self.token, timeout=60)
+        return super().start(READY_DEADLINE_S)
 
-    def ws_url(self, session_id: str) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/api/sessions/{session_id}/"
-
-    def stop(self) -> None:
+    def stop(self) -> None:  # type: ignore[override]
         if self.api is not None:
             self.api.close()
-        stop_server(self.proc)
+        super().stop()
 
 
 # --- the real thing: fan-out and capacity ----------------------------------------------------------------
@@ -555,7 +345,7 @@ async def streaming_window(server: Server, *, runs: int, text: str, warmup_s: fl
                            stagger_s: float, label: str, profile: Path | None = None) -> dict:
     """`runs` sessions, one watching client each, each keeping a run streaming `text`; measure one window."""
     phase = Phase()
-    sessions = await asyncio.to_thread(server.api.create_sessions, runs, label)
+    sessions = await asyncio.to_thread(create_sessions, server.api, runs, label)
     watchers = [Watcher(i, server.ws_url(sid), server.token, phase) for i, sid in enumerate(sessions)]
     result: dict = {"runs": runs, "script": text, "warmup_s": warmup_s, "window_s": window_s}
     try:
@@ -572,16 +362,16 @@ async def streaming_window(server: Server, *, runs: int, text: str, warmup_s: fl
         result["streaming_after_s"] = round(time.monotonic() - started, 3)
         result["runs_without_delta"] = len(pending)
         await asyncio.sleep(warmup_s)
-        profiler = start_profiler(server.proc.pid, profile, window_s)
-        before = CpuSample(server.proc.pid)
-        rss_before = rss_mib(server.proc.pid)
+        profiler = start_profiler(server.pid, profile, window_s)
+        before = cpu_sample(server.pid)
+        rss_before = rss_mib(server.pid)
         t0 = time.time()
         await asyncio.sleep(window_s)
         t1 = time.time()
-        after = CpuSample(server.proc.pid)
+        after = cpu_sample(server.pid)
         if profiler is not None:
             result["profile"] = await asyncio.to_thread(finish_profiler, profiler)
-        result["rss_mib"] = rss_mib(server.proc.pid)
+        result["rss_mib"] = rss_mib(server.pid)
         result["rss_mib_window_start"] = rss_before
         stopped = await asyncio.gather(*(w.stop() for w in watchers))
         result["runs_not_stopped"] = sum(1 for ok in stopped if not ok)
@@ -601,7 +391,7 @@ async def streaming_window(server: Server, *, runs: int, text: str, warmup_s: fl
         per_client_words[d[4]] += d[2]
         per_client_frames[d[4]] += 1
     pace = [per_client_words.get(i, 0) / wall for i in range(runs)]
-    cpu = before.until(after)
+    cpu = cpu_window(before, after, server.pid)
     server_cpu = cpu.get("server_cpu_s")
     result.update(
         frames=len(deltas), words=words, bytes=sum(frame_bytes),
@@ -650,16 +440,16 @@ async def idle_sockets(pid: int, urls: list[str], token: str | None, settle_s: f
         open_s = time.monotonic() - opened_at
         await asyncio.sleep(settle_s)
         profiler = start_profiler(pid, profile, window_s)
-        before = CpuSample(pid)
+        before = cpu_sample(pid)
         await asyncio.sleep(window_s)
-        after = CpuSample(pid)
+        after = cpu_sample(pid)
         if profiler is not None:
             await asyncio.to_thread(finish_profiler, profiler)
         still_open = sum(1 for ws in sockets if ws.close_code is None)
         rss_after = rss_mib(pid)
     finally:
         await bounded([ws.close() for ws in sockets], limit=200)
-    cpu = before.until(after)
+    cpu = cpu_window(before, after, pid)
     per_socket_kib = None
     if rss_before is not None and rss_after is not None and still_open:
         per_socket_kib = round((rss_after - rss_before) * 1024 / still_open, 1)
@@ -675,26 +465,22 @@ async def idle_sockets(pid: int, urls: list[str], token: str | None, settle_s: f
 # --- the baseline: raw Daphne --------------------------------------------------------------------------
 
 
-class RawDaphne:
+class RawDaphne(ServerProcess):
     def __init__(self, tmpdir: Path) -> None:
-        self.log_path = tmpdir / "raw_daphne.log"
         self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> float:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("DJANGO_SETTINGS_MODULE", None)
         # -v 0: no access log (manage.py serve has none either); no WebSocket timeout, as in serve.
-        self.proc = spawn([sys.executable, "-m", "daphne", "-v", "0", "--websocket_timeout", "-1",
-                           "-b", "127.0.0.1", "-p", str(self.port), "bench.raw_ws_app:application"], env,
-                          self.log_path)
-        return wait_port(self.proc, self.port, self.log_path)
+        super().__init__([sys.executable, "-m", "daphne", "-v", "0", "--websocket_timeout", "-1", "-b", "127.0.0.1",
+                          "-p", str(self.port), "bench.raw_ws_app:application"], env, tmpdir / "raw_daphne.log",
+                         preexec_fn=raise_nofile)
+
+    def start(self) -> float:  # type: ignore[override]
+        super().start()
+        return self.wait_ready(lambda: port_open(self.port), READY_DEADLINE_S)
 
     def url(self, n: int, size: int, interval_ms: float) -> str:
         return f"ws://127.0.0.1:{self.port}/?n={n}&size={size}&interval_ms={interval_ms:g}"
-
-    def stop(self) -> None:
-        stop_server(self.proc)
 
 
 async def raw_stream(raw: RawDaphne, *, clients: int, per_client: int, size: int, interval_ms: float,
@@ -718,10 +504,9 @@ async def raw_stream(raw: RawDaphne, *, clients: int, per_client: int, size: int
                 count += 1
 
     url = raw.url(per_client, size, interval_ms)
-    before = CpuSample(raw.proc.pid)
+    before = cpu_sample(raw.pid)
     await bounded([receive(url) for _ in range(clients)], limit=clients)
-    after = CpuSample(raw.proc.pid)
-    cpu = before.until(after)
+    cpu = cpu_window(before, cpu_sample(raw.pid), raw.pid)
     wall = cpu["wall_s"]
     latencies = [s[1] for s in samples]
     frame_bytes = [s[2] for s in samples]
@@ -844,8 +629,8 @@ async def run_all(args, tmpdir: Path, results: dict) -> None:
     notes = results["notes"]
     try:
         ready = server.start()
-        print(f"serve up on 127.0.0.1:{server.port} after {ready:.2f} s (pid {server.proc.pid})", flush=True)
-        results["serve_rss_mib_at_start"] = rss_mib(server.proc.pid)
+        print(f"serve up on 127.0.0.1:{server.port} after {ready:.2f} s (pid {server.pid})", flush=True)
+        results["serve_rss_mib_at_start"] = rss_mib(server.pid)
 
         if "fanout" in args.scenarios:
             for delay in args.fanout_delays:
@@ -905,15 +690,15 @@ async def run_all(args, tmpdir: Path, results: dict) -> None:
 
         if "idle" in args.scenarios:
             print(f"idle: {args.idle} sockets on the JSON API …", flush=True)
-            sessions = await asyncio.to_thread(server.api.create_sessions, args.idle_sessions, "idle")
+            sessions = await asyncio.to_thread(create_sessions, server.api, args.idle_sessions, "idle")
             urls = [server.ws_url(sessions[i % len(sessions)]) for i in range(args.idle)]
-            res = await idle_sockets(server.proc.pid, urls, server.token, args.idle_settle, args.idle_window,
+            res = await idle_sockets(server.pid, urls, server.token, args.idle_settle, args.idle_window,
                                      profile=args.profile_dir / "idle.pyspy.txt" if args.profile_dir else None)
             res["sessions"] = len(sessions)
             results["idle"]["serve_json_api"] = res
             print(f"  {res['sockets_open']} open, server {fmt(res['server_cpu_pct'], 2)}% of a core, RSS "
                   f"{fmt(res['rss_mib'])} MiB", flush=True)
-        results["serve_rss_mib_at_end"] = rss_mib(server.proc.pid)
+        results["serve_rss_mib_at_end"] = rss_mib(server.pid)
     finally:
         server.stop()
         if args.server_log:
@@ -927,7 +712,7 @@ async def run_all(args, tmpdir: Path, results: dict) -> None:
     raw = RawDaphne(tmpdir)
     try:
         ready = raw.start()
-        print(f"raw Daphne up on 127.0.0.1:{raw.port} after {ready:.2f} s (pid {raw.proc.pid})", flush=True)
+        print(f"raw Daphne up on 127.0.0.1:{raw.port} after {ready:.2f} s (pid {raw.pid})", flush=True)
         fan = results["fanout"]
         for name, res in fan.items():
             if not res["frames"]:
@@ -980,7 +765,7 @@ async def run_all(args, tmpdir: Path, results: dict) -> None:
         if "idle" in args.scenarios:
             print(f"raw_idle: {args.idle} idle sockets …", flush=True)
             urls = [raw.url(0, 0, 0)] * args.idle
-            res = await idle_sockets(raw.proc.pid, urls, None, args.idle_settle, args.idle_window)
+            res = await idle_sockets(raw.pid, urls, None, args.idle_settle, args.idle_window)
             results["idle"]["raw_daphne"] = res
             print(f"  {res['sockets_open']} open, server {fmt(res['server_cpu_pct'], 2)}% of a core, RSS "
                   f"{fmt(res['rss_mib'])} MiB", flush=True)
@@ -1104,12 +889,11 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     all_pass = all(v["pass"] for v in results["verdicts"])
     print()
-    print("ALL TARGETS PASS" if all_pass else "SOME TARGETS MISSED")
     output = {
         "benchmark": "stream_fanout",
         "date": began.isoformat(timespec="seconds"),
         "finished": ended.isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        "machine": machine_info(websockets=websockets.__version__, memory_mib=memory_mib()),
         "git": git_state(),
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "config": {
@@ -1128,9 +912,8 @@ def main(argv: list[str] | None = None) -> int:
                     "capacity_pace_fraction": CAPACITY_PACE_FRACTION, "idle_sockets": TARGET_IDLE_SOCKETS,
                     "all_pass": all_pass},
         **results,
-        "table": text,
     }
-    return write_results(args.json, output, all_pass=all_pass, strict=args.strict)
+    return finish(args.json, output, text, all_pass=all_pass, strict=args.strict)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from orchestrator.services.sessions import session_create
 from orchestrator.services.tokens import api_token_create
 from orchestrator.wakeups import ORCHESTRATOR_CHANNEL
 from orchestrator.worker import OrchestratorWorker
-from tests.servers import sandbox_reachable_dir
+from devtools.servers import sandbox_reachable_dir
 
 TEST_TOOLS = [
     "tests.tools.side_effect",

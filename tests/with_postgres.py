@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 
-from tests.servers import PostgresServer
+from devtools.servers import PostgresServer
 
 
 def main(argv: list[str]) -> int:

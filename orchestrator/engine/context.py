@@ -39,6 +39,11 @@ CANCEL_GRACE_SECONDS = 1.0
 # How often a cancellation is repeated while the cancelled work is still running (see cancel_until_done).
 RECANCEL_EVERY_SECONDS = 0.005
 
+# Instrumentation for a benchmark's diagnosis (bench/scaleout_probe.py), None otherwise: called with the run
+# id and the preempted task just before it is cancelled, it returns what to call with cancel_until_done's
+# answer once that is known. Only a preemption looks at it, so it costs nothing when unset.
+preemption_hook: Callable[[Any, asyncio.Task], Callable[[bool], None]] | None = None
+
 
 async def cancel_until_done(task: asyncio.Future, *, grace: float) -> bool:
     """Cancel `task` and wait for it to end, repeating the cancellation until it does; False after `grace`.
@@ -203,7 +208,11 @@ class StepContext:
             waiter.cancel()
         if task.done():
             return False, task.result()
-        if not await cancel_until_done(task, grace=CANCEL_GRACE_SECONDS):
+        observe = preemption_hook(self.run_id, task) if preemption_hook is not None else None
+        ended = await cancel_until_done(task, grace=CANCEL_GRACE_SECONDS)
+        if observe is not None:
+            observe(ended)
+        if not ended:
             logger.error("run %s: preempted work ignored cancellation for %.1f s; leaving it behind",
                          self.run_id, CANCEL_GRACE_SECONDS)
         elif not task.cancelled() and task.exception() is not None:

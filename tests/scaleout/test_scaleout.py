@@ -4,12 +4,11 @@ Redis restarts — and no run is lost, no non-idempotent tool runs twice, every 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
-from websockets.sync.client import connect as ws_connect
 
+from devtools.api import SessionSocket
 from tests.tools import SIDE_EFFECTS
 
 LONG_STREAM = 'script:{"turns": [{"words": 5000, "delay_ms": 5}]}'
@@ -20,26 +19,12 @@ def script(*turns: dict) -> str:
     return "script:" + json.dumps({"turns": list(turns)})
 
 
-class Watcher:
+class Watcher(SessionSocket):
     """A JSON WebSocket API client watching one session through one web process."""
 
     def __init__(self, cluster, web: str, session_id: str) -> None:
-        self._connection = ws_connect(cluster.ws_url(web, session_id),
-                                      additional_headers={"Authorization": f"Bearer {cluster.token}"}, open_timeout=10)
-        self.socket = self._connection.__enter__()
-        self.snapshot = json.loads(self.socket.recv(timeout=10))
+        super().__init__(cluster.ws_url(web, session_id), cluster.token)
         assert self.snapshot["type"] == "session.snapshot"
-
-    def until(self, predicate, *, timeout: float = 20.0) -> list[dict]:
-        received, deadline = [], time.monotonic() + timeout
-        while True:
-            frame = json.loads(self.socket.recv(timeout=max(0.01, deadline - time.monotonic())))
-            received.append(frame)
-            if predicate(frame):
-                return received
-
-    def close(self) -> None:
-        self._connection.__exit__(None, None, None)
 
 
 def is_type(kind: str):

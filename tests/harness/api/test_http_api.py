@@ -901,3 +901,20 @@ def test_a_logged_out_browser_is_401(portal, user):
     session = session_create(owner=user, title="mine")
     portal.logout()
     assert_error(portal.get(f"/api/sessions/{session.id}"), 401, "unauthenticated")
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+@pytest.mark.parametrize("path", ["/api/tokens", "/api/approvals/", "/api/sessions/{sid}/runs/extra"])
+def test_a_write_to_an_unknown_api_path_is_a_json_404_before_csrf(portal, session, method, path):
+    """With the portal's login cookie and no CSRF token: a known path refuses with the JSON CSRF error, an
+    unknown one is simply not there (not Django's HTML CSRF page)."""
+    assert_error(portal.post("/api/sessions", {}, content_type="application/json"), 403, "csrf_failed")
+    response = getattr(portal, method)(path.format(sid=session.id))
+    assert_error(response, 404, "not_found")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_bodies_must_be_utf8(api, session, encoding):
+    body = json.dumps({"text": "hi"})
+    assert api.post(f"/api/sessions/{session.id}/runs", raw=body.encode("utf-8")).status_code == 201  # UTF-8: fine
+    assert_error(api.post(f"/api/sessions/{session.id}/runs", raw=body.encode(encoding)), 400, "invalid_json")

@@ -31,7 +31,7 @@ from tests.helpers import (
     wait_terminal,
     wait_until,
 )
-from tests.processes import marker, wait_no_live_processes, wait_sleeping
+from devtools.processes import marker, wait_no_live_processes, wait_sleeping
 from tests.tools import side_effects
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -19,7 +19,7 @@ from orchestrator.services.approvals import approval_decide
 from orchestrator.services.runs import run_stop
 from orchestrator.services.sessions import session_create
 from tests.helpers import db, script, start, start_parked_on_shell, wait_for_state, wait_terminal, wait_until
-from tests.processes import live_processes, marker, rss_bytes, wait_no_live_processes, wait_sleeping
+from devtools.processes import live_processes, marker, rss_bytes, wait_no_live_processes, wait_sleeping
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

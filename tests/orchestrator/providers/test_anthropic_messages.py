@@ -1,5 +1,5 @@
 """The Anthropic provider: the real SDK, over a real socket, against a fake server speaking the Messages API's
-streaming wire format (tests/fakes/anthropic_wire.py); then whole runs through the engine.
+streaming wire format (devtools/fakes/anthropic_wire.py); then whole runs through the engine.
 
 Nothing here sleeps to synchronise: the server reports what it saw (requests, events written, the moment
 the client disconnected) and the tests wait on that, with deadlines.
@@ -39,10 +39,10 @@ from orchestrator.providers.base import (
     ToolSpec,
     Usage,
 )
-from tests.fakes.anthropic_wire import MessageEvents, error_response, text_answer
-from tests.fakes.wire_server import ErrorResponse, Hangup, SSEStream, WireServer
+from devtools.fakes.anthropic_wire import MessageEvents, error_response, text_answer
+from devtools.fakes.wire_server import ErrorResponse, Hangup, SSEStream, WireServer
 from tests.helpers import db, start, wait_terminal
-from tests.servers import free_port
+from devtools.servers import free_port
 
 API_KEY = "sk-ant-api03-test-key"
 MODEL = "claude-sonnet-4-6"  # not one the SDK warns about as deprecated

@@ -37,8 +37,8 @@ from orchestrator.providers.base import (
 from orchestrator.providers.openai_chat import OpenAIChatProvider, provider_error
 from orchestrator.providers.registry import provider_for
 from orchestrator.services.runs import run_stop
-from tests.fakes.openai_wire import ChatChunks, error_response, split, text_answer, tool_call_answer
-from tests.fakes.wire_server import ErrorResponse, Hangup, SSEStream, WireServer
+from devtools.fakes.openai_wire import ChatChunks, error_response, split, text_answer, tool_call_answer
+from devtools.fakes.wire_server import ErrorResponse, Hangup, SSEStream, WireServer
 from tests.helpers import db, start, wait_terminal, wait_until
 
 API_KEY = "sk-test-0123456789"

@@ -16,7 +16,7 @@ from django.db import connection
 
 from orchestrator.tools.builtin.shell import shell
 from orchestrator.tools.registry import ToolContext
-from tests.servers import sandbox_reachable_dir
+from devtools.servers import sandbox_reachable_dir
 
 SECRET = "alice-top-secret-7f3a"
 

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.tools.builtin.shell import shell
 from orchestrator.tools.registry import ToolContext, ToolError
-from tests.processes import live_processes, marker
+from devtools.processes import live_processes, marker
 
 
 @pytest.fixture

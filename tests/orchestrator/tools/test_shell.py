@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.tools.builtin.shell import shell
 from orchestrator.tools.registry import ToolContext, ToolError
-from tests.processes import live_processes, marker, wait_no_live_processes, wait_sleeping
+from devtools.processes import live_processes, marker, wait_no_live_processes, wait_sleeping
 
 
 @pytest.fixture

@@ -14,8 +14,10 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from .process import stop_process
+from .waiting import wait_for
 
 
 def sandbox_reachable_dir(prefix: str) -> Path:
@@ -37,18 +39,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_open(port: int) -> bool:
+    """Does something accept TCP connections on 127.0.0.1:port?"""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for_port(port: int, *, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if process is not None and process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode} before listening on {port}") from None
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s") from None
-            time.sleep(0.05)
+    """Until 127.0.0.1:port listens; RuntimeError at once if `process` exits first."""
+
+    def listening() -> bool:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before listening on {port}")
+        return port_open(port)
+
+    wait_for(listening, timeout, what=f"something to listen on 127.0.0.1:{port}")
 
 
 def _pg_bin(name: str) -> str:
@@ -80,6 +88,14 @@ class PostgresServer:
         self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w",
                   "start")
         return self
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid (its backends are its children), from postmaster.pid."""
+        try:
+            return int((self.data / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
     @property
     def url(self) -> str:
@@ -115,13 +131,8 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, signal.SIGTERM)
 
     def restart(self) -> None:
         """Stop and start again on the same port (everything in it is lost: it keeps no data)."""
