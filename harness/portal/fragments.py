@@ -45,6 +45,19 @@ def composer_mode(run: Run | None) -> ComposerMode:
     return "stopping" if run.stop_requested else "running"
 
 
+# A run's composer only moves forward: running → stopping → idle (its end).
+_PHASE = {"running": 1, "stopping": 2, "idle": 3}
+
+
+def composer_rank(run: Run | None) -> str:
+    """Orders composers: "<run created, µs>.<phase>". A tab keeps the composer with the highest rank, so an
+    HTTP response rendered before a socket update that arrived first (a slow link) cannot turn the clock
+    back (static/js/session.js)."""
+    if run is None:
+        return "0.0"
+    return f"{int(run.created_at.timestamp() * 1_000_000)}.{_PHASE[composer_mode(run)]}"
+
+
 def _render(template: str, context: dict, oob: bool) -> str:
     return render_to_string(template, {**context, "oob": oob})
 
@@ -54,7 +67,8 @@ def composer_html(session: Session, run: Run | None, *, error: str = "", clear_d
     """The composer in the mode the run's status implies. `clear_draft` marks a successful send's response."""
     return _render(
         "portal/fragments/composer.html",
-        {"session": session, "run": run, "mode": composer_mode(run), "error": error, "clear_draft": clear_draft},
+        {"session": session, "run": run, "mode": composer_mode(run), "rank": composer_rank(run), "error": error,
+         "clear_draft": clear_draft},
         oob,
     )
 

@@ -5,6 +5,10 @@
 // - The stop button paints "stopping…" in the click's own frame, before any network round trip, and
 //   returns to "stop" with a visible error if the stop request fails.
 // - The draft survives the composer being swapped (every tab's composer is re-rendered on each run state).
+// - A send takes its text out of the box at once and puts it back only if the send fails: on a slow link
+//   the send's response and the socket's updates arrive in any order, and a sent message never comes back.
+// - Composers only move forward (data-rank: the run, then running → stopping → idle): a response rendered
+//   before an update that arrived first is not swapped over it.
 // - A "reconnecting…" mark while the page's WebSocket is down; reconnects on close codes the ws extension
 //   ignores (the server sends a fresh snapshot on every connect, so the page converges).
 // - The run's elapsed time ticks.
@@ -19,6 +23,8 @@
   // A stop this tab has sent and the server has not answered yet. The composer can be re-rendered
   // meanwhile (other run events); the new composer must still say "stopping…", not offer stop again.
   let pendingStopRun = null;
+  // The text of a send in flight: out of the box, back in it only if the send fails.
+  let pendingSend = null;
 
   const composer = () => document.getElementById("composer");
   const textarea = () => document.getElementById("composer-text");
@@ -43,9 +49,6 @@
   function restore(target) {
     const box = textarea();
     if (!box || !composer() || (target && target.id !== "composer" && !target.contains(composer()))) return;
-    if (composer().hasAttribute("data-clear-draft")) {
-      draft = "";
-    }
     if (draft !== null) {
       box.value = draft;
     }
@@ -65,11 +68,43 @@
     refreshSendButton();
   }
 
+  // --- composers only move forward -------------------------------------------------------------------------
+  function rankOf(element) {
+    const [run, phase] = ((element && element.dataset.rank) || "0.0").split(".").map(Number);
+    return [run, phase];
+  }
+
+  function isOlder(incoming) {
+    const [run, phase] = rankOf(incoming);
+    const [currentRun, currentPhase] = rankOf(composer());
+    return run < currentRun || (run === currentRun && phase < currentPhase);
+  }
+
+  function incomingComposer(html) {
+    const template = document.createElement("template");
+    template.innerHTML = html;
+    return template.content.querySelector("#composer");
+  }
+
   document.addEventListener("htmx:beforeSwap", (e) => {
     if (isStopRequest(e)) pendingStopRun = null; // the server has answered the stop: its composer is the truth
+    if (e.detail.target && e.detail.target.id === "composer" && composer()) {
+      const incoming = incomingComposer(e.detail.serverResponse || "");
+      if (incoming && isOlder(incoming)) {
+        e.detail.shouldSwap = false; // the socket already brought a newer one
+        return;
+      }
+    }
     stash(e.detail.target);
   });
-  document.addEventListener("htmx:oobBeforeSwap", (e) => stash(e.detail.target));
+  document.addEventListener("htmx:oobBeforeSwap", (e) => {
+    const incoming = e.detail.fragment && e.detail.fragment.querySelector("#composer");
+    if (incoming && e.detail.target.id === "composer" && isOlder(incoming)) {
+      e.detail.shouldSwap = false;
+      return;
+    }
+    stash(e.detail.target);
+  });
   document.addEventListener("htmx:afterSwap", (e) => restore(e.detail.target));
   document.addEventListener("htmx:oobAfterSwap", (e) => restore(e.detail.target));
 
@@ -94,9 +129,10 @@
     }
   });
 
-  // Gate the submission itself, not just the key: nothing is sent unless the composer is idle.
+  // Gate the submission itself, not just the key: nothing is sent unless the composer is idle and no other
+  // send is in flight.
   document.addEventListener("submit", (e) => {
-    if (e.target === composer() && mode() !== "idle") {
+    if (e.target === composer() && (mode() !== "idle" || pendingSend !== null)) {
       e.preventDefault();
       e.stopImmediatePropagation();
     }
@@ -104,7 +140,7 @@
 
   document.addEventListener("htmx:beforeRequest", (e) => {
     const elt = e.detail.elt;
-    if (elt === composer() && mode() !== "idle") {
+    if (elt === composer() && (mode() !== "idle" || pendingSend !== null)) {
       e.preventDefault();
       return;
     }
@@ -112,11 +148,53 @@
       e.preventDefault();
       return;
     }
+    if (elt === composer()) {
+      startSend(e.detail.xhr);
+      return;
+    }
     if (elt.classList && elt.classList.contains("composer-send") && elt.dataset.mode === "stop") {
       pendingStopRun = composer().dataset.runId;
       paintStopping(elt);
     }
   });
+
+  // --- send: the text leaves the box once, and comes back only if the send failed ---------------------------
+  function startSend(xhr) {
+    // htmx has already read the form's values: the request carries the text.
+    pendingSend = textarea().value;
+    textarea().value = "";
+    draft = "";
+    setError("");
+    refreshSendButton();
+    // Settled on the request itself: htmx's own events go to the form that sent it, which the socket may
+    // already have replaced (a detached form's events never reach the document).
+    xhr.addEventListener("loadend", () => settleSend(xhr));
+  }
+
+  function settleSend(xhr) {
+    const text = pendingSend;
+    pendingSend = null;
+    const answer = xhr.status >= 200 && xhr.status < 300 ? incomingComposer(xhr.responseText || "") : null;
+    if (answer && answer.hasAttribute("data-clear-draft")) {
+      refreshSendButton();
+      return; // accepted: the text is in the transcript now
+    }
+    // Not sent: the text goes back (ahead of anything typed meanwhile), with the reason.
+    const box = textarea();
+    if (box && text !== null) {
+      box.value = box.value.trim() === "" ? text : `${text}\n${box.value}`;
+      draft = box.value;
+    }
+    if (xhr.status === 401) {
+      showLoginExpired("Not sent: ");
+    } else if (answer) {
+      const reason = answer.querySelector(".composer-error");
+      setError(reason && reason.textContent.trim() ? reason.textContent.trim() : "Not sent — try again.");
+    } else {
+      setError(xhr.status === 0 ? "Not sent (network error) — try again." : `Not sent (HTTP ${xhr.status}) — try again.`);
+    }
+    refreshSendButton();
+  }
 
   // --- stop: instant paint, honest failure -----------------------------------------------------------------
   function setError(text) {
@@ -150,6 +228,11 @@
     setError(message);
   }
 
+  function isSendRequest(e) {
+    const elt = e.detail.requestConfig ? e.detail.requestConfig.elt : e.detail.elt;
+    return Boolean(elt && elt.id === "composer");
+  }
+
   function isStopRequest(e) {
     const elt = e.detail.requestConfig ? e.detail.requestConfig.elt : e.detail.elt;
     return Boolean(elt && elt.classList && elt.classList.contains("composer-send") && elt.type === "button");
@@ -172,8 +255,8 @@
     if (isStopRequest(e)) {
       stopFailed(expired ? "" : `Stop failed (HTTP ${e.detail.xhr.status}) — try again.`);
       if (expired) showLoginExpired("Stop failed: ");
-    } else if (expired) {
-      showLoginExpired("Not done: ");
+    } else if (expired && !isSendRequest(e)) {
+      showLoginExpired("Not done: "); // (a send says so itself: settleSend)
     }
   });
   document.addEventListener("htmx:sendError", (e) => {

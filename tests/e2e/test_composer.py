@@ -311,3 +311,32 @@ def test_a_stop_after_the_login_expired_says_so_and_keeps_the_composer(page, ser
 
     error.get_by_role("link", name="log in again").click()
     expect(page.locator("input[name=password]")).to_be_visible()
+
+
+def test_a_send_that_fails_puts_the_text_back_with_the_reason(page, server, api, session_id):
+    """The box empties the moment a message is sent; if the send does not go through, the text comes back."""
+    open_session(page, server.base_url, session_id)
+    composer, button, box = composer_parts(page)
+    error = page.locator("#composer .composer-error")
+
+    page.route("**/send", lambda route: route.abort())
+    box.fill("hello over a broken link")
+    box.press("Enter")
+    expect(error).to_have_text("Not sent (network error) — try again.")
+    expect(box).to_have_value("hello over a broken link")
+    expect(button).to_be_enabled()
+    page.unroute("**/send")
+
+    too_long = "é" * 20_000  # 40,000 bytes of UTF-8: within the box's 32,768 characters, over the server's bytes
+    box.fill(too_long)
+    box.press("Enter")
+    expect(error).to_have_text("text is limited to 32768 bytes")
+    expect(box).to_have_value(too_long)
+    assert api.messages(session_id, role="user") == []  # neither reached the transcript
+
+    box.fill("hello")
+    box.press("Enter")
+    expect(page.locator("#transcript .msg-user .msg-text")).to_have_text("hello")
+    expect(composer).to_have_attribute("data-mode", "idle")
+    expect(box).to_have_value("")
+    expect(error).to_be_empty()
