@@ -113,8 +113,13 @@
     if (e.target === textarea()) refreshSendButton();
   });
 
+  // Esc stops the run from the composer or the page, not while typing elsewhere (a steering message).
+  function typingElsewhere(target) {
+    return target !== textarea() && target instanceof HTMLElement && target.matches("input, textarea, select");
+  }
+
   document.addEventListener("keydown", (e) => {
-    if (e.key === "Escape" && mode() === "running") {
+    if (e.key === "Escape" && mode() === "running" && !typingElsewhere(e.target)) {
       const btn = button();
       if (btn && btn.dataset.mode === "stop") {
         e.preventDefault();
@@ -314,5 +319,6 @@
   document.addEventListener("DOMContentLoaded", () => {
     tick();
     refreshSendButton();
+    if (textarea() && mode() === "idle") textarea().focus(); // a session opens ready to type
   });
 })();

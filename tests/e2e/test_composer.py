@@ -340,3 +340,8 @@ def test_a_send_that_fails_puts_the_text_back_with_the_reason(page, server, api,
     expect(composer).to_have_attribute("data-mode", "idle")
     expect(box).to_have_value("")
     expect(error).to_be_empty()
+
+
+def test_a_session_opens_ready_to_type(page, server, session_id):
+    open_session(page, server.base_url, session_id)
+    expect(page.locator("#composer-text")).to_be_focused()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from .support import open_session
+from .support import LONG_STREAM, open_session
 
 TWO_TURNS = 'script:{"turns":[{"words":600,"delay_ms":10},{"text":"second turn"}]}'
 
@@ -35,3 +35,16 @@ def test_a_steering_message_is_queued_then_applied_as_the_next_turn(page, server
     expect(page.locator("#steering .steer")).to_have_count(0)  # nothing left queued
     expect(page.get_by_label("Steer the run")).to_have_count(0)  # and no form once the run is over
     assert api.run(run_id)["turn_count"] == 2
+
+
+def test_esc_while_typing_a_steering_message_does_not_stop_the_run(page, server, api, session_id):
+    open_session(page, server.base_url, session_id)
+    run_id = api.run_start(session_id, LONG_STREAM)
+    steer = page.locator("#steer-text")
+    steer.fill("half a thought")
+    steer.press("Escape")
+    expect(steer).to_have_value("half a thought")  # the draft is kept …
+    assert api.run(run_id)["stop_requested"] is False  # … and the run goes on
+    page.locator("#composer-text").press("Escape")  # from the composer, Esc stops it (as always)
+    expect(page.locator("#composer")).to_have_attribute("data-mode", "idle")
+    assert api.run(run_id)["state"] == "stopped"
