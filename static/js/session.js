@@ -46,7 +46,18 @@
     selection = [textarea().selectionStart, textarea().selectionEnd];
   }
 
+  // Touch screens have no Esc key: their placeholder says what they can do.
+  const TOUCH = window.matchMedia("(hover: none) and (pointer: coarse)").matches;
+
+  function touchPlaceholder() {
+    const box = textarea();
+    if (TOUCH && box && box.placeholder.includes("Esc")) {
+      box.placeholder = "A run is in flight — tap stop to stop it";
+    }
+  }
+
   function restore(target) {
+    touchPlaceholder();
     const box = textarea();
     if (!box || !composer() || (target && target.id !== "composer" && !target.contains(composer()))) return;
     if (draft !== null) {
@@ -119,6 +130,10 @@
   }
 
   document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && e.target instanceof HTMLElement && e.target.id === "steer-text") {
+      e.target.blur(); // Esc leaves the steering box (its draft kept); it never stops the run
+      return;
+    }
     if (e.key === "Escape" && mode() === "running" && !typingElsewhere(e.target)) {
       const btn = button();
       if (btn && btn.dataset.mode === "stop") {
@@ -208,6 +223,11 @@
   }
 
   function paintStopping(btn) {
+    // A disabled button drops the keyboard focus (to <body>): keep it in the composer, on the text.
+    if (document.activeElement === btn && textarea()) {
+      textarea().focus();
+      focused = "text";
+    }
     composer().dataset.mode = "stopping";
     btn.dataset.mode = "stopping";
     btn.textContent = "stopping…";
@@ -320,5 +340,6 @@
     tick();
     refreshSendButton();
     if (textarea() && mode() === "idle") textarea().focus(); // a session opens ready to type
+    touchPlaceholder();
   });
 })();

@@ -345,3 +345,50 @@ def test_a_send_that_fails_puts_the_text_back_with_the_reason(page, server, api,
 def test_a_session_opens_ready_to_type(page, server, session_id):
     open_session(page, server.base_url, session_id)
     expect(page.locator("#composer-text")).to_be_focused()
+
+
+def test_keyboard_stop_keeps_the_focus_in_the_composer_and_the_box_is_visibly_focused(page, server, api, session_id):
+    open_session(page, server.base_url, session_id)
+    composer, button, box = composer_parts(page)
+    outline = "(e) => getComputedStyle(e).outlineStyle"
+    expect(box).to_be_focused()
+    assert box.evaluate(outline) != "none"  # a visible focus ring
+    api.run_start(session_id, LONG_STREAM)
+    expect(button).to_have_attribute("data-mode", "stop")
+    box.focus()
+    page.keyboard.press("Tab")
+    expect(button).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(composer).to_have_attribute("data-mode", "idle")
+    expect(box).to_be_focused()  # not <body>: a keyboard user types the next message straight away
+
+
+def test_touch_screens_get_a_placeholder_without_esc(make_context, server, api, session_id):
+    page = make_context(viewport=PHONE, is_mobile=True, has_touch=True).new_page()
+    open_session(page, server.base_url, session_id)
+    api.run_start(session_id, LONG_STREAM)
+    box = page.locator("#composer-text")
+    expect(page.locator("#composer")).to_have_attribute("data-mode", "running")
+    expect(box).to_have_attribute("placeholder", "A run is in flight — tap stop to stop it")
+
+
+def test_a_long_title_stays_readable_at_phone_width(make_context, server, api):
+    session_id = api.new_session("Refactor the billing export so that it handles refunds and partial captures")
+    page = make_context(viewport=PHONE, is_mobile=True, has_touch=True).new_page()
+    open_session(page, server.base_url, session_id)
+    title = page.locator("#session-title")
+    assert title.evaluate("(e) => e.getBoundingClientRect().width") >= 0.8 * (PHONE["width"] - 40)
+
+
+def test_times_are_shown_in_the_readers_time_zone(make_context, server, api, session_id):
+    page = make_context(timezone_id="Asia/Tokyo").new_page()
+    page.goto(f"{server.base_url}/")
+    time = page.locator(f"li:has(a[href='/sessions/{session_id}/']) time")
+    utc = time.get_attribute("datetime")
+    expect(time).not_to_contain_text("UTC")
+    shown_in = "(zone, iso) => new Intl.DateTimeFormat(undefined, {dateStyle: 'medium', timeStyle: 'short', timeZone: zone})" \
+               ".format(new Date(iso))"
+    tokyo, utc_text = (page.evaluate(f"([zone, iso]) => ({shown_in})(zone, iso)", [zone, utc]) for zone in ("Asia/Tokyo", "UTC"))
+    assert tokyo != utc_text  # nine hours apart
+    expect(time).to_have_text(tokyo)
+    assert utc.endswith("+00:00") or utc.endswith("Z")  # the attribute itself stays UTC
