@@ -9,6 +9,7 @@ keeps what the user already saw.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ async def handle(ctx: StepContext, run: Run) -> Run:
 
 
 async def _consume(ctx: StepContext, run: Run, request: ModelRequest, buffer: StreamBuffer) -> None:
-    last_publish = time.monotonic()
+    last_publish = -math.inf  # the first delta goes out at once: only what follows it is coalesced
     stream = stream_with_retries(
         ctx.provider, request, retries=settings.HARNESS_MODEL_RETRIES,
         base_delay=settings.HARNESS_MODEL_RETRY_BASE_SECONDS, max_wait=settings.HARNESS_MODEL_RETRY_MAX_WAIT_SECONDS,

@@ -409,3 +409,20 @@ async def test_a_stop_does_not_wait_for_work_that_ignores_cancellation(worker, s
     await stop(session, user)
     run = await wait_terminal(run.id, timeout=5)  # not 30 s: the stop went ahead without the stuck work
     assert run.outcome == "stopped"
+
+
+async def test_the_first_delta_of_an_answer_is_sent_at_once(worker, session, user, settings):
+    """Coalescing gathers what follows the first delta, never the first itself: with a coalescing interval far
+    longer than the answer, the first event still carries only the first word."""
+    settings.HARNESS_DELTA_COALESCE_SECONDS = 60
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(events.session_group(session.id), channel)
+    run = await start(session, user, script({"text": "one two three four five", "delay_ms": 100}))
+    deltas = []
+    while (message := await asyncio.wait_for(layer.receive(channel), 10))["event"]["type"] != "run.finished":
+        if message["event"]["type"] == "message.delta":
+            deltas.append(message["event"]["text"])
+    assert (await wait_terminal(run.id)).outcome == "completed"
+    assert deltas[0].strip() == "one"  # at once, not after 60 s (or at the end) with the rest
+    assert "".join(deltas).split() == ["one", "two", "three", "four", "five"]  # and the rest follows, whole
