@@ -225,7 +225,7 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # WhiteNoise also serves collected files from STATIC_ROOT, and warns at start-up while it does not exist yet
 # (before any collectstatic): expected when serving from the finders. Settings create no directories, so
 # they load on a read-only filesystem.
-warnings.filterwarnings("ignore", message=r"No directory at: ", module=r"whitenoise\.base")
+warnings.filterwarnings("ignore", message=r"No directory at: ", category=UserWarning)
 
 LOGGING = {
     "version": 1,
