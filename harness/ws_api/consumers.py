@@ -151,29 +151,31 @@ class ApiConsumer(SessionGroupMember, AsyncWebsocketConsumer):
                 frame = parse_json_object(text_data, what="frame")
             except CommandError as exc:
                 raise FrameError(exc.code, exc.detail, status=exc.status) from None
+            kind = frame.get("type")
+            # Named as soon as the frame is read: every error about it says which command it was.
+            command = kind if isinstance(kind, str) and kind in COMMANDS else None
             request_id = _request_id(frame)
             if not await database_sync_to_async(_token_still_valid)(self.scope, self.user):
                 # Revoked (or its user deactivated) since the socket opened: say so, then close like a
                 # connect without a valid token would have.
                 await self.send_json(_error("unauthenticated", "the API token is no longer valid", status=401,
-                                            request_id=request_id))
+                                            request_id=request_id, command=command))
                 await self.disconnect(CLOSE_UNAUTHENTICATED)
                 await self.close(code=CLOSE_UNAUTHENTICATED)
                 return
-            kind = frame.get("type")
             if kind == "ping":
                 await self.send_json({"type": "ping.result", "request_id": request_id})
                 return
             if not isinstance(kind, str) or kind not in COMMANDS:
                 known = ", ".join(["ping", *COMMANDS])
                 raise FrameError("unknown_type", f"'type' must be one of: {known}")
-            command = kind
             data = {key: value for key, value in frame.items() if key not in ENVELOPE}
             status, body = await database_sync_to_async(COMMANDS[kind])(self.user, data, session_id=self.session_id)
             # Exactly the HTTP API's body, under an envelope whose keys no body uses.
             await self.send_json({"type": f"{kind}.result", "request_id": request_id, "http_status": status, **body})
         except FrameError as exc:
-            await self.send_json(_error(exc.code, exc.detail, status=exc.status, request_id=request_id))
+            await self.send_json(_error(exc.code, exc.detail, status=exc.status, request_id=request_id,
+                                        command=command))
         except CommandError as exc:
             await self.send_json(_error(exc.code, exc.detail, status=exc.status, request_id=request_id,
                                         command=command))

@@ -411,7 +411,7 @@ async def test_a_token_revoked_while_the_socket_is_open_ends_it_at_the_next_fram
         await communicator.send_json_to({"type": "run.start", "request_id": 1, "text": "hi"})
         assert await communicator.receive_json_from(timeout=5) == {
             "type": "error", "code": "unauthenticated", "detail": "the API token is no longer valid",
-            "http_status": 401, "request_id": 1, "command": None}
+            "http_status": 401, "request_id": 1, "command": "run.start"}
         assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
     assert not await db(Run.objects.filter(session=session).exists)  # the command did not run
 
@@ -439,6 +439,10 @@ BAD_FRAMES = [
     pytest.param('{"type": "ping", "request_id": 1.5}', "invalid_field", 400, None, None, id="request-id-float"),
     pytest.param('{"type": "ping", "request_id": true}', "invalid_field", 400, None, None, id="request-id-bool"),
     pytest.param('{"type": "ping", "request_id": [1]}', "invalid_field", 400, None, None, id="request-id-list"),
+    pytest.param('{"type": "run.stop", "request_id": 2.5}', "invalid_field", 400, None, "run.stop",
+                 id="request-id-float-on-a-command"),
+    pytest.param('{"type": "steer", "request_id": {}}', "invalid_field", 400, None, "steer",
+                 id="request-id-object-on-a-command"),
     pytest.param('{"type": "run.start", "request_id": 3}', "missing_field", 400, 3, "run.start", id="start-no-text"),
     pytest.param('{"type": "run.start", "text": 5}', "invalid_field", 400, None, "run.start", id="start-text-int"),
     pytest.param('{"type": "run.start", "text": "  "}', "invalid_text", 400, None, "run.start", id="start-blank"),
