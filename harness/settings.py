@@ -134,6 +134,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # request.htmx: htmx requests are answered in a way htmx acts on (harness/portal/auth.py).
     "django_htmx.middleware.HtmxMiddleware",
+    # A database outage is a 503 its client understands, never a 500 (harness/middleware.py).
+    "harness.middleware.DatabaseOutageMiddleware",
     # Last: makes the chain above run in one thread instead of hopping per hook (see its docstring).
     "harness.middleware.OneThreadMiddlewareChain",
 ]

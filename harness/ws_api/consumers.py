@@ -15,11 +15,13 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.db import InterfaceError, OperationalError
 
 from harness import client_commands
 from harness.api.responses import parse_json_object
 from harness.client_commands import CommandError
 from harness.groups import SessionGroupMember
+from harness.middleware import STORE_UNAVAILABLE
 from harness.ws_api.auth import bearer_token
 from harness.streaming import GAP, StreamTracker
 from orchestrator import events, selectors
@@ -178,6 +180,10 @@ class ApiConsumer(SessionGroupMember, AsyncWebsocketConsumer):
                                         command=command))
         except CommandError as exc:
             await self.send_json(_error(exc.code, exc.detail, status=exc.status, request_id=request_id,
+                                        command=command))
+        except (OperationalError, InterfaceError):
+            logger.warning("JSON WebSocket API: database unavailable for session %s", self.session_id, exc_info=True)
+            await self.send_json(_error("store_unavailable", STORE_UNAVAILABLE, status=503, request_id=request_id,
                                         command=command))
         except Exception:
             logger.exception("JSON WebSocket API: frame for session %s failed", self.session_id)
