@@ -3,6 +3,13 @@
 channels-redis drops a channel from a group `group_expiry` seconds after it joined, active or not, and
 sockets here can live for days; so a consumer re-joins its session's group every hour while it is open.
 
+Group memberships live only in Redis. When Redis restarts (it keeps no data here) or is unreachable for a
+while, every socket of this process has lost its membership or missed events, yet still answers pings: it
+would stay open and deaf. `LayerWatch` notices within `LAYER_CHECK_SECONDS` of Redis answering again (a key
+of ours that vanished, or a failed check) and closes those sockets with `CLOSE_RESYNC` (4503): clients
+reconnect and take a fresh snapshot, which is the truth. (An application cannot send 1011 through Daphne:
+Autobahn accepts only 1000 and 3000–4999 from it.)
+
 Group events skip channels' per-message `aclose_old_connections()`: it is a trip to the database thread for
 every event to every client (a streaming answer sends ~20 a second to each), while the event handlers
 reach the database only through `database_sync_to_async`, which manages connections itself.
@@ -13,12 +20,79 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
+import weakref
+
+from django.conf import settings
 
 from orchestrator.events import CHANNEL_MESSAGE_TYPE
 
 logger = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 3600
+LAYER_CHECK_SECONDS = 0.5
+LAYER_EPOCH_KEY = "harness:layer-epoch"
+CLOSE_RESYNC = 4503  # "reconnect for a fresh snapshot": this socket's view can no longer be kept current
+
+
+class LayerWatch:
+    """One per process (on its event loop), while it has sockets and a Redis channel layer."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.members: weakref.WeakSet[SessionGroupMember] = weakref.WeakSet()
+        self.task: asyncio.Task | None = None
+
+    def add(self, member: SessionGroupMember) -> None:
+        self.members.add(member)
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(self.redis_url, socket_connect_timeout=1, socket_timeout=1)
+        # Kept for the process's life once started, so the epoch outlives any one socket.
+        epoch, lost = None, False
+        try:
+            while True:
+                try:
+                    await client.set(LAYER_EPOCH_KEY, uuid.uuid4().hex, nx=True)
+                    current = await client.get(LAYER_EPOCH_KEY)
+                except Exception:  # unreachable: whatever was published meanwhile did not reach our sockets
+                    lost = True
+                else:
+                    # Every member joined while Redis answered (its group_add succeeded): a failed check
+                    # since, or an epoch that changed (a restart lost our key), means it lost its events.
+                    if lost or (epoch is not None and current != epoch):
+                        await self._close_all()
+                    epoch, lost = current, False
+                await asyncio.sleep(LAYER_CHECK_SECONDS)
+        finally:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    async def _close_all(self) -> None:
+        members = list(self.members)
+        logger.warning("the channel layer lost its state: closing %d socket(s) so they resync", len(members))
+        for member in members:
+            try:
+                await member.close(code=CLOSE_RESYNC)
+            except Exception:  # that socket is going anyway; the others must still be closed
+                logger.warning("could not close a socket", exc_info=True)
+
+
+_watches: dict[int, LayerWatch] = {}
+
+
+def _layer_watch() -> LayerWatch | None:
+    """This event loop's watch; None with the in-memory layer (it cannot lose state while we run)."""
+    if not getattr(settings, "REDIS_URL", ""):
+        return None
+    loop_id = id(asyncio.get_running_loop())
+    if loop_id not in _watches:
+        _watches[loop_id] = LayerWatch(settings.REDIS_URL)
+    return _watches[loop_id]
 
 
 class SessionGroupMember:
@@ -38,8 +112,12 @@ class SessionGroupMember:
         self.group = group
         await self.channel_layer.group_add(group, self.channel_name)
         self._group_refresh = asyncio.ensure_future(self._refresh_group())
+        if (watch := _layer_watch()) is not None:
+            watch.add(self)
 
     async def leave_group(self) -> None:
+        if (watch := _layer_watch()) is not None:
+            watch.members.discard(self)
         if self._group_refresh is not None:
             self._group_refresh.cancel()
             self._group_refresh = None

@@ -20,7 +20,7 @@ from django.db import InterfaceError, OperationalError
 from harness import client_commands
 from harness.api.responses import parse_json_object
 from harness.client_commands import CommandError
-from harness.groups import SessionGroupMember
+from harness.groups import CLOSE_RESYNC, SessionGroupMember
 from harness.middleware import STORE_UNAVAILABLE
 from harness.ws_api.auth import bearer_token
 from harness.streaming import GAP, StreamTracker
@@ -33,7 +33,6 @@ MAX_FRAME_BYTES = 64 * 1024  # the HTTP API's body limit, in UTF-8 bytes
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
-CLOSE_INTERNAL_ERROR = 1011
 
 
 def _decide(user, data: dict[str, Any], *, session_id: str) -> client_commands.Result:
@@ -107,8 +106,8 @@ class ApiConsumer(SessionGroupMember, AsyncWebsocketConsumer):
             snapshot = await database_sync_to_async(selectors.session_snapshot)(session)
         except Exception:
             logger.exception("JSON WebSocket API: no snapshot for session %s", self.session_id)
-            await self.disconnect(CLOSE_INTERNAL_ERROR)
-            await self.close(code=CLOSE_INTERNAL_ERROR)  # the client reconnects for a new snapshot
+            await self.disconnect(CLOSE_RESYNC)
+            await self.close(code=CLOSE_RESYNC)  # the client reconnects for a new snapshot
             return
         self.tracker = StreamTracker()
         self.tracker.hold_all((m["id"], m["text"]) for m in snapshot["messages"])

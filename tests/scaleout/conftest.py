@@ -43,7 +43,8 @@ def cluster(backing_services, tmp_path_factory):
     }
     manage(env, "migrate", "--noinput", timeout=120)
     token = manage(env, "create_api_token", "scale", timeout=60).strip()
-    deployment = Cluster(env=env, database_url=postgres.url, redis=redis, token=token)
+    deployment = Cluster(env=env, database_url=postgres.url, redis=redis, token=token,
+                         log_dir=tmp_path_factory.mktemp("cluster-logs"))
     try:
         deployment.start_web("a")
         deployment.start_web("b")

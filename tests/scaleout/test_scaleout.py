@@ -3,10 +3,13 @@ Redis restarts — and no run is lost, no non-idempotent tool runs twice, every 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from pathlib import Path
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from devtools.api import SessionSocket
 from tests.tools import SIDE_EFFECTS
@@ -121,3 +124,35 @@ def test_runs_finish_and_clients_resync_when_redis_restarts(cluster):
         assert cluster.run(second)["state"] == "stopped"
     finally:
         again.close()
+
+
+def closed_with(watcher: Watcher, *, timeout: float) -> int:
+    """Read until the server closes the socket; its close code (TimeoutError if it stays open)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            watcher.socket.recv(timeout=max(0.01, deadline - time.monotonic()))
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+
+
+def test_sockets_that_lost_their_events_to_a_redis_restart_are_closed_to_resync(cluster):
+    """After Redis restarts, sockets opened before it have lost their group memberships (they would stay open
+    and deaf, still answering pings): every web process closes them with 4503 within seconds of Redis being
+    back, so their clients reconnect and take a fresh snapshot."""
+    session_id = cluster.new_session()
+    before = [Watcher(cluster, web, session_id) for web in ("a", "b")]
+    try:
+        cluster.redis.restart()
+        for watcher in before:
+            assert closed_with(watcher, timeout=5) == 4503
+        after = Watcher(cluster, "b", session_id)  # a reconnecting client gets events again
+        try:
+            run_id = cluster.run_start("a", session_id, script({"text": "after the restart"}))
+            assert after.until(is_type("run.finished"), timeout=15)[-1]["run_id"] == run_id
+        finally:
+            after.close()
+    finally:
+        for watcher in before:
+            with contextlib.suppress(Exception):
+                watcher.close()

@@ -175,12 +175,12 @@ async def test_an_event_committed_while_the_snapshot_is_read_follows_the_snapsho
         assert displayed(state) == displayed(await snapshot_of(session.id))
 
 
-async def test_a_snapshot_that_cannot_be_read_closes_1011_and_leaves_the_group(session, token, monkeypatch):
+async def test_a_snapshot_that_cannot_be_read_closes_4503_and_leaves_the_group(session, token, monkeypatch):
     def broken(session_obj):
         raise RuntimeError("database is gone")
 
     monkeypatch.setattr(selectors, "session_snapshot", broken)
-    await assert_closed_with(WebsocketCommunicator(application, api_path(session.id), headers=bearer(token)), 1011)
+    await assert_closed_with(WebsocketCommunicator(application, api_path(session.id), headers=bearer(token)), 4503)
     assert not get_channel_layer().groups.get(events.session_group(session.id))
 
 
