@@ -45,7 +45,8 @@ class Cluster:
     def start_web(self, name: str, *, module: str = "daphne") -> int:
         port = free_port()
         server = self._start(f"web-{name}", [sys.executable, "-m", module, "-b", "127.0.0.1", "-p", str(port),
-                                             "--websocket_timeout", "-1", "harness.asgi_server:application"])
+                                             "--websocket_timeout", "-1", "--websocket-max-message-size", "4194304",
+                                             "--websocket-max-frame-size", "4194304", "harness.asgi_server:application"])
         self.web[name] = (port, server.process)  # before waiting: stop_all() must find it even if it never listens
         server.wait_ready(lambda: port_open(port))
         return port

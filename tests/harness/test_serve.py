@@ -70,3 +70,28 @@ def test_serve_rejects_a_bad_address_and_an_unknown_model_clearly(tmp_path):
     assert bad_address.returncode != 0 and "is not ADDR:PORT" in bad_address.stderr
     bad_model = run_manage({**env, "HARNESS_MODEL": "gpt-nine"}, "serve", f"127.0.0.1:{free_port()}", timeout=120)
     assert bad_model.returncode != 0 and "'gpt-nine' is not a known model kind" in bad_model.stderr
+
+
+def test_big_frames_are_answered_up_to_the_hard_limit_and_closed_cleanly_past_it(served):
+    """Daphne (Autobahn) drops the connection on a message past its maximum size (1 MiB by default); ours is
+    4 MiB, so every frame up to that is read and answered `frame_too_large` (the socket stays open), and only
+    a frame past the documented hard limit ends the connection."""
+    import json
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    base, token = served
+    sid = call(base, token, "POST", "/api/sessions", {"title": "big frames"})[1]["id"]
+    url = base.replace("http://", "ws://") + f"/ws/api/sessions/{sid}/"
+    with connect(url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None) as socket:
+        assert json.loads(socket.recv(timeout=10))["type"] == "session.snapshot"
+        for size in (1024 * 1024 + 10, 4 * 1024 * 1024 - 100):  # past Daphne's default, under our limit
+            socket.send(json.dumps({"type": "ping", "request_id": size, "pad": "x" * size}))
+            answer = json.loads(socket.recv(timeout=10))
+            assert (answer["code"], answer["request_id"], answer["http_status"]) == ("frame_too_large", None, 413)
+        socket.send(json.dumps({"type": "ping", "request_id": "still open"}))
+        assert json.loads(socket.recv(timeout=10)) == {"type": "ping.result", "request_id": "still open"}
+        with pytest.raises(ConnectionClosed) as closed:
+            socket.send("x" * (4 * 1024 * 1024 + 1))
+            socket.recv(timeout=10)

@@ -14,6 +14,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 logger = logging.getLogger("orchestrator.serve")
 
+# The largest WebSocket message Daphne reads (deploy passes the same to `daphne`, docs/deploy.md).
+WEBSOCKET_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
 
 def parse_address(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
@@ -60,6 +63,9 @@ class Command(BaseCommand):
             signal_handlers=True,
             ready_callable=start_worker,
             websocket_timeout=-1,
+            # Frames past the API's 64 KiB get an error frame; past this hard limit the socket is closed.
+            websocket_max_message_size=WEBSOCKET_MAX_MESSAGE_BYTES,
+            websocket_max_frame_size=WEBSOCKET_MAX_MESSAGE_BYTES,
             verbosity=options["verbosity"],
         )
         configure_server_process()
