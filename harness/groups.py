@@ -25,6 +25,7 @@ import weakref
 
 from django.conf import settings
 
+from orchestrator import metrics
 from orchestrator.events import CHANNEL_MESSAGE_TYPE
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class SessionGroupMember:
 
     group: str | None = None
     _group_refresh: asyncio.Task | None = None
+    metrics_kind = "ws"  # the `kind` label of harness_ws_connections
 
     async def dispatch(self, message: dict) -> None:
         if message.get("type") == CHANNEL_MESSAGE_TYPE:
@@ -112,6 +114,7 @@ class SessionGroupMember:
         self.group = group
         await self.channel_layer.group_add(group, self.channel_name)
         self._group_refresh = asyncio.ensure_future(self._refresh_group())
+        metrics.WS_CONNECTIONS.labels(kind=self.metrics_kind).inc()
         if (watch := _layer_watch()) is not None:
             watch.add(self)
 
@@ -122,6 +125,7 @@ class SessionGroupMember:
             self._group_refresh.cancel()
             self._group_refresh = None
         if self.group is not None:
+            metrics.WS_CONNECTIONS.labels(kind=self.metrics_kind).dec()
             group, self.group = self.group, None
             with contextlib.suppress(Exception):  # the layer may be the reason we are closing
                 await self.channel_layer.group_discard(group, self.channel_name)

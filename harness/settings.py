@@ -308,3 +308,9 @@ HARNESS_SANDBOX_FILE_SIZE_BYTES = int(_env_float("HARNESS_SANDBOX_FILE_SIZE_BYTE
 HARNESS_SANDBOX_UID = int(_env_float("HARNESS_SANDBOX_UID", 65534))
 # Output a tool keeps (shell output, a file read); the rest is counted and reported as truncated.
 HARNESS_TOOL_OUTPUT_LIMIT_BYTES = int(_env_float("HARNESS_TOOL_OUTPUT_LIMIT_BYTES", 1024**2))
+
+# Prometheus metrics (docs/operations.md): web processes serve /metrics (to this bearer token when set, else
+# to loopback clients only); a worker serves them on HARNESS_METRICS_PORT (at HARNESS_METRICS_ADDR) when set.
+HARNESS_METRICS_TOKEN = os.environ.get("HARNESS_METRICS_TOKEN", "")
+HARNESS_METRICS_PORT = int(_env_float("HARNESS_METRICS_PORT", 0))
+HARNESS_METRICS_ADDR = os.environ.get("HARNESS_METRICS_ADDR", "127.0.0.1")

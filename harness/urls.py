@@ -3,10 +3,12 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from harness import health
+from harness.metrics_view import metrics_view
 from harness.portal import views as portal
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/", include("harness.api.urls")),
     path("login/", auth_views.LoginView.as_view(template_name="portal/login.html"), name="login"),

@@ -150,6 +150,8 @@ class Run(models.Model):
     # When the executor first acted on the stop flag; with stop_requested_at and finished_at these are the
     # stop timings (requested → accepted → terminal).
     stop_acknowledged_at = models.DateTimeField(null=True, blank=True)
+    # The state the run was in when the stop was requested (the stop's `prior_state`; a metric's label).
+    stop_prior_state = models.CharField(max_length=32, blank=True, default="")
 
     # Exactly one executor drives a run: the holder of an unexpired lease (taken by conditional UPDATE).
     executor_id = models.CharField(max_length=128, blank=True, default="")

@@ -4,6 +4,7 @@ fragments alike. Nothing in `harness/` queries the ORM itself (admin and auth gl
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Count
 
 from .models import (
     TERMINAL_STATES,
@@ -12,6 +13,7 @@ from .models import (
     FunctionCall,
     Message,
     Run,
+    RunState,
     Session,
     SteeringMessage,
     SteeringStatus,
@@ -127,6 +129,14 @@ def steering_data(steering: SteeringMessage) -> dict:
         "reason": steering.reason or None,
         "created_at": _iso(steering.created_at),
     }
+
+
+def live_runs_by_state() -> dict[str, int]:
+    """How many runs are in each non-terminal state (every such state present, 0 included)."""
+    counts = dict(
+        Run.objects.exclude(state__in=TERMINAL_STATES).values("state").annotate(n=Count("id")).values_list("state", "n")
+    )
+    return {state: counts.get(state, 0) for state in RunState.values if state not in TERMINAL_STATES}
 
 
 def latest_run(session_id) -> Run | None:

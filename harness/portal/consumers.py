@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
+    metrics_kind = "portal"
     session: Session | None = None
 
     async def connect(self) -> None:

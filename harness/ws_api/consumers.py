@@ -81,6 +81,7 @@ def _request_id(frame: dict[str, Any]) -> str | int | None:
 
 
 class ApiConsumer(SessionGroupMember, AsyncWebsocketConsumer):
+    metrics_kind = "api"
     user = None
     session_id: str | None = None  # `group` is set once the socket is open for a session (joined to its events)
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from django.db import transaction
 from django.utils import timezone
 
-from .. import events
+from .. import events, metrics
 from ..models import TERMINAL_STATES, Message, MessageRole, MessageStatus, Run
 from ..providers.base import Provider
 from ..tools.registry import ToolRegistry
@@ -148,6 +148,7 @@ class StepContext:
     async def advance(self, write: Callable[[Tx], str]) -> Run:
         """Run `write` in one transaction with the run locked; persist the state it returns; publish."""
         run, emitted = await engine_db(self._advance_sync)(write)
+        metrics.record_transition(run, emitted, acknowledged_stop=getattr(run, "stop_acknowledged_now", False))
         if run.stop_requested_at:
             self.interrupt.stop()
         if emitted:
@@ -169,6 +170,7 @@ class StepContext:
             if run.stop_requested_at and not run.stop_acknowledged_at:
                 # The first step this executor persists after the stop: the stop's "accepted" timing.
                 run.stop_acknowledged_at = tx.now
+                run.stop_acknowledged_now = True  # (not a field: for the metric, once committed)
             previous = run.state
             next_state = write(tx)
             if next_state == PARK:

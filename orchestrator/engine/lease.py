@@ -13,6 +13,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from .. import metrics
 from ..models import TERMINAL_STATES, Approval, ApprovalStatus, Run, RunState, WorkerHeartbeat
 
 
@@ -34,6 +35,8 @@ def lease_acquire(*, run_id, executor_id: str, channel: str = "") -> bool:
     taken_over = live.exclude(executor_id="").filter(lease_expires_at__lt=now).update(
         resume_count=F("resume_count") + 1, **lease
     )
+    if taken_over == 1:
+        metrics.LEASE_TAKEOVERS.inc()  # (an autocommit update: it is committed here)
     return taken_over == 1
 
 

@@ -130,7 +130,8 @@ def _run_stop(*, session_id, requested_by: AbstractBaseUser, run_id, as_admin: b
             return StopResult(accepted=False, reason="already_stopped", prior_state=run.state, run_id=str(run.id))
         now = timezone.now()
         flagged = Run.objects.filter(pk=run.pk, stop_requested_at__isnull=True).exclude(state__in=TERMINAL_STATES).update(
-            stop_requested_at=now, stop_requested_by=requested_by, stop_reason="admin" if as_admin else "user"
+            stop_requested_at=now, stop_requested_by=requested_by, stop_reason="admin" if as_admin else "user",
+            stop_prior_state=run.state,
         )
         if not flagged:
             return StopResult(accepted=True, reason="already_stopping", prior_state=run.state, run_id=str(run.id))

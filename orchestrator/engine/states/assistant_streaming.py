@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.utils import timezone
 
-from ... import events
+from ... import events, metrics
 from ...models import FunctionCall, Message, MessageRole, MessageStatus, Run, RunOutcome, RunState
 from ...providers.base import Finish, ModelRequest, ProviderError, TextDelta, ToolCall, Usage, estimate_tokens
 from ...providers.retry import stream_with_retries
@@ -65,6 +65,7 @@ async def handle(ctx: StepContext, run: Run) -> Run:
     try:
         interrupted, _ = await ctx.preemptible(_consume(ctx, run, request, buffer))
     except ProviderError as exc:
+        metrics.MODEL_ERRORS.labels(kind=str(exc.kind)).inc()
         return await ctx.advance(_failed(buffer, request, str(exc)))
     except asyncio.CancelledError:
         # This process is shutting down: keep every word the user saw for whoever resumes the run.
@@ -89,6 +90,8 @@ async def _consume(ctx: StepContext, run: Run, request: ModelRequest, buffer: St
                     buffer.append(event.text)
                     now = time.monotonic()
                     if now - last_publish >= coalesce_seconds(ctx.checkpoints.active):
+                        if last_publish == -math.inf and run.turn_count == 1:  # the run's first text
+                            metrics.FIRST_TOKEN.observe((timezone.now() - run.created_at).total_seconds())
                         await _publish_delta(run, buffer)
                         last_publish = now
                 elif isinstance(event, ToolCall):

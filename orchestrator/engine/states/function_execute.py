@@ -8,8 +8,9 @@ cancellable tool is cancelled the moment the run is stopped; a must_finish tool 
 from __future__ import annotations
 
 import asyncio
+import time
 
-from ... import events
+from ... import events, metrics
 from ...aio import complete_despite_cancel
 from ...models import CallStatus, FunctionCall, Run, RunState
 from ...services.calls import call_finish, cancelled_result
@@ -46,7 +47,9 @@ async def handle(ctx: StepContext, run: Run) -> Run:
     tool = ctx.tools.get(call.name)
     assert tool is not None  # function_prepare failed calls to unknown tools
     tool_context = ToolContext(run_id=str(run.id), session_id=str(run.session_id), workspace=session_workspace(run.session_id))
+    started = time.monotonic()
     interrupted, outcome = await _run_tool(ctx, run, tool, call, tool_context)
+    duration = time.monotonic() - started
 
     def record(tx: Tx) -> str:
         if interrupted:
@@ -55,9 +58,14 @@ async def handle(ctx: StepContext, run: Run) -> Run:
             status, result = outcome
         fresh = FunctionCall.objects.get(pk=call.pk)
         tx.emit(*call_finish(call=fresh, session_id=tx.run.session_id, status=status, result=result, now=tx.now))
+        recorded["status"] = status
         return RunState.STEERING_CHECK if tx.run.stop_requested else RunState.FUNCTION_EXECUTE
 
-    return await ctx.advance(record)
+    recorded: dict[str, str] = {}
+    run = await ctx.advance(record)
+    metrics.TOOL_CALLS.labels(tool=call.name, status=recorded["status"]).inc()
+    metrics.TOOL_DURATION.labels(tool=call.name).observe(duration)
+    return run
 
 
 async def _run_tool(

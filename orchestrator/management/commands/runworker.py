@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from channels.management.commands.runworker import Command as ChannelsRunworker
 from channels.routing import get_default_application
+from django.conf import settings
+from prometheus_client import start_http_server
 
 from harness.process import configure_server_process
 from orchestrator.worker import OrchestratorWorker
@@ -16,4 +18,6 @@ class Command(ChannelsRunworker):
     def handle(self, *args, **options):
         get_default_application()  # loaded (and cached) before the start-up heap is frozen
         configure_server_process()
+        if settings.HARNESS_METRICS_PORT:  # scraped per worker instance (docs/operations.md)
+            start_http_server(settings.HARNESS_METRICS_PORT, addr=settings.HARNESS_METRICS_ADDR)
         return super().handle(*args, **options)
