@@ -98,7 +98,7 @@ HARNESS_HTTPS = _env_bool("HARNESS_HTTPS", False)
 if HARNESS_HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = _env_bool("HARNESS_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]  # scraped by monitors, often straight from the host
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = int(_env_float("HARNESS_HSTS_SECONDS", 31536000))
