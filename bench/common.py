@@ -15,6 +15,7 @@ from pathlib import Path
 
 from devtools.api import KeepAliveClient
 from devtools.process import ROOT
+from devtools.servers import UNLIMITED_RUNS
 
 RESULTS = ROOT / "bench" / "results"
 PERCENTILE_METHOD = "nearest-rank: pK = ceil(K/100*n)-th smallest sample"
@@ -66,7 +67,7 @@ def serve_env(tmpdir: Path, **extra: str) -> dict:
     return {**os.environ, "DATABASE_URL": f"sqlite:///{tmpdir / 'bench.sqlite3'}",  # absolute: sqlite:////tmp/…
             "HARNESS_VAR_DIR": str(tmpdir / "var"), "HARNESS_WORKSPACE_ROOT": str(tmpdir / "workspaces"),
             "STATIC_ROOT": str(tmpdir / "static"), "DJANGO_SETTINGS_MODULE": "harness.settings",
-            "PYTHONUNBUFFERED": "1", **extra}
+            "PYTHONUNBUFFERED": "1", **UNLIMITED_RUNS, **extra}
 
 
 def send_stop(client: KeepAliveClient, session_id: str, run_id: str, record: dict) -> dict:

@@ -41,7 +41,7 @@ from devtools.cluster import TERMINAL, Cluster  # noqa: E402
 from devtools.facts import CpuSample, git, machine_info, process_seconds, tree_seconds  # noqa: E402
 from devtools.process import ROOT, manage  # noqa: E402
 from devtools.serve import Serve  # noqa: E402
-from devtools.servers import PostgresServer, RedisServer  # noqa: E402
+from devtools.servers import UNLIMITED_RUNS, PostgresServer, RedisServer  # noqa: E402
 
 DEFAULT_JSON = RESULTS / "scaleout.json"
 
@@ -878,6 +878,7 @@ def main(argv: list[str] | None = None) -> int:
             HARNESS_WORKSPACE_ROOT=str(tmpdir / "workspaces"),
             STATIC_ROOT=str(tmpdir / "static"),
             HARNESS_LEASE_TTL_SECONDS=str(args.lease_ttl),
+            **UNLIMITED_RUNS,
             HARNESS_RECOVERY_INTERVAL_SECONDS=str(args.recovery_interval),
             HARNESS_STOP_POLL_SECONDS=str(args.stop_poll),
             PYTHONPATH=str(ROOT),

@@ -289,6 +289,9 @@ HARNESS_WORKSPACE_ROOT = Path(os.environ.get("HARNESS_WORKSPACE_ROOT", VAR_DIR /
 HARNESS_SHELL_TIMEOUT_SECONDS = _env_float("HARNESS_SHELL_TIMEOUT_SECONDS", 60)
 # Extra tools: comma-separated dotted paths to `orchestrator.tools.registry.Tool` instances.
 HARNESS_EXTRA_TOOLS = _env_list("HARNESS_EXTRA_TOOLS", [])
+# Per user: live runs at once, and run starts a minute (429 `too_many_runs` past either).
+HARNESS_MAX_LIVE_RUNS_PER_USER = int(_env_float("HARNESS_MAX_LIVE_RUNS_PER_USER", 5))
+HARNESS_MAX_RUN_STARTS_PER_MINUTE = int(_env_float("HARNESS_MAX_RUN_STARTS_PER_MINUTE", 30))
 # Limit on a user message / steering message, in bytes of UTF-8.
 HARNESS_MAX_TEXT_BYTES = 32 * 1024
 

@@ -27,6 +27,16 @@ class Conflict(ServiceError):
         self.code = code
 
 
+class TooManyRequests(ServiceError):
+    """A per-user limit (live runs, run starts per minute): retry later."""
+
+    status = 429
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
 class InvalidInput(ServiceError):
     status = 400
 

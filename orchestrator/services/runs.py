@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -15,7 +16,7 @@ from ..models import TERMINAL_STATES, Message, MessageRole, Run, Session, Steeri
 from ..providers.catalog import ModelConfigError, resolve_model
 from ..wakeups import RUN_START, RUN_STOP, wake_on_commit
 from .approvals import approval_sweep
-from .errors import Conflict, InvalidInput, NotFound
+from .errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from .ids import parse_uuid
 from .text import checked_text
 
@@ -61,6 +62,7 @@ def run_start(*, session_id, user: AbstractBaseUser, text: str) -> Run:
         session = _owned_session(session_id, user)
         if Run.objects.filter(session=session).exclude(state__in=TERMINAL_STATES).exists():
             raise Conflict("run_in_progress", "a run is already in progress in this session")
+        _within_user_limits(user)
         try:
             model = resolve_model(session.model).id
         except ModelConfigError as exc:
@@ -91,6 +93,19 @@ def run_start(*, session_id, user: AbstractBaseUser, text: str) -> Run:
             ],
         )
     return run
+
+
+def _within_user_limits(user: AbstractBaseUser) -> None:
+    """One user cannot take the deployment's workers for themselves: at most HARNESS_MAX_LIVE_RUNS_PER_USER
+    live runs, and HARNESS_MAX_RUN_STARTS_PER_MINUTE starts a minute (429 `too_many_runs`)."""
+    runs = Run.objects.filter(session__owner=user)
+    live_limit = settings.HARNESS_MAX_LIVE_RUNS_PER_USER
+    if runs.exclude(state__in=TERMINAL_STATES).count() >= live_limit:
+        raise TooManyRequests("too_many_runs", f"you already have {live_limit} runs in progress: stop one or "
+                                               "wait for one to finish")
+    rate_limit = settings.HARNESS_MAX_RUN_STARTS_PER_MINUTE
+    if runs.filter(created_at__gte=timezone.now() - timedelta(minutes=1)).count() >= rate_limit:
+        raise TooManyRequests("too_many_runs", f"you started {rate_limit} runs in the last minute: wait a moment")
 
 
 def _title_from(text: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from devtools.api import Api  # noqa: F401  (the tests' second client, imported from here)
 from devtools.serve import Serve
-from devtools.servers import sandbox_reachable_dir
+from devtools.servers import UNLIMITED_RUNS, sandbox_reachable_dir
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -72,6 +72,7 @@ class HarnessServer(Serve):
             "HARNESS_WORKSPACE_ROOT": str(sandbox_reachable_dir("harness-e2e-workspaces-")),
             "HARNESS_VAR_DIR": str(self.directory / "var"),
             "HARNESS_LEASE_TTL_SECONDS": "2",
+            **UNLIMITED_RUNS,
             "HARNESS_RECOVERY_INTERVAL_SECONDS": "0.5",
             "HARNESS_MODELS": "scripted:second",  # a second model to choose in the page
             "PYTHONUNBUFFERED": "1",

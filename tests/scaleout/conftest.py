@@ -11,7 +11,7 @@ import pytest
 
 from devtools.cluster import Cluster
 from devtools.process import manage
-from devtools.servers import PostgresServer, RedisServer, sandbox_reachable_dir
+from devtools.servers import UNLIMITED_RUNS, PostgresServer, RedisServer, sandbox_reachable_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,6 +38,7 @@ def cluster(backing_services, tmp_path_factory):
         "HARNESS_WORKSPACE_ROOT": str(sandbox_reachable_dir("harness-scaleout-workspaces-")),
         "HARNESS_EXTRA_TOOLS": "tests.tools.side_effect",
         "HARNESS_LEASE_TTL_SECONDS": "2",
+        **UNLIMITED_RUNS,
         "HARNESS_RECOVERY_INTERVAL_SECONDS": "0.25",
         "PYTHONPATH": str(ROOT),
     }

@@ -918,3 +918,10 @@ def test_bodies_must_be_utf8(api, session, encoding):
     body = json.dumps({"text": "hi"})
     assert api.post(f"/api/sessions/{session.id}/runs", raw=body.encode("utf-8")).status_code == 201  # UTF-8: fine
     assert_error(api.post(f"/api/sessions/{session.id}/runs", raw=body.encode(encoding)), 400, "invalid_json")
+
+
+def test_too_many_live_runs_is_a_429(api, user, settings):
+    settings.HARNESS_MAX_LIVE_RUNS_PER_USER = 1
+    first, second = (session_create(owner=user, title=title) for title in ("one", "two"))
+    assert api.post(f"/api/sessions/{first.id}/runs", {"text": "hi"}).status_code == 201
+    assert_error(api.post(f"/api/sessions/{second.id}/runs", {"text": "hi"}), 429, "too_many_runs")
