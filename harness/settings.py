@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -120,7 +121,11 @@ INSTALLED_APPS = [
     "channels",
     "harness.portal",
     "django_htmx",
+    "axes",
 ]
+
+# Failed logins and bearer tokens are throttled by django-axes (harness/throttle.py).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -136,6 +141,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     # A database outage is a 503 its client understands, never a 500 (harness/middleware.py).
     "harness.middleware.DatabaseOutageMiddleware",
+    "axes.middleware.AxesMiddleware",
     # Last: makes the chain above run in one thread instead of hopping per hook (see its docstring).
     "harness.middleware.OneThreadMiddlewareChain",
 ]
@@ -317,3 +323,12 @@ HARNESS_TOOL_OUTPUT_LIMIT_BYTES = int(_env_float("HARNESS_TOOL_OUTPUT_LIMIT_BYTE
 HARNESS_METRICS_TOKEN = os.environ.get("HARNESS_METRICS_TOKEN", "")
 HARNESS_METRICS_PORT = int(_env_float("HARNESS_METRICS_PORT", 0))
 HARNESS_METRICS_ADDR = os.environ.get("HARNESS_METRICS_ADDR", "127.0.0.1")
+
+# django-axes: per client address, and per account at an address (other people's failures never lock a user
+# out of their own address); a success resets the count.
+AXES_FAILURE_LIMIT = int(_env_float("HARNESS_LOGIN_FAILURE_LIMIT", 10))
+AXES_COOLOFF_TIME = timedelta(seconds=_env_float("HARNESS_LOGIN_COOLOFF_SECONDS", 300))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", ["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "harness.throttle.lockout_response"
+AXES_VERBOSE = False

@@ -47,6 +47,8 @@ def _isolated_harness(settings, tmp_path):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.HARNESS_WORKSPACE_ROOT = sandbox_reachable_dir("harness-workspaces-")
     settings.HARNESS_EXTRA_TOOLS = TEST_TOOLS
+    # One user drives every run of a test (fifty at once, some): the per-user run limits have tests of their own.
+    settings.HARNESS_MAX_LIVE_RUNS_PER_USER = settings.HARNESS_MAX_RUN_STARTS_PER_MINUTE = 1_000_000
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "harness.layers.AmortisedInMemoryChannelLayer"}}
     # The layer and the pool hold asyncio objects bound to one event loop; every test has its own loop.
     channel_layers.backends = {}

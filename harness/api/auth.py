@@ -12,6 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from orchestrator.services.errors import ServiceError
 from orchestrator.services.tokens import user_for_token
 
+from harness import throttle
 from harness.client_commands import CommandError
 
 from .responses import error_response
@@ -37,9 +38,12 @@ def api_view(*methods: str) -> Callable:
                 return response
             header = request.headers.get("Authorization", "")
             if header:
+                if throttle.token_refused_for(request):
+                    return throttle.rate_limited_response()
                 scheme, _, token = header.partition(" ")
                 user = user_for_token(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
                 if user is None:
+                    throttle.token_failed(request)
                     return error_response(401, "unauthenticated", "invalid bearer token")
                 request.user = user
             elif request.user.is_authenticated:

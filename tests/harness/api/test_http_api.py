@@ -832,7 +832,7 @@ def test_create_api_token_command_prints_a_working_token_once(client):
 
 
 def test_a_bad_bearer_token_wins_over_a_session_cookie(client, user):
-    client.login(username="alice", password="alice-password-1")
+    client.force_login(user)  # (Client.login passes no request, which the login throttle needs)
     assert client.get("/api/sessions").status_code == 200
     response = client.get("/api/sessions", HTTP_AUTHORIZATION="Bearer hk_wrong")
     assert_error(response, 401, "unauthenticated")
@@ -844,7 +844,7 @@ def test_a_bad_bearer_token_wins_over_a_session_cookie(client, user):
 @pytest.fixture
 def portal(user) -> Client:
     client = Client(enforce_csrf_checks=True)
-    assert client.login(username="alice", password="alice-password-1")
+    client.force_login(user)
     return client
 
 
