@@ -108,6 +108,22 @@
     }
     stash(e.detail.target);
   });
+  // The steering box is re-rendered with the run's state too: what is typed in it survives that.
+  let steerDraft = null;
+  document.addEventListener("htmx:oobBeforeSwap", (e) => {
+    if (e.detail.target.id === "steering") {
+      const box = document.getElementById("steer-text");
+      steerDraft = box ? { value: box.value, focused: document.activeElement === box } : null;
+    }
+  });
+  document.addEventListener("htmx:oobAfterSwap", (e) => {
+    const box = document.getElementById("steer-text");
+    if (e.detail.target.id !== "steering" || !steerDraft || !box) return;
+    if (!box.value) box.value = steerDraft.value;
+    if (steerDraft.focused) box.focus();
+    steerDraft = null;
+  });
+
   document.addEventListener("htmx:oobBeforeSwap", (e) => {
     const incoming = e.detail.fragment && e.detail.fragment.querySelector("#composer");
     if (incoming && e.detail.target.id === "composer" && isOlder(incoming)) {

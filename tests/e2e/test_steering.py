@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -49,3 +51,20 @@ def test_esc_while_typing_a_steering_message_does_not_stop_the_run(page, server,
     page.locator("#composer-text").press("Escape")  # from the composer, Esc stops it (as always)
     expect(page.locator("#composer")).to_have_attribute("data-mode", "idle")
     assert api.run(run_id)["state"] == "stopped"
+
+
+def test_a_steering_draft_survives_the_run_moving_on(page, server, api, session_id):
+    """Every run.state re-renders the steering box; what is being typed in it is kept (and its focus)."""
+    turns = ",".join(['{"calls":[{"name":"sleep","arguments":{"seconds":0.3}}]}'] * 12)
+    open_session(page, server.base_url, session_id)
+    api.run_start(session_id, f'script:{{"turns":[{turns}]}}')
+    steer = page.get_by_label("Steer the run")
+    steer.fill("a thought in progress")
+    status = page.locator("#run-status .turns")
+    expect(status).to_have_text(re.compile(r"turn [1-9]"))
+    turn = int(re.search(r"turn (\d+)", status.text_content()).group(1))
+    page.wait_for_function(
+        "least => Number((document.querySelector('#run-status .turns').textContent.match(/turn (\\d+)/) || [])[1]) >= least",
+        arg=turn + 2)  # several re-renders later
+    expect(steer).to_have_value("a thought in progress")
+    expect(steer).to_be_focused()

@@ -83,6 +83,11 @@ async def test_a_must_finish_call_outlives_the_handlers_own_cancellation(session
     workspace = settings.HARNESS_WORKSPACE_ROOT / str(session.id)
     handler = asyncio.ensure_future(function_execute.handle(make_ctx(run), run))
     await wait_until(lambda: FunctionCall.objects.filter(status=CallStatus.RUNNING).exists(), what="the call to run")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not any("Interrupt.wait" in repr(task) for task in asyncio.all_tasks()):  # the tool itself has started
+        assert loop.time() < deadline, "the must_finish wait never began"
+        await asyncio.sleep(0.005)
     assert not (workspace / "finished.txt").exists()  # half a second from done: a cancel now could orphan it
     handler.cancel()
     with pytest.raises(asyncio.CancelledError):
