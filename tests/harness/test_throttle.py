@@ -44,7 +44,8 @@ def test_bad_bearer_tokens_are_throttled_per_address(user):
     for _ in range(2):
         assert get("hk_guess", HERE).status_code == 401
     assert get("hk_guess", HERE).status_code == 429  # the third failure locks the address
-    refused = get(token, HERE)
+    refused = get("hk_another_guess", HERE)
     assert refused.status_code == 429 and refused["Retry-After"] == "300"
     assert refused.json()["error"] == "rate_limited"
-    assert get(token, ELSEWHERE).status_code == 200
+    assert get("hk_guess", ELSEWHERE).status_code == 401  # another address: counted on its own
+    assert get(token, HERE).status_code == 200  # a valid token is never held up (it is not a guess)
