@@ -16,8 +16,28 @@ SWITCH_INTERVAL_SECONDS = 0.001
 
 def configure_server_process() -> None:
     """Call once, after start-up imports (the application loaded), before serving."""
+    keep_request_bodies_raw()
     # Everything loaded at start-up lives as long as the process: freeze it out of the garbage collector, so
     # a full collection no longer rescans ~90k start-up objects (a 50 ms pause every few seconds under load).
     gc.collect()
     gc.freeze()
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+
+
+def keep_request_bodies_raw() -> None:
+    """Twisted, under Daphne, parses a POST's multipart/form-data body into `request.args` — which Daphne
+    never reads (it hands the raw body to the application) — and answers one it cannot parse with a bare
+    400 before Django sees it. Twisted's own `parsePOSTFormSubmission` switch turns that parsing off, so every
+    body reaches our parsers and gets the documented JSON error."""
+    from daphne.http_protocol import WebRequest
+
+    original = WebRequest.__init__
+    if getattr(original, "keeps_bodies_raw", False):
+        return
+
+    def __init__(self, *args, **kwargs) -> None:
+        original(self, *args, **kwargs)
+        self._parsePOSTFormSubmission = False
+
+    __init__.keeps_bodies_raw = True
+    WebRequest.__init__ = __init__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -95,3 +96,20 @@ def test_big_frames_are_answered_up_to_the_hard_limit_and_closed_cleanly_past_it
         with pytest.raises(ConnectionClosed) as closed:
             socket.send("x" * (4 * 1024 * 1024 + 1))
             socket.recv(timeout=10)
+
+
+def test_a_body_declared_multipart_that_is_not_gets_the_json_error(served):
+    """Twisted would answer an unparsable multipart body itself (a bare 400, the connection closed); Daphne
+    never uses that parsing, so it is off and our JSON parser answers."""
+    import urllib.error
+    import urllib.request
+
+    base, token = served
+    request = urllib.request.Request(f"{base}/api/sessions", method="POST", data=b"--not really multipart",
+                                     headers={"Authorization": f"Bearer {token}",
+                                              "Content-Type": "multipart/form-data; boundary=xyz"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 400
+    assert refused.value.headers["Content-Type"] == "application/json"
+    assert json.loads(refused.value.read())["error"] == "invalid_json"
