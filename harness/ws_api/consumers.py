@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 MAX_FRAME_BYTES = 64 * 1024  # the HTTP API's body limit, in UTF-8 bytes
 
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_RATE_LIMITED = 4429
 CLOSE_NOT_FOUND = 4404
 
 
@@ -90,6 +91,9 @@ class ApiConsumer(SessionGroupMember, AsyncWebsocketConsumer):
     async def connect(self) -> None:
         # Accept before closing: a close before accept is an HTTP 403 handshake failure and loses the code.
         await self.accept()
+        if self.scope.get("rate_limited"):
+            await self.close(code=CLOSE_RATE_LIMITED)
+            return
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)

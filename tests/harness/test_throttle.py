@@ -49,3 +49,24 @@ def test_bad_bearer_tokens_are_throttled_per_address(user):
     assert refused.json()["error"] == "rate_limited"
     assert get("hk_guess", ELSEWHERE).status_code == 401  # another address: counted on its own
     assert get(token, HERE).status_code == 200  # a valid token is never held up (it is not a guess)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_bad_tokens_on_the_socket_count_too(session, token):
+    from channels.testing import WebsocketCommunicator
+
+    from harness.asgi import application
+    from tests.harness.ws_api.test_consumer import api_path, assert_closed_with, bearer
+
+    def socket(bearer_token: str) -> WebsocketCommunicator:
+        communicator = WebsocketCommunicator(application, api_path(session.id), headers=bearer(bearer_token))
+        communicator.scope["client"] = ("203.0.113.7", 50000)
+        return communicator
+
+    for _ in range(2):
+        await assert_closed_with(socket("hk_guess"), 4401)
+    await assert_closed_with(socket("hk_guess"), 4429)  # the third bad token from this address
+    good = socket(token)  # a valid token is never held up
+    connected, _ = await good.connect()
+    assert connected and (await good.receive_json_from(timeout=5))["type"] == "session.snapshot"
+    await good.disconnect()
