@@ -87,10 +87,9 @@ class PostgresServer:
             shutil.chown(self.root, "postgres", "postgres")
         self._run(_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
                   "--no-sync")
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
-        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w",
-                  "start")
+        self._options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
+                         "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
+        self.start_again()
         return self
 
     @property
@@ -106,11 +105,19 @@ class PostgresServer:
         return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
+        self.crash()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def crash(self) -> None:
+        """Stop at once, as a crash would (every connection cut), keeping the data for start_again()."""
         try:
             self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
         except subprocess.CalledProcessError:
             pass
-        shutil.rmtree(self.root, ignore_errors=True)
+
+    def start_again(self) -> None:
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-o", self._options, "-l", str(self.root / "log"), "-w",
+                  "start")
 
 
 class RedisServer:

@@ -156,3 +156,34 @@ def test_sockets_that_lost_their_events_to_a_redis_restart_are_closed_to_resync(
         for watcher in before:
             with contextlib.suppress(Exception):
                 watcher.close()
+
+
+def test_a_postgresql_outage_mid_run_is_answered_503_and_the_run_survives(cluster, backing_services):
+    """PostgreSQL crashes (every connection cut) while a run streams and comes back a few seconds later:
+    meanwhile both web processes answer 200 or 503 `store_unavailable` (JSON), never a 500; afterwards the
+    run ends complete, its whole answer saved."""
+    postgres = backing_services[0]
+    session_id = cluster.new_session()
+    watcher = Watcher(cluster, "a", session_id)
+    try:
+        run_id = cluster.run_start("a", session_id, script({"words": 1500, "delay_ms": 5}))
+        watcher.until(is_type("message.delta"))
+        postgres.crash()
+        answers = []
+        try:
+            for _ in range(4):
+                for web in ("a", "b"):
+                    answers.append(cluster.call(web, "GET", f"/api/sessions/{session_id}"))
+                    answers.append(cluster.call(web, "POST", "/api/sessions", {"title": "during the outage"}))
+        finally:
+            postgres.start_again()
+        assert {status for status, _ in answers} <= {200, 201, 503}
+        assert any(status == 503 for status, _ in answers)  # the outage was seen …
+        assert all(body["error"] == "store_unavailable" for status, body in answers if status == 503)  # … as JSON
+        run = cluster.wait_terminal(run_id, timeout=60)
+        assert run["outcome"] == "completed"
+        answer = [m for m in cluster.call("a", "GET", f"/api/sessions/{session_id}")[1]["messages"]
+                  if m["role"] == "assistant"][-1]
+        assert answer["status"] == "complete" and len(answer["text"].split()) == 1500
+    finally:
+        watcher.close()
