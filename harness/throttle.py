@@ -8,7 +8,7 @@ answers a lockout with a plain message (429); the API with `429 {"error": "rate_
 Bearer tokens are not passwords Django authenticates, so the API reports a bad token to Axes itself
 (`user_login_failed`, the signal Axes listens to) and, once the address is over the limit, answers bad
 tokens with 429 instead of 401. A valid token is not looked up in Axes at all: the throttle costs nothing
-on the requests that matter (a stop), and a token (192 random bits) is not something to guess.
+on the requests that matter (a stop), and a token (256 random bits) is not something to guess.
 """
 
 from __future__ import annotations

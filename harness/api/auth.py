@@ -42,7 +42,7 @@ def api_view(*methods: str) -> Callable:
                 user = user_for_token(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
                 if user is None:
                     # Counted, and past the limit refused with 429. Only failures pay for the throttle: a
-                    # valid token (random, 192 bits: never guessed) costs no extra query, a stop included.
+                    # valid token (256 random bits: never guessed) costs no extra query, a stop included.
                     if throttle.token_failed(request):
                         return throttle.rate_limited_response()
                     return error_response(401, "unauthenticated", "invalid bearer token")
