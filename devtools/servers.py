@@ -105,13 +105,18 @@ class PostgresServer:
         return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
-        self.crash()
+        self._pg_ctl_stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def crash(self) -> None:
-        """Stop at once, as a crash would (every connection cut), keeping the data for start_again()."""
+    def shut_down(self) -> None:
+        """A restart's first half: every connection is cut, the data kept for start_again(). (Fast, not
+        immediate: with this throwaway cluster's fsync=off and synchronous_commit=off an immediate stop —
+        a crash — loses the last commits, which no deployment's settings would.)"""
+        self._pg_ctl_stop("fast")
+
+    def _pg_ctl_stop(self, mode: str) -> None:
         try:
-            self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
         except subprocess.CalledProcessError:
             pass
 

@@ -158,8 +158,8 @@ def test_sockets_that_lost_their_events_to_a_redis_restart_are_closed_to_resync(
                 watcher.close()
 
 
-def test_a_postgresql_outage_mid_run_is_answered_503_and_the_run_survives(cluster, backing_services):
-    """PostgreSQL crashes (every connection cut) while a run streams and comes back a few seconds later:
+def test_a_postgresql_restart_mid_run_is_answered_503_and_the_run_survives(cluster, backing_services):
+    """PostgreSQL restarts (every connection cut) while a run streams and comes back a few seconds later:
     meanwhile both web processes answer 200 or 503 `store_unavailable` (JSON), never a 500; afterwards the
     run ends complete, its whole answer saved."""
     postgres = backing_services[0]
@@ -168,7 +168,7 @@ def test_a_postgresql_outage_mid_run_is_answered_503_and_the_run_survives(cluste
     try:
         run_id = cluster.run_start("a", session_id, script({"words": 1500, "delay_ms": 5}))
         watcher.until(is_type("message.delta"))
-        postgres.crash()
+        postgres.shut_down()
         answers = []
         try:
             for _ in range(4):
