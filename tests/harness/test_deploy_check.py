@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from devtools.servers import sandbox_reachable_dir
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -22,6 +24,8 @@ def test_production_settings_pass_the_deploy_checks(tmp_path):
     production = {
         "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "harness.example.com", "HARNESS_HTTPS": "true",
         "HARNESS_STATIC_FROM_FINDERS": "false", "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}",
+        # Where the sandbox's user can reach it, as a deployment's workspace root must be (docs/deploy.md).
+        "HARNESS_WORKSPACE_ROOT": str(sandbox_reachable_dir("harness-deploy-ws-")),
     }
     result = check_deploy(**production)
     assert result.returncode == 0, result.stderr

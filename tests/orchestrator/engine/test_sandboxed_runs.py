@@ -71,7 +71,8 @@ async def test_a_fork_bomb_and_yes_are_contained_while_another_run_streams(worke
     settings.HARNESS_SANDBOX_PROCESSES = 64
     settings.HARNESS_TOOL_OUTPUT_LIMIT_BYTES = 64 * 1024
     settings.HARNESS_SHELL_TIMEOUT_SECONDS = 5
-    command = "(bomb() { bomb | bomb & }; bomb) 2>/dev/null; yes"
+    # `yes` first: once the bomb has taken every process the limit allows, nothing more can start.
+    command = "yes & bomb() { bomb | bomb & }; bomb 2>/dev/null; wait"
     baseline, peak = rss_bytes(), 0
 
     async def sample_memory() -> None:
