@@ -31,13 +31,16 @@ async def test_a_finished_run_counts_its_outcome_tools_and_first_token(worker, s
 
 
 async def test_a_stop_records_its_latency_by_prior_state_and_its_acknowledgement(worker, session, user):
-    latency, ack = (sample("harness_stop_latency_seconds_count", prior_state="assistant_streaming"),
-                    sample("harness_stop_ack_seconds_count"))
+    states = ("assistant_streaming", "awaiting_assistant", "assistant_finished", "provisioning")
+    latency = {state: sample("harness_stop_latency_seconds_count", prior_state=state) for state in states}
+    ack = sample("harness_stop_ack_seconds_count")
     run = await start(session, user, script({"words": 5000, "delay_ms": 5}))
     await wait_for_state(run.id, "assistant_streaming")
-    assert (await db(run_stop, session_id=session.id, requested_by=user)).accepted
+    stopped = await db(run_stop, session_id=session.id, requested_by=user)
+    assert stopped.accepted
     assert (await wait_terminal(run.id)).outcome == "stopped"
-    assert sample("harness_stop_latency_seconds_count", prior_state="assistant_streaming") == latency + 1
+    # Labelled with the state the stop found the run in (what the stop answered as prior_state).
+    assert sample("harness_stop_latency_seconds_count", prior_state=stopped.prior_state) == latency[stopped.prior_state] + 1
     assert sample("harness_stop_ack_seconds_count") == ack + 1
     assert sample("harness_runs_finished_total", outcome="stopped") >= 1
 
