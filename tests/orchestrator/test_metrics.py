@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import REGISTRY
 
+from orchestrator.models import TERMINAL_STATES, RunState
 from orchestrator.services.runs import run_stop
 from tests.helpers import db, script, start, start_parked_on_shell, wait_for_state, wait_terminal
 
@@ -31,7 +32,7 @@ async def test_a_finished_run_counts_its_outcome_tools_and_first_token(worker, s
 
 
 async def test_a_stop_records_its_latency_by_prior_state_and_its_acknowledgement(worker, session, user):
-    states = ("assistant_streaming", "awaiting_assistant", "assistant_finished", "provisioning")
+    states = [state for state in RunState.values if state not in TERMINAL_STATES]
     latency = {state: sample("harness_stop_latency_seconds_count", prior_state=state) for state in states}
     ack = sample("harness_stop_ack_seconds_count")
     run = await start(session, user, script({"words": 5000, "delay_ms": 5}))
