@@ -96,10 +96,20 @@ def delta_html(message_id: int, text: str) -> str:
     return _render("portal/fragments/delta.html", {"message_id": message_id, "text": text}, True)
 
 
-def transcript_html(session: Session, *, messages: list[Message] | None = None, oob: bool = False) -> str:
-    if messages is None:
-        messages = selectors.transcript_messages(session)
-    return _render("portal/fragments/transcript.html", {"messages": messages}, oob)
+def transcript_html(session: Session, *, page: tuple[list[Message], bool] | None = None, oob: bool = False) -> str:
+    """The transcript's newest page (`selectors.transcript_page`), under a "load older" sentinel if there are
+    older messages."""
+    messages, has_older = selectors.transcript_page(session) if page is None else page
+    return _render("portal/fragments/transcript.html",
+                   {"session": session, "messages": messages, "has_older": has_older}, oob)
+
+
+def older_messages_html(session: Session, *, before: int) -> str:
+    """The page of messages before message `before`, to replace the sentinel that asked for them: their items,
+    under a new sentinel if there are older ones still."""
+    messages, has_older = selectors.transcript_page(session, before=before)
+    return _render("portal/fragments/older_messages.html",
+                   {"session": session, "messages": messages, "has_older": has_older}, False)
 
 
 def approvals_html(session: Session, *, oob: bool = False) -> str:
@@ -149,16 +159,16 @@ def receipt_html(run: Run) -> str:
                             {"run": run, "receipt": run.receipt or {}, "calls": selectors.run_calls(run)})
 
 
-def snapshot_html(session: Session, *, messages: list[Message]) -> str:
-    """Everything live on the page, for a (re)connecting tab: it converges to the truth. `messages` are the
-    transcript's (`selectors.transcript_messages`), read once by the caller, who must know exactly which it
-    sent."""
+def snapshot_html(session: Session, *, page: tuple[list[Message], bool]) -> str:
+    """Everything live on the page, for a (re)connecting tab: it converges to the truth. `page` is the
+    transcript's newest page (`selectors.transcript_page`), read once by the caller, who must know exactly
+    which messages it sent."""
     run = selectors.latest_run(session.id)
     return "".join(
         [
             composer_html(session, run, oob=True),
             run_status_html(session, run, oob=True),
-            transcript_html(session, messages=messages, oob=True),
+            transcript_html(session, page=page, oob=True),
             approvals_html(session, oob=True),
             steering_html(session, run, oob=True),
             model_picker_html(session.id, session.model, oob=True),
