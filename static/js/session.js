@@ -356,7 +356,7 @@
   let place = null; // where the reader was before a swap: {id, top} of their first visible message
 
   function toBottom() {
-    window.scrollTo({ top: scroller.scrollHeight, behavior: "instant" });
+    window.scrollTo({ top: scroller.scrollHeight, behavior: "auto" });
     lastY = window.scrollY;
   }
 
@@ -383,7 +383,7 @@
     } else if (place) {
       const item = document.getElementById(place.id);
       const moved = item ? item.getBoundingClientRect().top - place.top : 0;
-      if (moved) window.scrollBy({ top: moved, behavior: "instant" });
+      if (moved) window.scrollBy({ top: moved, behavior: "auto" });
       lastY = window.scrollY;
     }
     place = null;
