@@ -147,6 +147,12 @@ def test_at_phone_size_the_approval_card_is_on_screen_while_the_run_waits(make_c
         "(b) => { const r = b.getBoundingClientRect();"
         " return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2) === b; }"
     )
+    # A page opened while the run waits shows the card straight away too.
+    fresh = page.context.new_page()
+    open_session(fresh, server.base_url, session_id)
+    expect(fresh.get_by_role("button", name=re.compile(r"^Approve shell"))).to_be_in_viewport(ratio=1)
+    fresh.close()
+
     approve.tap()
     expect(page.get_by_text("Completed", exact=True)).to_be_in_viewport()
     expect(message(page, "done")).to_be_in_viewport()
