@@ -117,12 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--json", type=Path, default=RESULTS / "soak.json")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for manage.py serve (repeatable)")
     args = parser.parse_args(argv)
     began = datetime.datetime.now(datetime.timezone.utc)
     with tempfile.TemporaryDirectory(prefix="harness-soak-") as tmp:
         tmpdir = Path(tmp)
         env = serve_env(tmpdir, HARNESS_MODEL="scripted",
-                        HARNESS_WORKSPACE_ROOT=str(sandbox_reachable_dir("harness-soak-ws-")))
+                        HARNESS_WORKSPACE_ROOT=str(sandbox_reachable_dir("harness-soak-ws-")),
+                        **dict(item.partition("=")[::2] for item in args.server_env))
         server = Serve(env, tmpdir / "serve.log")
         server.migrate()
         token = server.create_token("soak")

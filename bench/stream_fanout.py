@@ -58,6 +58,8 @@ OPEN_CONCURRENCY = 50
 FANOUT_WORDS = 20000
 RAW_FAST_MAX_BYTES = 1_000_000_000
 CAPACITY_SCRIPT = {"turns": [{"words": 3000, "delay_ms": 20}]}
+# The same words shaped as Markdown (paragraphs, bold, code), for the capacity ramp with portal tabs open.
+MARKDOWN_SCRIPT = {"turns": [{"words": 3000, "delay_ms": 20, "markdown": True}]}
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 def fanout_script(delay_ms: float) -> dict:
@@ -276,6 +278,35 @@ class Watcher:
                 self.reader.cancel()
 
 
+class PortalTab:
+    """The session page's socket on one session, as a browser tab holds it: the server renders each answer's
+    Markdown for it. Counts the rendered fragments it receives."""
+
+    def __init__(self, url: str, cookie: str, origin: str) -> None:
+        self.url, self.headers = url, {"Cookie": f"sessionid={cookie}", "Origin": origin}
+        self.ws = None
+        self.reader: asyncio.Task | None = None
+        self.rendered = 0
+
+    async def open(self) -> None:
+        self.ws = await connect(self.url, additional_headers=self.headers, **WS_OPTIONS)
+        await self.ws.recv()  # the snapshot
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.ws:
+                self.rendered += '-tail" hx-swap-oob="innerHTML"' in raw
+        except ConnectionClosed:
+            pass
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.reader is not None:
+            self.reader.cancel()
+
+
 async def bounded(coros, limit: int = OPEN_CONCURRENCY) -> list:
     semaphore = asyncio.Semaphore(limit)
 
@@ -298,12 +329,13 @@ class Server(Serve):
         if args.log_level:
             env["HARNESS_LOG_LEVEL"] = args.log_level
         super().__init__(env, tmpdir / "serve.log", preexec_fn=raise_nofile)
-        self.token = ""
+        self.token = self.cookie = ""
         self.api: KeepAliveClient | None = None
 
     def start(self) -> float:  # type: ignore[override]
         self.migrate()
         self.token = self.create_token("bench")
+        self.cookie = self.login_cookie("bench")
         self.api = KeepAliveClient("127.0.0.1", self.port, self.token, timeout=60)
         return super().start(READY_DEADLINE_S)
 
@@ -342,14 +374,17 @@ def finish_profiler(profiler: tuple) -> str:
 
 
 async def streaming_window(server: Server, *, runs: int, text: str, warmup_s: float, window_s: float,
-                           stagger_s: float, label: str, profile: Path | None = None) -> dict:
-    """`runs` sessions, one watching client each, each keeping a run streaming `text`; measure one window."""
+                           stagger_s: float, label: str, profile: Path | None = None, tabs: bool = False) -> dict:
+    """`runs` sessions, one watching client each, each keeping a run streaming `text`; measure one window.
+    With `tabs`, each session is also open in a portal tab (Markdown rendered for it)."""
     phase = Phase()
     sessions = await asyncio.to_thread(create_sessions, server.api, runs, label)
     watchers = [Watcher(i, server.ws_url(sid), server.token, phase) for i, sid in enumerate(sessions)]
-    result: dict = {"runs": runs, "script": text, "warmup_s": warmup_s, "window_s": window_s}
+    portal = [PortalTab(server.portal_ws_url(sid), server.cookie, server.base_url) for sid in sessions] if tabs else []
+    result: dict = {"runs": runs, "script": text, "warmup_s": warmup_s, "window_s": window_s,
+                    "portal_tabs": len(portal)}
     try:
-        await bounded([w.open() for w in watchers])
+        await bounded([w.open() for w in watchers] + [t.open() for t in portal])
         for watcher in watchers:
             await watcher.keep_streaming(text)
             if stagger_s:
@@ -378,7 +413,8 @@ async def streaming_window(server: Server, *, runs: int, text: str, warmup_s: fl
     finally:
         for watcher in watchers:
             watcher.run_text = None
-        await close_all(watchers)
+        result["portal_rendered_fragments"] = sum(t.rendered for t in portal)
+        await close_all(watchers + portal)
 
     deltas = phase.window(t0, t1)
     wall = t1 - t0
@@ -569,8 +605,10 @@ def report(results: dict) -> str:
     if rows:
         out.append(table(["real", "raw baseline", "CPU/frame ×", "latency p50 ×", "latency p99 ×"], rows))
         out.append("")
-    cap = results.get("capacity", {})
-    if cap.get("steps"):
+    for key in ("capacity", "capacity_markdown"):
+        cap = results.get(key, {})
+        if not cap.get("steps"):
+            continue
         rows = []
         for res in cap["steps"]:
             pace = res["per_run_tokens_per_s"]
@@ -588,7 +626,7 @@ def report(results: dict) -> str:
         out.append(table(["runs", "tokens/s", "frames/s", "latency p50 / p99 (ms)", "max (ms)",
                           "per-run tokens/s p50 (pace)", "min", "server cores (loop+db)", "CPU µs/frame",
                           "client cores", "other procs", "gaps", "failures", "step"], rows))
-        out.append(f"capacity: {cap['capacity']} runs ({cap['criterion']}); by p99 alone: "
+        out.append(f"{key}: {cap['capacity']} runs ({cap['criterion']}); by p99 alone: "
                    f"{cap['capacity_latency_only']} runs")
         projection = cap.get("projection")
         if projection:
@@ -624,9 +662,57 @@ def parse_list(value: str, kind=int) -> list:
     return [kind(x) for x in value.split(",") if x.strip()]
 
 
+async def capacity_ramp(server: Server, args, step_runs: list[int], script: dict, *, tabs: bool) -> dict:
+    """Streaming runs step by step (with a portal tab each, rendering Markdown, when `tabs`): the largest step
+    whose p99 delta latency and per-run pace hold."""
+    steps = []
+    nominal = 1000 / script["turns"][0]["delay_ms"]
+    reference = None  # the median per-run pace at the lowest step: the script's unloaded pace here
+    kind = "capacity with Markdown tabs" if tabs else "capacity"
+    for runs in step_runs:
+        print(f"{kind}: {runs} streaming runs, {args.capacity_window:g} s window …", flush=True)
+        res = await streaming_window(
+            server, runs=runs, text=script_text(script), warmup_s=args.capacity_warmup,
+            window_s=args.capacity_window, stagger_s=min(5.0, runs * 0.02), label=f"{kind} {runs}",
+            profile=(args.profile_dir / f"{'markdown' if tabs else 'capacity'}_{runs}.pyspy.txt"
+                     if args.profile_dir and runs in args.profile_steps else None),
+            tabs=tabs,
+        )
+        pace = res["per_run_tokens_per_s"]["p50"] or 0
+        reference = reference or pace or nominal
+        res["nominal_tokens_per_s"] = nominal
+        res["reference_tokens_per_s"] = reference
+        res["pace_pct"] = round(100 * pace / reference, 1)
+        p99 = res["latency_ms"]["p99"]
+        res["pass_latency"] = p99 is not None and p99 <= TARGET_CAPACITY_P99_MS
+        res["pass_pace"] = pace >= CAPACITY_PACE_FRACTION * reference
+        res["pass"] = (res["pass_latency"] and res["pass_pace"] and not res["runs_without_delta"]
+                       and not res["errors"] and not res["sockets_closed_early"]
+                       and (not tabs or res["portal_rendered_fragments"] > 0))
+        steps.append(res)
+        print(f"  latency p50/p99 {lat(res['latency_ms'])} ms, pace {fmt(pace)} tokens/s/run "
+              f"({res['pace_pct']:.0f}%), server {cores(res['cpu'])} cores, client "
+              f"{cores(res['cpu'], 'client_cores')} cores"
+              + (f", {res['portal_rendered_fragments']} rendered fragments to tabs" if tabs else "")
+              + f" → {'PASS' if res['pass'] else 'MISS'}", flush=True)
+        await asyncio.sleep(args.pause)
+        if res["runs_without_delta"] > runs // 2 and runs != step_runs[-1]:
+            args.notes.append(f"{kind} ramp ended at {runs} runs: most runs never streamed")
+            break
+    passing = [s["runs"] for s in steps if s["pass"]]
+    by_latency = [s["runs"] for s in steps if s["pass_latency"]]
+    return {
+        "script": script, "steps": steps, "capacity": max(passing) if passing else 0,
+        "capacity_latency_only": max(by_latency) if by_latency else 0, "portal_tabs": tabs,
+        "criterion": f"p99 ≤ {TARGET_CAPACITY_P99_MS:g} ms, median per-run pace ≥ "
+                     f"{CAPACITY_PACE_FRACTION:.0%} of the lowest step's ({reference} tokens/s; the script's "
+                     f"nominal pace is {nominal:g}), no failed run",
+    }
+
+
 async def run_all(args, tmpdir: Path, results: dict) -> None:
     server = Server(tmpdir, args)
-    notes = results["notes"]
+    notes = args.notes = results["notes"]
     try:
         ready = server.start()
         print(f"serve up on 127.0.0.1:{server.port} after {ready:.2f} s (pid {server.pid})", flush=True)
@@ -649,44 +735,10 @@ async def run_all(args, tmpdir: Path, results: dict) -> None:
                 await asyncio.sleep(args.pause)
 
         if "capacity" in args.scenarios:
-            steps = []
-            nominal = 1000 / CAPACITY_SCRIPT["turns"][0]["delay_ms"]
-            reference = None  # the median per-run pace at the lowest step: the script's unloaded pace here
-            for runs in args.steps:
-                print(f"capacity: {runs} streaming runs, {args.capacity_window:g} s window …", flush=True)
-                res = await streaming_window(
-                    server, runs=runs, text=script_text(CAPACITY_SCRIPT), warmup_s=args.capacity_warmup,
-                    window_s=args.capacity_window, stagger_s=min(5.0, runs * 0.02), label=f"capacity {runs}",
-                    profile=(args.profile_dir / f"capacity_{runs}.pyspy.txt"
-                             if args.profile_dir and runs in args.profile_steps else None),
-                )
-                pace = res["per_run_tokens_per_s"]["p50"] or 0
-                reference = reference or pace or nominal
-                res["nominal_tokens_per_s"] = nominal
-                res["reference_tokens_per_s"] = reference
-                res["pace_pct"] = round(100 * pace / reference, 1)
-                p99 = res["latency_ms"]["p99"]
-                res["pass_latency"] = p99 is not None and p99 <= TARGET_CAPACITY_P99_MS
-                res["pass_pace"] = pace >= CAPACITY_PACE_FRACTION * reference
-                res["pass"] = (res["pass_latency"] and res["pass_pace"] and not res["runs_without_delta"]
-                               and not res["errors"] and not res["sockets_closed_early"])
-                steps.append(res)
-                print(f"  latency p50/p99 {lat(res['latency_ms'])} ms, pace {fmt(pace)} tokens/s/run "
-                      f"({res['pace_pct']:.0f}%), server {cores(res['cpu'])} cores, client "
-                      f"{cores(res['cpu'], 'client_cores')} cores → {'PASS' if res['pass'] else 'MISS'}", flush=True)
-                await asyncio.sleep(args.pause)
-                if res["runs_without_delta"] > runs // 2 and runs != args.steps[-1]:
-                    notes.append(f"capacity ramp ended at {runs} runs: most runs never streamed")
-                    break
-            passing = [s["runs"] for s in steps if s["pass"]]
-            by_latency = [s["runs"] for s in steps if s["pass_latency"]]
-            results["capacity"] = {
-                "script": CAPACITY_SCRIPT, "steps": steps, "capacity": max(passing) if passing else 0,
-                "capacity_latency_only": max(by_latency) if by_latency else 0,
-                "criterion": f"p99 ≤ {TARGET_CAPACITY_P99_MS:g} ms, median per-run pace ≥ "
-                             f"{CAPACITY_PACE_FRACTION:.0%} of the lowest step's ({reference} tokens/s; the script's "
-                             f"nominal pace is {nominal:g}), no failed run",
-            }
+            results["capacity"] = await capacity_ramp(server, args, args.steps, CAPACITY_SCRIPT, tabs=False)
+        if "markdown" in args.scenarios:
+            results["capacity_markdown"] = await capacity_ramp(server, args, args.markdown_steps,
+                                                               MARKDOWN_SCRIPT, tabs=True)
 
         if "idle" in args.scenarios:
             print(f"idle: {args.idle} sockets on the JSON API …", flush=True)
@@ -806,6 +858,12 @@ def verdicts(results: dict) -> list[dict]:
         out.append({"what": "capacity: concurrent streaming runs with p99 ≤ 100 ms at pace",
                     "value": cap["capacity"], "target": f"≥ {TARGET_CAPACITY_RUNS}",
                     "pass": cap["capacity"] >= TARGET_CAPACITY_RUNS})
+    cap = results.get("capacity_markdown")
+    if cap and cap.get("steps"):
+        top = max(s["runs"] for s in cap["steps"])
+        out.append({"what": f"capacity with Markdown tabs: streaming runs (each also open in a rendering portal tab) "
+                            f"with p99 ≤ 100 ms at pace, of {top} tried",
+                    "value": cap["capacity"], "target": f"= {top}", "pass": cap["capacity"] >= top})
     idle = results.get("idle", {}).get("serve_json_api")
     if idle:
         out.append({"what": "idle: JSON API sockets held open", "value": idle["sockets_open"],
@@ -823,6 +881,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=10.0, help="fan-out measuring window, s (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="fan-out warm-up, s (default 2)")
     parser.add_argument("--steps", default="25,50,100,200,300", help="capacity steps (default 25,50,100,200,300)")
+    parser.add_argument("--markdown-steps", default="200,300",
+                        help="capacity steps with a portal tab per run rendering Markdown (default 200,300)")
     parser.add_argument("--capacity-window", type=float, default=15.0, help="capacity window, s (default 15)")
     parser.add_argument("--capacity-warmup", type=float, default=3.0, help="capacity warm-up, s (default 3)")
     parser.add_argument("--idle", type=int, default=TARGET_IDLE_SOCKETS, help="idle sockets (default 2000)")
@@ -832,7 +892,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-messages", type=int, default=40000, help="raw_fast frames in all (default 40000)")
     parser.add_argument("--raw-size", type=int, default=200, help="raw frame size when no delta was seen")
     parser.add_argument("--pause", type=float, default=2.0, help="pause between scenarios, s (default 2)")
-    parser.add_argument("--scenarios", default="fanout,capacity,idle", help="subset of fanout,capacity,idle "
+    parser.add_argument("--scenarios", default="fanout,capacity,markdown,idle",
+                        help="subset of fanout,capacity,markdown,idle "
                         "(the raw baselines always run, for the scenarios chosen)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"result file (default {DEFAULT_JSON})")
     parser.add_argument("--log-level", default=None, help="HARNESS_LOG_LEVEL for the server (e.g. DEBUG)")
@@ -849,18 +910,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.clients, args.window, args.warmup = 3, 3.0, 1.0
         args.steps, args.capacity_window, args.capacity_warmup = "5,10", 3.0, 1.0
+        args.markdown_steps = "5"
         args.idle, args.idle_sessions, args.idle_window, args.idle_settle = 100, 5, 3.0, 1.0
         args.raw_messages, args.pause = 3000, 0.5
     args.fanout_delays = parse_list(args.fanout_delays, float)
     args.steps = parse_list(args.steps)
-    args.profile_steps = parse_list(args.profile_steps) or args.steps
+    args.markdown_steps = parse_list(args.markdown_steps)
+    args.profile_steps = parse_list(args.profile_steps) or args.steps + args.markdown_steps
     args.scenarios = {s.strip() for s in args.scenarios.split(",") if s.strip()}
-    unknown = args.scenarios - {"fanout", "capacity", "idle"}
+    unknown = args.scenarios - {"fanout", "capacity", "markdown", "idle"}
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
 
     nofile = raise_nofile()
-    needed = max([args.idle, *args.steps, args.clients]) + 100
+    needed = max([args.idle, *args.steps, *(2 * n for n in args.markdown_steps), args.clients]) + 100
     if nofile < needed:
         print(f"warning: the open-files limit is {nofile}, below the {needed} this run needs", flush=True)
     load_before = os.getloadavg()
@@ -872,8 +935,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="harness-fanout-") as tmp:
         asyncio.run(run_all(args, Path(tmp), results))
     ended = datetime.datetime.now(datetime.timezone.utc)
-    for name, res in {**results["fanout"], **{f"capacity {s['runs']}": s
-                                              for s in results.get("capacity", {}).get("steps", [])}}.items():
+    for name, res in {**results["fanout"], **{f"{key} {s['runs']}": s for key in ("capacity", "capacity_markdown")
+                                              for s in results.get(key, {}).get("steps", [])}}.items():
         if res["cpu"].get("others_cores", 0) + res["cpu"].get("steal_cores", 0) > 0.2:
             results["notes"].append(f"{name}: other processes used {res['cpu']['others_cores']:.2f} cores during the "
                                     "window — the machine was not quiet; numbers are inflated")

@@ -32,6 +32,19 @@ class Serve(ServerProcess):
         assert token.startswith("hk_"), token
         return token
 
+    def login_cookie(self, username: str) -> str:
+        """A logged-in portal session for `username` (no password needed): the `sessionid` cookie's value."""
+        code = (
+            "from django.contrib.auth import get_user_model, login; from django.test import RequestFactory; "
+            "from importlib import import_module; from django.conf import settings; "
+            "request = RequestFactory().get('/'); "
+            "request.session = import_module(settings.SESSION_ENGINE).SessionStore(); "
+            f"login(request, get_user_model().objects.get(username={username!r}), "
+            "backend='django.contrib.auth.backends.ModelBackend'); request.session.save(); "
+            "print(request.session.session_key)"
+        )
+        return self.manage("shell", "-c", code).strip().splitlines()[-1]
+
     def start(self, timeout: float = 30) -> float:  # type: ignore[override]
         """Start and wait until the portal answers; the seconds that took."""
         super().start()
@@ -39,3 +52,7 @@ class Serve(ServerProcess):
 
     def ws_url(self, session_id: str) -> str:
         return f"ws://127.0.0.1:{self.port}/ws/api/sessions/{session_id}/"
+
+    def portal_ws_url(self, session_id: str) -> str:
+        """The session page's own socket (HTML fragments; a `sessionid` cookie and our Origin)."""
+        return f"ws://127.0.0.1:{self.port}/ws/sessions/{session_id}/"

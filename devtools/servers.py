@@ -120,6 +120,15 @@ class PostgresServer:
         except subprocess.CalledProcessError:
             pass
 
+    def terminate_backends(self) -> int:
+        """Kills every client connection but this one (`pg_terminate_backend`); how many there were."""
+        command = [*(["runuser", "-u", "postgres", "--"] if self.as_root else []), _pg_bin("psql"), "-h", "127.0.0.1",
+                   "-p", str(self.port), "-U", "postgres", "-d", "postgres", "-tAc",
+                   "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                   "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"]
+        done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=60)
+        return int(done.stdout.strip())
+
     def start_again(self) -> None:
         self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-o", self._options, "-l", str(self.root / "log"), "-w",
                   "start")

@@ -3,7 +3,8 @@
 Fragments are out-of-band HTML (htmx swaps each top-level element by id). A tab that missed events —
 asleep, offline, the server restarted — reconnects and gets a fresh snapshot, so it converges to the truth.
 Streaming text is kept contiguous per tab by `harness.streaming.StreamTracker`: nothing is appended twice,
-and a tab that joins mid-stream has its gap filled from the checkpoint.
+and a tab that joins mid-stream has its gap filled from the checkpoint. It is shown as Markdown, rendered at
+a bounded rate by `LiveAnswers`; a finished answer is rendered whole, as a fresh page load shows it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from harness.groups import SessionGroupMember
 from harness.streaming import GAP, StreamTracker
 
 from . import fragments
+from .live_answers import LiveAnswers
 
 logger = logging.getLogger(__name__)
 
@@ -42,30 +44,45 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
             return
         await self.join_group(events.session_group(self.session.id))
         self.tracker = StreamTracker()
+        self.answers = LiveAnswers(self._send_quietly)
         await self.send(text_data=await database_sync_to_async(self._snapshot)())
 
     async def disconnect(self, code: int) -> None:
+        if self.session is not None:
+            self.answers.close()
         await self.leave_group()
+
+    async def _send_quietly(self, html: str) -> None:
+        """A timer's send: the socket may have closed since the timer was set."""
+        try:
+            await self.send(text_data=html)
+        except Exception:  # noqa: BLE001 - a closed socket; its disconnect cleans up
+            logger.debug("portal socket closed before a rendered delta could be sent", exc_info=True)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Commands go over HTTP (hx-post); anything sent here is ignored."""
 
     async def session_event(self, message: dict) -> None:
         event = message["event"]
-        if event["type"] == "message.delta" and self.tracker.knows(event["message_id"]):
-            # The common case of a streaming answer, ~20 times a second: no database, so no thread hop.
-            piece = self.tracker.append(event)  # (on a gap it changes nothing: _delta fills it from the database)
-            if piece is not GAP:
-                if piece:
-                    await self.send(text_data=fragments.delta_html(event["message_id"], piece[1]))
-                return
         try:
-            html = await database_sync_to_async(self._fragments_for)(event)
+            if event["type"] == "message.delta":
+                html = await self._answer_delta(event)
+            else:
+                html = await database_sync_to_async(self._fragments_for)(event)
         except Exception:  # a rendering bug must not drop the page's socket; the next snapshot heals it
-            logger.exception("could not render %s for session %s", message["event"].get("type"), self.session.id)
+            logger.exception("could not render %s for session %s", event.get("type"), self.session.id)
             return
         if html:
             await self.send(text_data=html)
+
+    async def _answer_delta(self, event: dict) -> str:
+        message_id = event["message_id"]
+        # The common case of a streaming answer, ~20 times a second: no database, so no thread hop.
+        piece = self.tracker.append(event) if self.tracker.knows(message_id) else GAP
+        appended = ""
+        if piece is GAP:  # a new answer, or a hole only the checkpoint can fill: both read the database
+            appended, piece = await database_sync_to_async(self._catch_up)(event)
+        return appended + (self.answers.add(message_id, piece[1]) if piece else "")
 
     # --- rendering (on the database thread) ---------------------------------------------------------
 
@@ -77,12 +94,13 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
         page = selectors.transcript_page(self.session)
         self.tracker.hold_all((m.id, m.text) for m in page[0])
         self.oldest_sent = page[0][0].id if page[0] else None
-        return fragments.snapshot_html(self.session, page=page)
+        streams = {}
+        html = fragments.snapshot_html(self.session, page=page, streams=streams)
+        self.answers.watch(streams)
+        return html
 
     def _fragments_for(self, event: dict) -> str:
         kind = event["type"]
-        if kind == "message.delta":
-            return self._delta(event)
         if kind == "message.completed":
             return self._message(event["message_id"])
         run = selectors.latest_run(self.session.id)
@@ -120,22 +138,22 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
         # that older page), never appended at the end.
         known = self.tracker.knows(message_id) or (self.oldest_sent is not None and message_id < self.oldest_sent)
         self.tracker.hold(message_id, len(message.text))
+        self.answers.finish(message_id)
         return fragments.message_html(message, oob=True) if known else fragments.message_append_html(message)
 
-    def _delta(self, event: dict) -> str:
+    def _catch_up(self, event: dict) -> tuple[str, tuple[int, str] | None]:
+        """(the new answer's empty message to append, or "", and the text to add to it)."""
         message_id = event["message_id"]
-        parts = []
+        appended = ""
         if not self.tracker.knows(message_id):
-            # The first delta of a new answer: show its (empty) message, then append to it.
+            # The first delta of a new answer: show its (empty) message, then add to it.
             message = selectors.message_with_call(message_id)
             if message is None:
-                return ""
-            message.text = ""
+                return "", None
+            message.text, message.status = "", "streaming"  # what this tab holds: message.completed follows
             self.tracker.hold(message_id, 0)
-            parts.append(fragments.message_append_html(message))
+            appended = fragments.message_append_html(message)
         piece = self.tracker.append(event)
         if piece is GAP:
             piece = self.tracker.fill_gap(event)
-        if piece:
-            parts.append(fragments.delta_html(message_id, piece[1]))
-        return "".join(parts)
+        return appended, piece

@@ -17,6 +17,9 @@ from orchestrator import selectors
 from orchestrator.models import TERMINAL_STATES, Approval, Message, Run, Session
 from orchestrator.providers.catalog import model_choices, session_model
 
+from . import markdown
+from .markdown import MarkdownStream
+
 ComposerMode = Literal["idle", "running", "stopping"]
 
 STATE_WORDS = {
@@ -82,34 +85,57 @@ def run_status_html(session: Session, run: Run | None, *, activity: str = "", oo
     )
 
 
-def message_html(message: Message, *, oob: bool = False) -> str:
-    return _render("portal/fragments/message.html", {"m": message}, oob)
+def _body(message: Message, streams: dict[int, MarkdownStream] | None) -> dict:
+    """How a message's text shows: an answer as rendered Markdown, anything else as text. A streaming answer
+    is split into its finished blocks (`#msg-N-md`) and its open tail (`#msg-N-tail`), which the page's
+    socket extends and replaces (`answer_delta_html`); `streams` (when given) receives its renderer, so the
+    socket continues exactly where the page starts."""
+    if message.role != "assistant":
+        return {"m": message}
+    if message.status != "streaming":
+        return {"m": message, "html": markdown.render(message.text)}
+    stream = MarkdownStream()
+    finished, tail = stream.push(message.text)
+    if streams is not None:
+        streams[message.id] = stream
+    return {"m": message, "html": finished, "tail": tail, "streaming": True}
 
 
-def message_append_html(message: Message) -> str:
+def message_html(message: Message, *, oob: bool = False, streams: dict[int, MarkdownStream] | None = None) -> str:
+    return _render("portal/fragments/message.html", _body(message, streams), oob)
+
+
+def message_append_html(message: Message, *, streams: dict[int, MarkdownStream] | None = None) -> str:
     """A new message, appended to the transcript (htmx appends the wrapper's children)."""
-    return f'<div hx-swap-oob="beforeend:#transcript">{message_html(message)}</div>'
+    return f'<div hx-swap-oob="beforeend:#transcript">{message_html(message, streams=streams)}</div>'
 
 
-def delta_html(message_id: int, text: str) -> str:
-    """Streaming text appended to a message: the wrapper's (escaped) text is added to the message body."""
-    return _render("portal/fragments/delta.html", {"message_id": message_id, "text": text}, True)
+def answer_delta_html(message_id: int, finished: str, tail: str) -> str:
+    """A streaming answer's progress (already sanitised HTML): blocks it finished are appended, its open tail
+    replaced. Built by hand: it is the hottest fragment, a few times a second per streaming answer per tab."""
+    appended = f'<div id="msg-{message_id}-md" hx-swap-oob="beforeend">{finished}</div>' if finished else ""
+    return f'{appended}<div id="msg-{message_id}-tail" hx-swap-oob="innerHTML">{tail}</div>'
 
 
-def transcript_html(session: Session, *, page: tuple[list[Message], bool] | None = None, oob: bool = False) -> str:
+def transcript_html(session: Session, *, page: tuple[list[Message], bool] | None = None, oob: bool = False,
+                    streams: dict[int, MarkdownStream] | None = None) -> str:
     """The transcript's newest page (`selectors.transcript_page`), under a "load older" sentinel if there are
     older messages."""
     messages, has_older = selectors.transcript_page(session) if page is None else page
-    return _render("portal/fragments/transcript.html",
-                   {"session": session, "messages": messages, "has_older": has_older}, oob)
+    return _render("portal/fragments/transcript.html", _page(session, messages, has_older, streams), oob)
 
 
 def older_messages_html(session: Session, *, before: int) -> str:
     """The page of messages before message `before`, to replace the sentinel that asked for them: their items,
     under a new sentinel if there are older ones still."""
     messages, has_older = selectors.transcript_page(session, before=before)
-    return _render("portal/fragments/older_messages.html",
-                   {"session": session, "messages": messages, "has_older": has_older}, False)
+    return _render("portal/fragments/older_messages.html", _page(session, messages, has_older, None), False)
+
+
+def _page(session: Session, messages: list[Message], has_older: bool,
+          streams: dict[int, MarkdownStream] | None) -> dict:
+    return {"session": session, "items": [_body(m, streams) for m in messages],
+            "older_than": messages[0].id if has_older else None}
 
 
 def approvals_html(session: Session, *, oob: bool = False) -> str:
@@ -159,16 +185,16 @@ def receipt_html(run: Run) -> str:
                             {"run": run, "receipt": run.receipt or {}, "calls": selectors.run_calls(run)})
 
 
-def snapshot_html(session: Session, *, page: tuple[list[Message], bool]) -> str:
+def snapshot_html(session: Session, *, page: tuple[list[Message], bool], streams: dict[int, MarkdownStream]) -> str:
     """Everything live on the page, for a (re)connecting tab: it converges to the truth. `page` is the
     transcript's newest page (`selectors.transcript_page`), read once by the caller, who must know exactly
-    which messages it sent."""
+    which messages it sent; `streams` receives the renderers of the answers still streaming."""
     run = selectors.latest_run(session.id)
     return "".join(
         [
             composer_html(session, run, oob=True),
             run_status_html(session, run, oob=True),
-            transcript_html(session, page=page, oob=True),
+            transcript_html(session, page=page, oob=True, streams=streams),
             approvals_html(session, oob=True),
             steering_html(session, run, oob=True),
             model_picker_html(session.id, session.model, oob=True),

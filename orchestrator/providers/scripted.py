@@ -3,7 +3,7 @@
 - A run whose first message starts with ``script:`` followed by JSON follows the script; each assistant turn
   consumes the next entry of ``turns``:
   ``{"text": "...", "delay_ms": 20}`` streams the text word by word, ``{"words": N, "delay_ms": 5}`` streams
-  N filler words, ``{"calls": [{"name": ..., "arguments": {...}}]}`` asks for tool calls (may be combined
+  N filler words (``"markdown": true`` shapes them as Markdown: paragraphs of 40 words, some bold, some code), ``{"calls": [{"name": ..., "arguments": {...}}]}`` asks for tool calls (may be combined
   with text), ``{"error": "boom"}`` fails the model call. When the script runs out the model says so and
   ends the run.
 - Without a script it is a small demo agent: a friendly streamed reply, and a `clock` or `calculator` call
@@ -44,6 +44,7 @@ class ScriptTurn:
     delay_ms: float = 0
     calls: tuple[tuple[str, dict[str, Any]], ...] = ()
     error: str | None = None
+    markdown: bool = False
 
 
 def parse_script(raw: str) -> list[ScriptTurn]:
@@ -59,7 +60,7 @@ def parse_script(raw: str) -> list[ScriptTurn]:
         where = f"turns[{index}]"
         if not isinstance(entry, dict):
             raise _invalid(f"{where} must be an object")
-        unknown = set(entry) - {"text", "words", "delay_ms", "calls", "error"}
+        unknown = set(entry) - {"text", "words", "delay_ms", "calls", "error", "markdown"}
         if unknown:
             raise _invalid(f"{where} has unknown keys: {', '.join(sorted(unknown))}")
         text = entry.get("text", "")
@@ -74,10 +75,12 @@ def parse_script(raw: str) -> list[ScriptTurn]:
             raise _invalid(f"{where}.delay_ms must be a number from 0 to {MAX_DELAY_MS}")
         if error is not None and not isinstance(error, str):
             raise _invalid(f"{where}.error must be a string")
+        if not isinstance(entry.get("markdown", False), bool):
+            raise _invalid(f"{where}.markdown must be true or false")
         turns.append(
             ScriptTurn(
                 text=text, words=words, delay_ms=float(delay), calls=_parse_calls(entry.get("calls", []), where),
-                error=error,
+                error=error, markdown=entry.get("markdown", False),
             )
         )
     return turns
@@ -118,7 +121,7 @@ async def _play(turn: ScriptTurn, request: ModelRequest) -> AsyncIterator[Provid
     if turn.error is not None:
         raise ProviderError(f"model error: {turn.error}", kind="scripted_error")
     words = turn.text.split(" ") if turn.text else []
-    words += [FILLER[i % len(FILLER)] for i in range(turn.words)]
+    words += [_filler(i, turn.markdown) for i in range(turn.words)]
     delay = turn.delay_ms / 1000
     emitted = []
     for index, word in enumerate(words):
@@ -134,6 +137,16 @@ async def _play(turn: ScriptTurn, request: ModelRequest) -> AsyncIterator[Provid
     prompt = "".join(m.text for m in request.messages)
     yield Usage(input_tokens=estimate_tokens(prompt), output_tokens=estimate_tokens("".join(emitted)), estimated=True)
     yield Finish("tool_calls" if turn.calls else "stop")
+
+
+def _filler(index: int, markdown: bool) -> str:
+    """The index-th filler word; as Markdown, each 7th bold, each 11th code, a new paragraph every 40 (the
+    same words either way, so word counts compare)."""
+    word = FILLER[index % len(FILLER)]
+    if markdown:
+        word = f"**{word}**" if index % 7 == 3 else f"`{word}`" if index % 11 == 5 else word
+        word = f"\n\n{word}" if index and index % 40 == 0 else word
+    return word
 
 
 _ARITHMETIC = re.compile(r"[\d\s+\-*/%().]+")

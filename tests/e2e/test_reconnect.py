@@ -17,7 +17,7 @@ DOM_TRANSCRIPT = """
   role: li.classList.contains('msg-user') ? 'user' : li.classList.contains('msg-assistant') ? 'assistant'
       : li.classList.contains('msg-tool') ? 'tool' : 'system',
   status: li.dataset.status,
-  text: li.querySelector('.msg-text').textContent,
+  text: li.querySelector('.msg-text').innerText,  // as read: answers are rendered Markdown
 }))
 """
 

@@ -187,3 +187,29 @@ def test_a_postgresql_restart_mid_run_is_answered_503_and_the_run_survives(clust
         assert answer["status"] == "complete" and len(answer["text"].split()) == 1500
     finally:
         watcher.close()
+
+
+def test_every_database_connection_killed_mid_stream_and_mid_tool_is_survived(cluster, backing_services):
+    """`pg_terminate_backend` on every connection of every process while one run streams and another is inside
+    a non-idempotent tool: no 5xx meanwhile, both runs end complete, the tool ran once, no text lost."""
+    postgres = backing_services[0]
+    tool_session, stream_session = cluster.new_session(), cluster.new_session()
+    tool_run = cluster.run_start("a", tool_session, script(
+        {"calls": [{"name": "side_effect", "arguments": {"label": "once", "seconds": 2}}]}, {"text": "after it"},
+    ))
+    stream_run = cluster.run_start("b", stream_session, script({"words": 1500, "delay_ms": 5}))
+    cluster.wait_run(tool_run, lambda r: r["function_calls"] and r["function_calls"][0]["status"] == "running",
+                     what="the tool to run")
+    cluster.wait_run(stream_run, lambda r: r["state"] == "assistant_streaming", what="streaming")
+    assert postgres.terminate_backends() >= 2  # the web processes' and the workers' connections, mid-flight
+    answers = [cluster.call(web, "GET", f"/api/sessions/{sid}")
+               for web in ("a", "b") for sid in (tool_session, stream_session)]
+    assert {status for status, _ in answers} <= {200, 503}
+    assert all(body["error"] == "store_unavailable" for status, body in answers if status == 503)
+    tool, stream = cluster.wait_terminal(tool_run, timeout=60), cluster.wait_terminal(stream_run, timeout=60)
+    assert (tool["outcome"], stream["outcome"]) == ("completed", "completed")
+    assert tool["function_calls"][0]["status"] == "succeeded"
+    assert side_effect_count(cluster, tool_session) == 1
+    _, snapshot = cluster.call("a", "GET", f"/api/sessions/{stream_session}")
+    answer = [m for m in snapshot["messages"] if m["role"] == "assistant"][-1]
+    assert answer["status"] == "complete" and len(answer["text"].split()) == 1500

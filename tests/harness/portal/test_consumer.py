@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import html
 import re
+from html.parser import HTMLParser
 
 import pytest
 from channels.testing import WebsocketCommunicator
@@ -92,20 +92,57 @@ async def test_a_run_plays_out_as_fragments(worker, session, user):
     joined = "".join(received)
     assert 'hx-swap-oob="beforeend:#transcript"' in joined  # new messages are appended
     assert 'data-mode="stop"' in joined and 'data-mode="idle"' in joined  # running, then idle again
-    assert re.search(r'<span id="msg-\d+-text" hx-swap-oob="beforeend">', joined)  # streamed deltas
+    assert re.search(r'<div id="msg-\d+-tail" hx-swap-oob="innerHTML"><p>alpha', joined)  # streamed, rendered
     assert "Completed" in joined
     final = await db(lambda: Message.objects.filter(run=run, role="assistant").get())
     assert f'<li id="msg-{final.id}" class="msg msg-assistant" data-status="complete" hx-swap-oob="true">' in joined
     await communicator.disconnect()
 
 
-def apply_text_fragments(text: str, message_id: int, fragment: str) -> str:
-    """What htmx does to one message's text for the fragments the consumer sends."""
-    for appended in re.findall(rf'<span id="msg-{message_id}-text" hx-swap-oob="beforeend">(.*?)</span>', fragment, re.S):
-        text += html.unescape(appended)
-    replaced = re.search(rf'<li id="msg-{message_id}"[^>]*>.*?<div id="msg-{message_id}-text" class="msg-text">(.*?)</div>',
-                         fragment, re.S)
-    return html.unescape(replaced.group(1)) if replaced else text
+class _Texts(HTMLParser):
+    """The text inside each element with an id, as a browser would read it."""
+
+    def __init__(self, fragment: str) -> None:
+        super().__init__()
+        self.texts: dict[str, str] = {}
+        self.open: list[str | None] = []
+        self.feed(fragment)
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in ("br", "hr", "input"):
+            self.open.append(dict(attrs).get("id"))
+            if self.open[-1]:
+                self.texts[self.open[-1]] = ""
+
+    def handle_endtag(self, tag):
+        if tag not in ("br", "hr", "input") and self.open:
+            self.open.pop()
+
+    def handle_data(self, data):
+        for element_id in filter(None, self.open):
+            self.texts[element_id] += data
+
+
+class ShownText:
+    """What htmx makes of one streaming answer from the fragments the consumer sends: finished blocks are
+    appended to `#msg-N-md`, the open tail replaces `#msg-N-tail`, and a whole message replaces both."""
+
+    def __init__(self, message_id: int) -> None:
+        self.id, self.finished, self.tail = message_id, "", ""
+
+    def apply(self, fragment: str) -> str:
+        texts = _Texts(fragment).texts
+        if f"msg-{self.id}" in texts:  # the whole message (a snapshot, or the finished answer)
+            self.finished = texts.get(f"msg-{self.id}-md", texts[f"msg-{self.id}-text"])
+            self.tail = texts.get(f"msg-{self.id}-tail", "")
+        else:
+            self.finished += texts.get(f"msg-{self.id}-md", "")
+            self.tail = texts.get(f"msg-{self.id}-tail", self.tail)
+        return self.text
+
+    @property
+    def text(self) -> str:
+        return " ".join(f"{self.finished} {self.tail}".split())
 
 
 async def test_a_tab_joining_mid_stream_never_shows_text_twice(worker, session, user):
@@ -115,16 +152,17 @@ async def test_a_tab_joining_mid_stream_never_shows_text_twice(worker, session, 
     )
     communicator, _ = await connect(session.id, user=user)
     snapshot = await communicator.receive_from(timeout=5)
-    shown = apply_text_fragments("", message.id, snapshot)
+    page = ShownText(message.id)
+    shown = page.apply(snapshot)
     assert shown  # the snapshot holds what was streamed so far
     observed = [shown]
     while True:
         fragment = await communicator.receive_from(timeout=10)
-        shown = apply_text_fragments(shown, message.id, fragment)
+        shown = page.apply(fragment)
         observed.append(shown)
         if f'<li id="msg-{message.id}"' in fragment and 'data-status="complete"' in fragment:
             break
-    final = await db(lambda: Message.objects.get(pk=message.id).text)
+    final = " ".join((await db(lambda: Message.objects.get(pk=message.id).text)).split())
     assert shown == final
     # Never a doubled or scrambled word on the way: the tab always showed a prefix of the true text.
     assert all(final.startswith(text) for text in observed)
@@ -137,7 +175,7 @@ async def test_a_stop_from_elsewhere_reaches_this_tab(worker, session, user):
     communicator, _ = await connect(session.id, user=user)
     await communicator.receive_from(timeout=5)
     await start(session, user, script({"words": 5000, "delay_ms": 5}))
-    early = "".join(await fragments_until('hx-swap-oob="beforeend">')(communicator))  # text is streaming
+    early = "".join(await fragments_until('hx-swap-oob="innerHTML">')(communicator))  # text is streaming
     assert 'data-mode="stop"' in early and "msg-user" in early
     await db(run_stop, session_id=session.id, requested_by=user)
     received = "".join(await fragments_until('data-mode="idle"')(communicator))
@@ -212,14 +250,14 @@ async def test_streaming_deltas_reach_the_page_without_a_trip_to_the_database_th
     delta = events.message_delta(run_id=session.id, message_id=message.id, offset=3, text="lo <b>", produced_at=0)
     await events.publish(session.id, delta)
     received = await communicator.receive_from(timeout=5)
-    assert received.strip() == f'<span id="msg-{message.id}-text" hx-swap-oob="beforeend">lo &lt;b&gt;</span>'
+    assert received == f'<div id="msg-{message.id}-tail" hx-swap-oob="innerHTML"><p>Hello &lt;b&gt;</p>\n</div>'
     assert hops == []
     # A delta the tab cannot append (text it never received) still goes to the database, to fill the gap.
     await db(Message.objects.filter(pk=message.id).update, text="Hello <b>there")
     await events.publish(session.id, events.message_delta(run_id=session.id, message_id=message.id, offset=14,
                                                           text="!", produced_at=0))
     received = await communicator.receive_from(timeout=5)
-    assert "there!" in received and hops == ["_fragments_for"]
+    assert "Hello &lt;b&gt;there!" in received and hops == ["_catch_up"]
     await communicator.disconnect()
 
 

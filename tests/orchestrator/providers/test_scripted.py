@@ -352,3 +352,19 @@ async def test_stream_is_cancellable():
     assert loop.time() - cancelled_at < 1  # promptly: well within one more 50 ms delay plus slack
     assert task.cancelled()
     assert 3 <= len(received) < 1000
+
+
+async def test_markdown_filler_is_the_same_words_as_paragraphs_with_bold_and_code():
+    plain = text_of(await collect(request(script({"words": 100}))))
+    shaped = text_of(await collect(request(script({"words": 100, "markdown": True}))))
+    assert shaped.replace("**", "").replace("`", "").split() == plain.split()  # same words: rates compare
+    assert shaped.count("\n\n") == 2 and "**" in shaped and "`" in shaped
+    from harness.portal.markdown import render
+
+    html = render(shaped)
+    assert html.count("<p>") == 3 and "<strong>" in html and "<code>" in html
+
+
+def test_markdown_must_be_a_boolean():
+    with pytest.raises(ProviderError, match=r"turns\[0\]\.markdown must be true or false"):
+        parse_script(json.dumps({"turns": [{"words": 1, "markdown": "yes"}]}))
