@@ -430,6 +430,22 @@
     if (up && !(e.target instanceof HTMLElement && e.target.matches("input, textarea, select"))) pinned = false;
   });
 
+  // A reconnect's snapshot brings the newest page only: the older pages this tab loaded stay above it (the
+  // reader may be reading them), under the sentinel that loads the page before them.
+  const messageNumber = (item) => Number(item.id.slice("msg-".length));
+  document.addEventListener("htmx:oobBeforeSwap", (e) => {
+    const incoming = e.detail.target.id === "transcript" && e.detail.fragment
+      && e.detail.fragment.querySelector("#transcript");
+    const first = incoming && incoming.querySelector(":scope > li.msg");
+    if (!first) return;
+    const older = Array.from(e.detail.target.querySelectorAll(":scope > li.msg"))
+      .filter((item) => messageNumber(item) < messageNumber(first));
+    if (older.length === 0) return;
+    const sentinel = e.detail.target.querySelector(":scope > li.older");
+    incoming.querySelectorAll(":scope > li.older").forEach((item) => item.remove());
+    first.before(...(sentinel ? [sentinel] : []), ...older);
+  });
+
   // Every change arrives as a swap: a socket message (several fragments at once) or an HTTP answer.
   document.addEventListener("htmx:wsBeforeMessage", notePlace);
   document.addEventListener("htmx:wsAfterMessage", () => {

@@ -96,6 +96,33 @@ def test_older_messages_load_at_the_top_and_the_first_visible_message_stays_in_p
     expect(page.get_by_role("list", name="Transcript").locator(":scope > li.msg")).to_have_count(160)
 
 
+def test_after_a_reconnect_the_older_pages_stay_and_so_does_the_reader(page, server, api, session_id):
+    """The socket's snapshot carries the newest page only; a tab that reconnects keeps what it loaded above it."""
+    server.add_messages(session_id, 120)
+    sockets = []
+
+    def relay(ws):
+        sockets.append((ws, ws.connect_to_server()))
+
+    page.route_web_socket("**/ws/sessions/**", relay)
+    open_session(page, server.base_url, session_id)
+    scroll_up(page, 100_000)
+    expect(message(page, "message 21")).to_be_attached()  # the page before the newest
+    scroll_up(page, 200)
+    place = top_of(message(page, "message 71"))
+
+    page_side, server_side = sockets[0]
+    page_side.close(code=1001, reason="going away")
+    server_side.close()
+    page.wait_for_function("window.__e2e.opens === 2 && window.__e2e.messages >= 2")  # the new snapshot is in
+    transcript = page.get_by_role("list", name="Transcript")
+    expect(transcript.locator(":scope > li.msg")).to_have_count(100)
+    expect(transcript.locator(":scope > li.older")).to_have_count(1)
+    assert abs(top_of(message(page, "message 71")) - place) <= 1
+    scroll_up(page, 100_000)  # and the next older page still loads
+    expect(message(page, "message 1")).to_be_attached()
+
+
 def test_the_view_follows_the_answer_until_the_reader_scrolls_up_then_jump_to_latest_follows_again(
         page, server, api, session_id):
     server.add_messages(session_id, 60)
