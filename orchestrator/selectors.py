@@ -145,9 +145,9 @@ def latest_run(session_id) -> Run | None:
 
 
 def transcript_messages(session: Session) -> list[Message]:
-    """The session's messages in order, with what rendering them needs."""
+    """The session's current messages (superseded ones are not shown) in order, with what rendering them needs."""
     return list(
-        Message.objects.filter(session=session)
+        Message.objects.current().filter(session=session)
         .select_related("function_call")
         .prefetch_related("function_calls")
         .order_by("id")
@@ -182,7 +182,7 @@ def session_snapshot(session: Session) -> dict:
     """The whole live state of a session: a client that applies later events to it stays current."""
     latest = latest_run(session.id)
     active = latest if latest is not None and latest.state not in TERMINAL_STATES else None
-    messages = Message.objects.filter(session=session).select_related("function_call").order_by("id")
+    messages = Message.objects.current().filter(session=session).select_related("function_call").order_by("id")
     pending = (
         Approval.objects.filter(run__session=session, status=ApprovalStatus.PENDING)
         .select_related("function_call")
