@@ -204,6 +204,10 @@ class MessageQuerySet(models.QuerySet):
         """Messages not superseded by an edit or a regeneration: the transcript and the model's input."""
         return self.filter(superseded_at__isnull=True)
 
+    def latest_user(self, session_id) -> Message | None:
+        """The session's latest current user message: the one an edit or a regeneration may replace."""
+        return self.current().filter(session_id=session_id, role=MessageRole.USER).order_by("-id").first()
+
 
 class Message(models.Model):
     objects = MessageQuerySet.as_manager()

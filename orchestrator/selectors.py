@@ -154,6 +154,11 @@ def transcript_messages(session: Session) -> list[Message]:
     )
 
 
+def latest_user_message(session: Session) -> Message | None:
+    """The message an edit or a regeneration replaces (`run_start(replace_from_message=...)`)."""
+    return Message.objects.latest_user(session.id)
+
+
 def message_with_call(message_id: int) -> Message | None:
     return Message.objects.select_related("function_call").filter(pk=message_id).first()
 

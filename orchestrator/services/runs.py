@@ -117,8 +117,8 @@ def _replaceable_message(session: Session, message_id) -> Message:
     if message is None:
         raise InvalidInput("invalid_replace_from_message",
                            f"message {message_id} is not a user message of this session")
-    latest = Message.objects.current().filter(session=session, role=MessageRole.USER).order_by("-id").first()
-    if message.superseded_at is not None or latest is None or latest.pk != message.pk:
+    latest = Message.objects.latest_user(session.id)
+    if latest is None or latest.pk != message.pk:
         raise Conflict("not_latest_user_message",
                        f"message {message_id} is not the latest user message of this session: only that one can "
                        "be edited or regenerated")
