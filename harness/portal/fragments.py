@@ -91,6 +91,11 @@ def message_append_html(message: Message) -> str:
     return f'<div hx-swap-oob="beforeend:#transcript">{message_html(message)}</div>'
 
 
+def superseded_html(message_ids: list[int]) -> str:
+    """Messages an edit or a regeneration replaced, taken out of the transcript."""
+    return "".join(f'<li id="msg-{int(i)}" hx-swap-oob="delete"></li>' for i in message_ids)
+
+
 def delta_html(message_id: int, text: str) -> str:
     """Streaming text appended to a message: the wrapper's (escaped) text is added to the message body."""
     return _render("portal/fragments/delta.html", {"message_id": message_id, "text": text}, True)
