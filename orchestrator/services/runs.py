@@ -93,7 +93,7 @@ def run_start(*, session_id, user: AbstractBaseUser, text: str | None, replace_f
         )
         fields = ["updated_at"]
         session.updated_at = now
-        if not session.title_chosen and session.title == Session._meta.get_field("title").default:
+        if _named_by_next_message(session, replaced):
             session.title = _title_from(text)  # the first message names an unnamed session
             fields.append("title")
         session.save(update_fields=fields)
@@ -144,6 +144,17 @@ def _within_user_limits(user: AbstractBaseUser) -> None:
     rate_limit = settings.HARNESS_MAX_RUN_STARTS_PER_MINUTE
     if runs.filter(created_at__gte=timezone.now() - timedelta(minutes=1)).count() >= rate_limit:
         raise TooManyRequests("too_many_runs", f"you started {rate_limit} runs in the last minute: wait a moment")
+
+
+def _named_by_next_message(session: Session, replaced: Message | None) -> bool:
+    """An unnamed session is named by its first message, and still by an edit of that first message (the
+    name it took from the replaced text goes with it)."""
+    if session.title_chosen:
+        return False
+    if session.title == Session._meta.get_field("title").default:
+        return True
+    return (replaced is not None and session.title == _title_from(replaced.text)
+            and not Message.objects.current().filter(session=session, pk__lt=replaced.pk).exists())
 
 
 def _title_from(text: str) -> str:

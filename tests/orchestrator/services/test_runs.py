@@ -209,3 +209,23 @@ def test_an_edit_with_empty_text_is_refused_and_regenerate_needs_no_text(user, s
         run_start(session_id=session.id, user=user, text="  ", replace_from_message=question.id)
     with pytest.raises(InvalidInput):
         run_start(session_id=session.id, user=user, text=None)  # a plain start needs its text
+
+
+def test_an_edit_of_the_first_message_renames_a_session_it_named(user):
+    session = session_create(owner=user)
+    (question, _) = finished_turn(session, user, "a secret I regret")
+    run = run_start(session_id=session.id, user=user, text="a better question", replace_from_message=question.id)
+    assert Session.objects.get(pk=session.pk).title == "a better question"
+    Run.objects.filter(pk=run.pk).update(state="completed", outcome="completed")
+    latest = Message.objects.get(run=run)
+    finished_turn(session, user, "a second question")  # a later message does not rename it...
+    second = Message.objects.latest_user(session.id)
+    run_start(session_id=session.id, user=user, text="edited", replace_from_message=second.id)  # ...nor its edit
+    assert Session.objects.get(pk=session.pk).title == "a better question" and latest.text == "a better question"
+
+
+def test_an_edit_keeps_a_title_the_user_chose(user):
+    session = session_create(owner=user, title="My title")
+    (question, _) = finished_turn(session, user, "My title")
+    run_start(session_id=session.id, user=user, text="something else", replace_from_message=question.id)
+    assert Session.objects.get(pk=session.pk).title == "My title"
