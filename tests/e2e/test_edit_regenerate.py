@@ -157,3 +157,24 @@ def test_the_buttons_follow_the_run_in_every_tab_and_cancel_restores_normal_send
     wait_answered(here, 3)
     expect(user_texts(here)).to_have_count(3)
     assert len(api.messages(session_id, "user")) == 3
+
+
+def test_an_edit_whose_send_fails_stays_an_edit(page, server, api, session_id):
+    open_session(page, server.base_url, session_id)
+    send(page, FIRST)
+    wait_answered(page, 1)
+    page.get_by_role("button", name="Edit", exact=True).click()
+    box = page.get_by_label("Message")
+    edited = script({"text": "the edited answer"})
+    box.fill(edited)
+    page.route("**/send", lambda route: route.abort())
+    box.press("Enter")
+    expect(page.locator("#composer .composer-error")).to_contain_text("Not sent (network error)")
+    expect(box).to_have_value(edited)  # the text is back...
+    expect(page.get_by_text("Editing your last message")).to_be_visible()  # ...and still replaces the message
+    page.unroute("**/send")
+    box.press("Enter")
+    expect(user_texts(page)).to_have_text([edited])  # the replaced turn has left the page
+    wait_answered(page, 1)
+    expect(page.locator("#transcript .msg-assistant .msg-text")).to_have_text(["the edited answer"])
+    assert [m["text"] for m in api.messages(session_id)] == [edited, "the edited answer"]
