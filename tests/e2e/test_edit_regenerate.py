@@ -178,3 +178,25 @@ def test_an_edit_whose_send_fails_stays_an_edit(page, server, api, session_id):
     wait_answered(page, 1)
     expect(page.locator("#transcript .msg-assistant .msg-text")).to_have_text(["the edited answer"])
     assert [m["text"] for m in api.messages(session_id)] == [edited, "the edited answer"]
+
+
+def test_a_failed_answer_can_be_regenerated_or_its_question_edited(page, server, api, session_id):
+    open_session(page, server.base_url, session_id)
+    send(page, FIRST)
+    wait_answered(page, 1)
+    broken = script({"error": "the model is down"})
+    send(page, broken)
+    expect(page.locator("#run-status .state")).to_have_text("Failed", timeout=30_000)
+    expect(page.locator("#composer")).to_have_attribute("data-mode", "idle")
+    failed = answers(page).last  # the interrupted attempt is the latest answer
+    expect(failed).to_have_attribute("data-status", "error")
+    expect(failed.get_by_role("button", name="Regenerate")).to_be_visible()
+    expect(page.get_by_role("button", name="Regenerate", exact=True)).to_have_count(1)
+
+    page.get_by_role("button", name="Edit", exact=True).click()
+    page.get_by_label("Message").fill(script({"text": "a working answer"}))
+    page.get_by_label("Message").press("Enter")
+    expect(page.get_by_text("the model is down")).to_have_count(0)  # the failed turn and its notice are gone
+    wait_answered(page, 2)
+    expect(answers(page).locator(".msg-text")).to_have_text(["the first answer", "a working answer"])
+    assert broken not in [m["text"] for m in api.messages(session_id)]
