@@ -145,13 +145,18 @@ def latest_run(session_id) -> Run | None:
 
 
 def transcript_messages(session: Session) -> list[Message]:
-    """The session's messages in order, with what rendering them needs."""
+    """The session's current messages (superseded ones are not shown) in order, with what rendering them needs."""
     return list(
-        Message.objects.filter(session=session)
+        Message.objects.current().filter(session=session)
         .select_related("function_call")
         .prefetch_related("function_calls")
         .order_by("id")
     )
+
+
+def latest_user_message(session: Session) -> Message | None:
+    """The message an edit or a regeneration replaces (`run_start(replace_from_message=...)`)."""
+    return Message.objects.latest_user(session.id)
 
 
 def message_with_call(message_id: int) -> Message | None:
@@ -182,7 +187,7 @@ def session_snapshot(session: Session) -> dict:
     """The whole live state of a session: a client that applies later events to it stays current."""
     latest = latest_run(session.id)
     active = latest if latest is not None and latest.state not in TERMINAL_STATES else None
-    messages = Message.objects.filter(session=session).select_related("function_call").order_by("id")
+    messages = Message.objects.current().filter(session=session).select_related("function_call").order_by("id")
     pending = (
         Approval.objects.filter(run__session=session, status=ApprovalStatus.PENDING)
         .select_related("function_call")
