@@ -91,7 +91,12 @@ def delete_session(user: AbstractBaseUser, data: dict[str, Any], *, session_id: 
 
 
 def start(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> Result:
-    run = _service(run_start, session_id=session_id, user=user, text=field(data, "text", str))
+    """`replace_from_message` (edit, regenerate): the latest user message's id; then `text` may be left out
+    (regenerate: the replaced message's text). The service checks the id (invalid_replace_from_message,
+    not_latest_user_message)."""
+    replace = data.get("replace_from_message")
+    run = _service(run_start, session_id=session_id, user=user, text=field(data, "text", str, required=replace is None),
+                   replace_from_message=replace)
     return 201, {"run_id": str(run.id), "state": run.state}
 
 

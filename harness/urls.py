@@ -21,6 +21,7 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/model", portal.session_model, name="portal-session-model"),
     path("sessions/<uuid:session_id>/delete", portal.session_delete_view, name="portal-session-delete"),
     path("sessions/<uuid:session_id>/send", portal.send, name="portal-send"),
+    path("sessions/<uuid:session_id>/regenerate", portal.regenerate, name="portal-regenerate"),
     path("sessions/<uuid:session_id>/stop", portal.stop, name="portal-stop"),
     path("sessions/<uuid:session_id>/steer", portal.steer, name="portal-steer"),
     path("approvals/<uuid:approval_id>/decide", portal.decide, name="portal-decide"),

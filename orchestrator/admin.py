@@ -132,10 +132,31 @@ class LeaseExpiredFilter(admin.SimpleListFilter):
         return None
 
 
-class MessageInline(ReadOnlyInline):
+class SupersededColumn:
+    @admin.display(description="superseded", boolean=True)
+    def superseded(self, obj: Message) -> bool:
+        return obj.superseded_at is not None
+
+
+class SupersededFilter(admin.SimpleListFilter):
+    """Messages an edit or a regeneration replaced: kept here, hidden from the transcript and the model."""
+
+    title = "superseded"
+    parameter_name = "superseded"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Message]) -> QuerySet[Message] | None:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(superseded_at__isnull=self.value() == "no")
+        return None
+
+
+class MessageInline(SupersededColumn, ReadOnlyInline):
     model = Message
     fk_name = "run"
-    fields = ("id", "role", "status", "text_excerpt", "tool_call", "tokens", "created_at")
+    fields = ("id", "role", "status", "superseded", "text_excerpt", "tool_call", "tokens", "created_at")
     readonly_fields = fields
     verbose_name_plural = f"messages (first {INLINE_LIMIT})"
 
@@ -360,12 +381,12 @@ class FunctionCallAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "session", "run", "role", "status", "text_excerpt", "created_at")
-    list_select_related = ("session", "run")
-    list_filter = ("role", "status", "created_at")
+class MessageAdmin(SupersededColumn, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "session", "run", "role", "status", "superseded", "superseded_by", "text_excerpt",
+                    "created_at")
+    list_select_related = ("session", "run", "superseded_by")
+    list_filter = ("role", "status", SupersededFilter, "created_at")
     search_fields = ("=run__id", "=session__id", "text")
-
     @admin.display(description="text")
     def text_excerpt(self, obj: Message) -> str:
         return Truncator(obj.text).chars(80)

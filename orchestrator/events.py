@@ -48,6 +48,11 @@ def message_completed(*, message: Any) -> Event:
     }
 
 
+def messages_superseded(*, message_ids: list[int], run_id: Any) -> Event:
+    """An edit or a regeneration replaced these messages (run `run_id` replaces them): clients drop them."""
+    return {"type": "messages.superseded", "message_ids": list(message_ids), "run_id": str(run_id)}
+
+
 def function_started(*, call: Any) -> Event:
     return {"type": "function.started", "run_id": str(call.run_id), "call_id": call.call_id, "name": call.name,
             "status": call.status}

@@ -199,7 +199,19 @@ class Run(models.Model):
         return None
 
 
+class MessageQuerySet(models.QuerySet):
+    def current(self) -> MessageQuerySet:
+        """Messages not superseded by an edit or a regeneration: the transcript and the model's input."""
+        return self.filter(superseded_at__isnull=True)
+
+    def latest_user(self, session_id) -> Message | None:
+        """The session's latest current user message: the one an edit or a regeneration may replace."""
+        return self.current().filter(session_id=session_id, role=MessageRole.USER).order_by("-id").first()
+
+
 class Message(models.Model):
+    objects = MessageQuerySet.as_manager()
+
     # An integer key: messages of a session are ordered by it (they are written one at a time under the
     # run's lock), and clients merge streaming deltas by it.
     id = models.BigAutoField(primary_key=True)
@@ -217,6 +229,12 @@ class Message(models.Model):
     usage_estimated = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
+    # Replaced by an edit or a regeneration (`run_start(replace_from_message=...)`): kept for the record (the
+    # admin shows it), hidden from the transcript, the snapshot and the model's input.
+    superseded_at = models.DateTimeField(null=True, blank=True)
+    superseded_by = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="superseded_messages"
+    )
 
     class Meta:
         ordering = ["id"]

@@ -145,11 +145,12 @@ def latest_run(session_id) -> Run | None:
 
 
 def _renderable_messages(session: Session):
-    return Message.objects.filter(session=session).select_related("function_call").prefetch_related("function_calls")
+    return (Message.objects.current().filter(session=session)
+            .select_related("function_call").prefetch_related("function_calls"))
 
 
 def transcript_messages(session: Session) -> list[Message]:
-    """The session's messages in order, with what rendering them needs."""
+    """The session's current messages (superseded ones are not shown) in order, with what rendering them needs."""
     return list(_renderable_messages(session).order_by("id"))
 
 
@@ -159,15 +160,20 @@ TRANSCRIPT_PAGE = 50
 
 def transcript_page(session: Session, *, before: int | None = None,
                     limit: int = TRANSCRIPT_PAGE) -> tuple[list[Message], bool]:
-    """The newest `limit` messages of the session older than message id `before` (all of them if None),
-    oldest first, with what rendering them needs, and whether older ones exist. Keyset pagination on the
-    message id: one query for the page (and one for its calls), whatever the session's length."""
+    """The newest `limit` current messages of the session older than message id `before` (all of them if
+    None), oldest first, with what rendering them needs, and whether older ones exist. Keyset pagination on
+    the message id: one query for the page (and one for its calls), whatever the session's length."""
     rows = _renderable_messages(session)
     if before is not None:
         rows = rows.filter(id__lt=before)
     page = list(rows.order_by("-id")[: limit + 1])
     has_older = len(page) > limit
     return page[:limit][::-1], has_older
+
+
+def latest_user_message(session: Session) -> Message | None:
+    """The message an edit or a regeneration replaces (`run_start(replace_from_message=...)`)."""
+    return Message.objects.latest_user(session.id)
 
 
 def message_with_call(message_id: int) -> Message | None:
@@ -198,7 +204,7 @@ def session_snapshot(session: Session) -> dict:
     """The whole live state of a session: a client that applies later events to it stays current."""
     latest = latest_run(session.id)
     active = latest if latest is not None and latest.state not in TERMINAL_STATES else None
-    messages = Message.objects.filter(session=session).select_related("function_call").order_by("id")
+    messages = Message.objects.current().filter(session=session).select_related("function_call").order_by("id")
     pending = (
         Approval.objects.filter(run__session=session, status=ApprovalStatus.PENDING)
         .select_related("function_call")

@@ -103,6 +103,8 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
         kind = event["type"]
         if kind == "message.completed":
             return self._message(event["message_id"])
+        if kind == "messages.superseded":
+            return fragments.superseded_html(event["message_ids"])
         run = selectors.latest_run(self.session.id)
         if kind in ("run.state", "run.finished"):
             parts = [fragments.composer_html(self.session, run, oob=True),

@@ -110,6 +110,11 @@ def message_append_html(message: Message, *, streams: dict[int, MarkdownStream] 
     return f'<div hx-swap-oob="beforeend:#transcript">{message_html(message, streams=streams)}</div>'
 
 
+def superseded_html(message_ids: list[int]) -> str:
+    """Messages an edit or a regeneration replaced, taken out of the transcript."""
+    return "".join(f'<li id="msg-{int(i)}" hx-swap-oob="delete"></li>' for i in message_ids)
+
+
 def answer_delta_html(message_id: int, finished: str, tail: str) -> str:
     """A streaming answer's progress (already sanitised HTML): blocks it finished are appended, its open tail
     replaced. Built by hand: it is the hottest fragment, a few times a second per streaming answer per tab."""

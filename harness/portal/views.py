@@ -114,12 +114,38 @@ def session_messages(request: HttpRequest, session_id) -> HttpResponse:
 @portal_login_required
 @require_POST
 def send(request: HttpRequest, session_id) -> HttpResponse:
+    """Send the composer's text; with `replace_from_message` (the composer is editing the last message) the new
+    run replaces that message and what followed it."""
     session = _session_or_404(request, session_id)
+    replace = _message_id(request.POST.get("replace_from_message", ""))
     try:
-        run = run_start(session_id=session.id, user=request.user, text=request.POST.get("text", ""))
+        run = run_start(session_id=session.id, user=request.user, text=request.POST.get("text", ""),
+                        replace_from_message=replace)
     except ServiceError as error:
         return HttpResponse(fragments.composer_html(session, selectors.latest_run(session.id), error=error.detail))
     return HttpResponse(fragments.composer_html(session, run, clear_draft=True))
+
+
+def _message_id(value: str) -> int | str | None:
+    """A posted message id: "" is none, digits an id; anything else is passed on for the service to refuse."""
+    return int(value) if value.isascii() and value.isdigit() else (value or None)
+
+
+@portal_login_required
+@require_POST
+def regenerate(request: HttpRequest, session_id) -> HttpResponse:
+    """Regenerate the latest answer (`message_id`): a new run from the latest user message, which it replaces
+    with the same text. A click on an answer that is no longer the latest changes nothing."""
+    session = _session_or_404(request, session_id)
+    question = selectors.latest_user_message(session)
+    answer = _message_id(request.POST.get("message_id", ""))
+    try:
+        if question is None or not isinstance(answer, int) or answer < question.id:
+            raise InvalidInput("not_latest_answer", "That is no longer the latest answer: nothing was regenerated.")
+        run = run_start(session_id=session.id, user=request.user, text=None, replace_from_message=question.id)
+    except ServiceError as error:
+        return HttpResponse(fragments.composer_html(session, selectors.latest_run(session.id), error=error.detail))
+    return HttpResponse(fragments.composer_html(session, run))
 
 
 @portal_login_required

@@ -10,8 +10,8 @@ idempotent for such repeats:
   offset lies beyond the text it is merged into (deltas were lost) is skipped: `message.completed` carries
   the full text, and a fresh snapshot always converges. Deltas for a message that is no longer `streaming`
   are ignored.
-- `message.completed`, `approval.requested` and `steering.updated` upsert by id; `approval.resolved` removes
-  by id.
+- `message.completed`, `approval.requested` and `steering.updated` upsert by id; `approval.resolved` and
+  `messages.superseded` (an edit or a regeneration replaced them) remove by id.
 - Runs: at most one run of a session is live, and it is the latest. A `run.state` with `prev_state == ""`
   (a run's first state) makes its run the latest; any other event about a run that is not the latest is a
   repeat from an older run and is ignored. A run the snapshot shows as finished (`latest_run.outcome` set)
@@ -89,6 +89,11 @@ def _message_completed(snapshot: Snapshot, event: Event) -> Snapshot:
         **message, "run_id": event["run_id"] or None, "role": event["role"], "status": event["status"],
         "text": event["text"],
     })
+
+
+def _messages_superseded(snapshot: Snapshot, event: Event) -> Snapshot:
+    gone = set(event["message_ids"])
+    return {**snapshot, "messages": [m for m in snapshot["messages"] if m["id"] not in gone]}
 
 
 # --- runs ----------------------------------------------------------------------------------------------------
@@ -170,6 +175,7 @@ _HANDLERS: dict[str, Callable[[Snapshot, Event], Snapshot]] = {
     "run.state": _run_state,
     "message.delta": _message_delta,
     "message.completed": _message_completed,
+    "messages.superseded": _messages_superseded,
     "approval.requested": _approval_requested,
     "approval.resolved": _approval_resolved,
     "steering.updated": _steering_updated,

@@ -4,6 +4,7 @@
 - Every tool call has a result, because stop repair and crash repair write synthetic ones.
 - After a run that was stopped or failed, a short note tells the model it was interrupted.
 - System messages in the transcript are notices for people (errors, limits) and are not sent.
+- Messages superseded by an edit or a regeneration are not sent (nor their runs' interruption notes).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def interruption_note(run: Run) -> str | None:
 
 def build_model_request(*, run: Run, tools: ToolRegistry) -> ModelRequest:
     messages = list(
-        Message.objects.filter(session_id=run.session_id)
+        Message.objects.current().filter(session_id=run.session_id)
         .exclude(role=MessageRole.SYSTEM)
         .select_related("function_call")
         .order_by("id")

@@ -3,9 +3,11 @@
 - A run whose first message starts with ``script:`` followed by JSON follows the script; each assistant turn
   consumes the next entry of ``turns``:
   ``{"text": "...", "delay_ms": 20}`` streams the text word by word, ``{"words": N, "delay_ms": 5}`` streams
-  N filler words (``"markdown": true`` shapes them as Markdown: paragraphs of 40 words, some bold, some code), ``{"calls": [{"name": ..., "arguments": {...}}]}`` asks for tool calls (may be combined
-  with text), ``{"error": "boom"}`` fails the model call. When the script runs out the model says so and
-  ends the run.
+  N filler words (``"markdown": true`` shapes them as Markdown: paragraphs of 40 words, some bold, some
+  code), ``{"calls": [{"name": ..., "arguments": {...}}]}`` asks for tool calls (may be combined
+  with text), ``{"error": "boom"}`` fails the model call, ``{"echo": true}`` answers with the model's input
+  (each message as ``[role] text``, space-separated: tests read what the model was sent). When the script
+  runs out the model says so and ends the run.
 - Without a script it is a small demo agent: a friendly streamed reply, and a `clock` or `calculator` call
   when the message asks for the time or a sum.
 """
@@ -45,6 +47,7 @@ class ScriptTurn:
     calls: tuple[tuple[str, dict[str, Any]], ...] = ()
     error: str | None = None
     markdown: bool = False
+    echo: bool = False
 
 
 def parse_script(raw: str) -> list[ScriptTurn]:
@@ -60,7 +63,7 @@ def parse_script(raw: str) -> list[ScriptTurn]:
         where = f"turns[{index}]"
         if not isinstance(entry, dict):
             raise _invalid(f"{where} must be an object")
-        unknown = set(entry) - {"text", "words", "delay_ms", "calls", "error", "markdown"}
+        unknown = set(entry) - {"text", "words", "delay_ms", "calls", "error", "markdown", "echo"}
         if unknown:
             raise _invalid(f"{where} has unknown keys: {', '.join(sorted(unknown))}")
         text = entry.get("text", "")
@@ -77,10 +80,13 @@ def parse_script(raw: str) -> list[ScriptTurn]:
             raise _invalid(f"{where}.error must be a string")
         if not isinstance(entry.get("markdown", False), bool):
             raise _invalid(f"{where}.markdown must be true or false")
+        echo = entry.get("echo", False)
+        if not isinstance(echo, bool):
+            raise _invalid(f"{where}.echo must be true or false")
         turns.append(
             ScriptTurn(
                 text=text, words=words, delay_ms=float(delay), calls=_parse_calls(entry.get("calls", []), where),
-                error=error, markdown=entry.get("markdown", False),
+                error=error, markdown=entry.get("markdown", False), echo=echo,
             )
         )
     return turns
@@ -120,7 +126,8 @@ class ScriptedProvider:
 async def _play(turn: ScriptTurn, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
     if turn.error is not None:
         raise ProviderError(f"model error: {turn.error}", kind="scripted_error")
-    words = turn.text.split(" ") if turn.text else []
+    text = " ".join(f"[{m.role}] {m.text}" for m in request.messages) if turn.echo else turn.text
+    words = text.split(" ") if text else []
     words += [_filler(i, turn.markdown) for i in range(turn.words)]
     delay = turn.delay_ms / 1000
     emitted = []

@@ -55,13 +55,25 @@ def _owned_session(session_id, user: AbstractBaseUser) -> Session:
     return session
 
 
-def run_start(*, session_id, user: AbstractBaseUser, text: str) -> Run:
-    """Open a run with the user's message. 409 `run_in_progress` while another run of the session is live."""
-    text = validate_text(text)
+def run_start(*, session_id, user: AbstractBaseUser, text: str | None, replace_from_message: int | None = None) -> Run:
+    """Open a run with the user's message. 409 `run_in_progress` while another run of the session is live.
+
+    `replace_from_message` (edit and regenerate): the id of the session's latest user message. That message
+    and every message after it are marked superseded by the new run, in the same transaction that creates
+    it, and the new run's input is the history before it plus `text` (`None`: the replaced message's own
+    text, i.e. regenerate). 400 `invalid_replace_from_message` if it is not a user message of this session,
+    409 `not_latest_user_message` if it is not the latest one.
+    """
+    if text is not None or replace_from_message is None:
+        text = validate_text(text)
     with transaction.atomic():
         session = _owned_session(session_id, user)
         if Run.objects.filter(session=session).exclude(state__in=TERMINAL_STATES).exists():
             raise Conflict("run_in_progress", "a run is already in progress in this session")
+        replaced = None
+        if replace_from_message is not None:
+            replaced = _replaceable_message(session, replace_from_message)
+            text = replaced.text if text is None else text
         _within_user_limits(user)
         try:
             model = resolve_model(session.model).id
@@ -75,24 +87,50 @@ def run_start(*, session_id, user: AbstractBaseUser, text: str) -> Run:
                 )
         except IntegrityError:
             raise Conflict("run_in_progress", "a run is already in progress in this session") from None
+        superseded = _supersede_from(replaced, run=run, now=now) if replaced else []
         message = Message.objects.create(
             session=session, run=run, role=MessageRole.USER, text=text, created_at=now, updated_at=now
         )
         fields = ["updated_at"]
         session.updated_at = now
-        if not session.title_chosen and session.title == Session._meta.get_field("title").default:
+        if _named_by_next_message(session, replaced):
             session.title = _title_from(text)  # the first message names an unnamed session
             fields.append("title")
         session.save(update_fields=fields)
         wake_on_commit(
             RUN_START, run.id, session_id=session.id,
             events=[
+                *([events.messages_superseded(message_ids=superseded, run_id=run.id)] if superseded else []),
                 events.session_updated(session=session),
                 events.message_completed(message=message),
                 events.run_state(run_id=run.id, state=run.state, prev_state="", turn_count=0, stop_requested=False),
             ],
         )
     return run
+
+
+def _replaceable_message(session: Session, message_id) -> Message:
+    """The message an edit or a regeneration replaces: the session's latest current user message."""
+    if isinstance(message_id, bool) or not isinstance(message_id, int) or not 0 < message_id < 2**63:
+        raise InvalidInput("invalid_replace_from_message", "replace_from_message must be a message id (an integer)")
+    message = Message.objects.filter(session=session, pk=message_id, role=MessageRole.USER).first()
+    if message is None:
+        raise InvalidInput("invalid_replace_from_message",
+                           f"message {message_id} is not a user message of this session")
+    latest = Message.objects.latest_user(session.id)
+    if latest is None or latest.pk != message.pk:
+        raise Conflict("not_latest_user_message",
+                       f"message {message_id} is not the latest user message of this session: only that one can "
+                       "be edited or regenerated")
+    return message
+
+
+def _supersede_from(message: Message, *, run: Run, now) -> list[int]:
+    """Mark `message` and every current message after it superseded by `run`; their ids, in order."""
+    later = Message.objects.current().filter(session_id=message.session_id, pk__gte=message.pk)
+    ids = list(later.order_by("id").values_list("id", flat=True))
+    Message.objects.filter(pk__in=ids).update(superseded_at=now, superseded_by=run)
+    return ids
 
 
 def _within_user_limits(user: AbstractBaseUser) -> None:
@@ -106,6 +144,17 @@ def _within_user_limits(user: AbstractBaseUser) -> None:
     rate_limit = settings.HARNESS_MAX_RUN_STARTS_PER_MINUTE
     if runs.filter(created_at__gte=timezone.now() - timedelta(minutes=1)).count() >= rate_limit:
         raise TooManyRequests("too_many_runs", f"you started {rate_limit} runs in the last minute: wait a moment")
+
+
+def _named_by_next_message(session: Session, replaced: Message | None) -> bool:
+    """An unnamed session is named by its first message, and still by an edit of that first message (the
+    name it took from the replaced text goes with it)."""
+    if session.title_chosen:
+        return False
+    if session.title == Session._meta.get_field("title").default:
+        return True
+    return (replaced is not None and session.title == _title_from(replaced.text)
+            and not Message.objects.current().filter(session=session, pk__lt=replaced.pk).exists())
 
 
 def _title_from(text: str) -> str:

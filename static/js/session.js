@@ -16,6 +16,8 @@
 //   "Jump to latest" button; a new approval card is brought into view.
 // - The run's elapsed time ticks.
 // - A command answered 401 (the login expired) says so in the composer, with a link to log in again.
+// - "Edit" on the last user message puts its text in the composer, which then sends it as a replacement
+//   (replace_from_message) until sent or cancelled (Cancel, Esc).
 (function () {
   "use strict";
 
@@ -28,6 +30,9 @@
   let pendingStopRun = null;
   // The text of a send in flight: out of the box, back in it only if the send fails.
   let pendingSend = null;
+  // The message "Edit" is replacing ({id, before: the draft it displaced}); taken by a send like its text.
+  let editing = null;
+  let pendingEdit = null;
 
   const composer = () => document.getElementById("composer");
   const textarea = () => document.getElementById("composer-text");
@@ -66,6 +71,8 @@
     if (draft !== null) {
       box.value = draft;
     }
+    if (mode() !== "idle") editing = null; // a run started (here or in another tab): the edit is over
+    paintEditing();
     const serverMode = composer().dataset.serverMode;
     if (serverMode !== "running" || composer().dataset.runId !== pendingStopRun) {
       pendingStopRun = null; // the server now says stopping (or the run is over): nothing is pending
@@ -153,6 +160,11 @@
       e.target.blur(); // Esc leaves the steering box (its draft kept); it never stops the run
       return;
     }
+    if (e.key === "Escape" && editing && e.target === textarea()) {
+      e.preventDefault();
+      cancelEditing();
+      return;
+    }
     if (e.key === "Escape" && mode() === "running" && !typingElsewhere(e.target)) {
       const btn = button();
       if (btn && btn.dataset.mode === "stop") {
@@ -203,6 +215,9 @@
     pendingSend = textarea().value;
     textarea().value = "";
     draft = "";
+    pendingEdit = editing;
+    editing = null;
+    paintEditing();
     setError("");
     refreshSendButton();
     // Settled on the request itself: htmx's own events go to the form that sent it, which the socket may
@@ -213,10 +228,16 @@
   function settleSend(xhr) {
     const text = pendingSend;
     pendingSend = null;
+    const edited = pendingEdit;
+    pendingEdit = null;
     const answer = xhr.status >= 200 && xhr.status < 300 ? incomingComposer(xhr.responseText || "") : null;
     if (answer && answer.hasAttribute("data-clear-draft")) {
       refreshSendButton();
       return; // accepted: the text is in the transcript now
+    }
+    if (edited && mode() === "idle") {
+      editing = edited; // still an edit of that message, once the reason is read
+      paintEditing();
     }
     // Not sent: the text goes back (ahead of anything typed meanwhile), with the reason.
     const box = textarea();
@@ -234,6 +255,44 @@
     }
     refreshSendButton();
   }
+
+  // --- Edit: the last user message back in the composer ---------------------------------------------------
+  function paintEditing() {
+    const input = document.getElementById("composer-replace");
+    const bar = composer() && composer().querySelector(".composer-editing");
+    if (input) input.value = editing ? editing.id : "";
+    if (bar) bar.hidden = !editing;
+  }
+
+  function startEditing(btn) {
+    const box = textarea();
+    if (!box || mode() !== "idle" || pendingSend !== null) return;
+    editing = { id: btn.dataset.messageId, before: editing ? editing.before : box.value };
+    box.value = btn.dataset.text;
+    draft = box.value;
+    paintEditing();
+    box.focus();
+    box.setSelectionRange(box.value.length, box.value.length);
+    refreshSendButton();
+  }
+
+  function cancelEditing() {
+    const box = textarea();
+    if (box && editing) {
+      box.value = editing.before;
+      draft = box.value;
+      box.focus();
+    }
+    editing = null;
+    paintEditing();
+    refreshSendButton();
+  }
+
+  document.addEventListener("click", (e) => {
+    const target = e.target instanceof Element ? e.target : null;
+    if (target && target.closest(".msg-edit")) startEditing(target.closest(".msg-edit"));
+    if (target && target.closest(".composer-cancel-edit")) cancelEditing();
+  });
 
   // --- stop: instant paint, honest failure -----------------------------------------------------------------
   function setError(text) {

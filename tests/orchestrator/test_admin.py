@@ -356,3 +356,20 @@ def test_staff_with_view_and_stop_permissions_stops_another_users_run(staff_with
     assert reported(stop(client, run)) == [(messages.SUCCESS, f"run {run.pk}: accepted")]
     run.refresh_from_db()
     assert run.stop_requested_at is not None and run.stop_requested_by == staff
+
+
+def test_superseded_messages_are_shown_marked_and_filterable(su_client, user):
+    replaced_run = make_run(owner=user, state=RunState.COMPLETED, outcome=RunOutcome.COMPLETED)
+    replacing = make_run(replaced_run.session, RunState.COMPLETED, outcome=RunOutcome.COMPLETED)
+    old = Message.objects.create(session=replaced_run.session, run=replaced_run, role=MessageRole.USER,
+                                 text="the replaced question", superseded_at=timezone.now(), superseded_by=replacing)
+    new = Message.objects.create(session=replaced_run.session, run=replacing, role=MessageRole.USER,
+                                 text="the edited question")
+    url = reverse("admin:orchestrator_message_changelist")
+    response = su_client.get(url)
+    html = response.content.decode()
+    assert "the replaced question" in html and "the edited question" in html  # both kept, both visible
+    assert 'alt="True"' in html and 'alt="False"' in html  # the superseded column
+    assert {m.pk for m in su_client.get(url, {"superseded": "yes"}).context["cl"].queryset} == {old.pk}
+    assert {m.pk for m in su_client.get(url, {"superseded": "no"}).context["cl"].queryset} == {new.pk}
+    assert "the replaced question" in su_client.get(run_url(replaced_run)).content.decode()  # and in its run

@@ -56,6 +56,12 @@ def test_message_completed_of_a_message_outside_any_run_has_an_empty_run_id():
     assert events.message_completed(message=message)["run_id"] == ""
 
 
+def test_messages_superseded_names_the_messages_and_the_run_that_replaces_them():
+    assert events.messages_superseded(message_ids=(7, 8, 9), run_id=RUN_ID) == {
+        "type": "messages.superseded", "message_ids": [7, 8, 9], "run_id": str(RUN_ID),
+    }
+
+
 def test_function_events():
     call = FunctionCall(run_id=RUN_ID, call_id="call_t1_0", name="shell", status="running")
     common = {"run_id": str(RUN_ID), "call_id": "call_t1_0", "name": "shell"}

@@ -304,6 +304,81 @@ def test_the_first_message_titles_an_untitled_session(api, user):
     assert session.title == "Refactor the parser"
 
 
+# --- edit and regenerate: replace_from_message -------------------------------------------------------------
+
+
+def answered_turn(api, session, text: str) -> tuple[int, int]:
+    """A run started over the API, answered and completed as the engine would leave it: (question, answer) ids."""
+    run_id = api.post(f"/api/sessions/{session.id}/runs", {"text": text}).json()["run_id"]
+    answer = Message.objects.create(session=session, run_id=run_id, role=MessageRole.ASSISTANT, text=f"re: {text}")
+    Run.objects.filter(pk=run_id).update(state=RunState.COMPLETED, outcome="completed")
+    return Message.objects.get(run_id=run_id, role=MessageRole.USER).id, answer.id
+
+
+def shown(api, session) -> list[tuple[str, str]]:
+    return [(m["role"], m["text"]) for m in api.get(f"/api/sessions/{session.id}").json()["messages"]]
+
+
+def test_an_edit_replaces_the_latest_turn(api, session):
+    answered_turn(api, session, "first")
+    question, _ = answered_turn(api, session, "second")
+    assert shown(api, session)[-1] == ("assistant", "re: second")
+    response = api.post(f"/api/sessions/{session.id}/runs", {"text": "second, edited", "replace_from_message": question})
+    assert response.status_code == 201 and set(response.json()) == {"run_id", "state"}
+    assert shown(api, session) == [("user", "first"), ("assistant", "re: first"), ("user", "second, edited")]
+    assert Message.objects.filter(superseded_by_id=response.json()["run_id"]).count() == 2  # kept, marked
+
+
+def test_regenerate_leaves_out_the_text_and_reuses_the_questions(api, session):
+    question, _ = answered_turn(api, session, "the question")
+    response = api.post(f"/api/sessions/{session.id}/runs", {"replace_from_message": question})
+    assert response.status_code == 201
+    assert shown(api, session) == [("user", "the question")]
+    assert Message.objects.get(run_id=response.json()["run_id"]).text == "the question"
+
+
+@pytest.mark.parametrize("target, status, code", [
+    ("answer", 400, "invalid_replace_from_message"),
+    ("older_question", 409, "not_latest_user_message"),
+    ("string", 400, "invalid_replace_from_message"),
+    ("float", 400, "invalid_replace_from_message"),
+    ("list", 400, "invalid_replace_from_message"),
+    ("negative", 400, "invalid_replace_from_message"),
+    ("huge", 400, "invalid_replace_from_message"),
+    ("other_users", 400, "invalid_replace_from_message"),
+])
+def test_a_bad_replace_from_message_is_a_4xx_and_changes_nothing(api, other_api, other_user, session, target, status,
+                                                                 code):
+    older, _ = answered_turn(api, session, "first")
+    question, answer = answered_turn(api, session, "second")
+    theirs = session_create(owner=other_user)
+    their_question, _ = answered_turn(other_api, theirs, "theirs")
+    value = {"answer": answer, "older_question": older, "string": str(question), "float": float(question),
+             "list": [question], "negative": -question, "huge": 10**30, "other_users": their_question}[target]
+    response = api.post(f"/api/sessions/{session.id}/runs", {"text": "edited", "replace_from_message": value})
+    assert_error(response, status, code)
+    assert Run.objects.filter(session=session).count() == 2
+    assert not Message.objects.filter(superseded_at__isnull=False).exists()
+
+
+def test_replacing_while_a_run_is_live_is_409_run_in_progress(api, session):
+    question, _ = answered_turn(api, session, "first")
+    live = api.post(f"/api/sessions/{session.id}/runs", {"text": "live"}).json()["run_id"]
+    live_question = Message.objects.get(run_id=live).id
+    for target in (question, live_question):
+        assert_error(api.post(f"/api/sessions/{session.id}/runs", {"replace_from_message": target}), 409,
+                     "run_in_progress")
+    assert not Message.objects.filter(superseded_at__isnull=False).exists()
+
+
+def test_an_edit_with_empty_text_is_400_and_a_null_replace_is_a_plain_start(api, session):
+    question, _ = answered_turn(api, session, "first")
+    assert_error(api.post(f"/api/sessions/{session.id}/runs", {"text": " ", "replace_from_message": question}), 400,
+                 "invalid_text")
+    assert_error(api.post(f"/api/sessions/{session.id}/runs", {"replace_from_message": None}), 400, "missing_field")
+    assert not Message.objects.filter(superseded_at__isnull=False).exists()
+
+
 # --- stop -------------------------------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from django.test import Client
 
 from harness.asgi import application
 from orchestrator.models import Message
-from orchestrator.services.runs import run_stop
+from orchestrator.services.runs import run_start, run_stop
 from tests.factories import add_messages
 from tests.helpers import db, script, shell_script, start, wait_terminal, wait_until
 
@@ -303,4 +303,23 @@ async def test_the_snapshot_sends_the_newest_page_and_events_follow_exactly_what
     assert replaced.startswith(f'<li id="msg-{newest.id}"') and 'hx-swap-oob="true"' in replaced
     assert old.startswith(f'<li id="msg-{oldest.id}"') and "beforeend" not in old
     assert appended.startswith('<div hx-swap-oob="beforeend:#transcript"><li id="msg-%d"' % newer.id)
+    await communicator.disconnect()
+
+
+async def test_an_edit_in_one_tab_takes_the_replaced_messages_out_of_the_others(session, user):
+    first = await start(session, user, "the question")
+    await db(Message.objects.create, session=session, run=first, role="assistant", text="the answer")
+    await db(lambda: type(first).objects.filter(pk=first.pk).update(state="completed", outcome="completed"))
+    replaced = await db(lambda: list(Message.objects.filter(run=first).values_list("id", flat=True)))
+    communicator, _ = await connect(session.id, user=user)
+    snapshot = await communicator.receive_from(timeout=5)
+    assert all(f'id="msg-{i}"' in snapshot for i in replaced)  # shown before the edit
+    await db(run_start, session_id=session.id, user=user, text="the question, edited",
+             replace_from_message=replaced[0])
+    received = await fragments_until("the question, edited")(communicator)
+    assert received[0] == "".join(f'<li id="msg-{i}" hx-swap-oob="delete"></li>' for i in replaced)
+    await communicator.disconnect()
+    communicator, _ = await connect(session.id, user=user)
+    snapshot = await communicator.receive_from(timeout=5)  # a tab that opens now never sees them
+    assert not any(f'id="msg-{i}"' in snapshot for i in replaced) and "the question, edited" in snapshot
     await communicator.disconnect()

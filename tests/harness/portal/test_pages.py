@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from orchestrator.models import Message, RunState, Session
+from orchestrator.models import Message, Run, RunState, Session
 from orchestrator.services.runs import run_start
 from orchestrator.services.sessions import session_create
 from tests.factories import add_messages, make_run
@@ -176,3 +176,69 @@ def test_older_messages_are_only_the_owners_and_need_a_message_id(client, user, 
     for bad in ("", "?before=", "?before=abc", "?before=-1", "?before=" + "9" * 40, "?before=%D9%A1"):
         assert client.get(f"/sessions/{session.id}/messages{bad}").status_code == 400, bad
     assert client.post(url).status_code == 405
+
+
+# --- edit and regenerate ------------------------------------------------------------------------------------
+
+
+def answered(session, user, text: str) -> tuple[Message, Message]:
+    run = run_start(session_id=session.id, user=user, text=text)
+    answer = Message.objects.create(session=session, run=run, role="assistant", text=f"re: {text}")
+    Run.objects.filter(pk=run.pk).update(state=RunState.COMPLETED, outcome="completed")
+    return Message.objects.get(run=run, role="user"), answer
+
+
+def current(session) -> list[str]:
+    return [m.text for m in Message.objects.current().filter(session=session)]
+
+
+def test_the_latest_user_message_and_answer_carry_edit_and_regenerate(client, user, session):
+    question, answer = answered(session, user, "a <b>question</b>")
+    client.force_login(user)
+    body = client.get(f"/sessions/{session.id}/").content.decode()
+    assert f'data-message-id="{question.id}" data-text="a &lt;b&gt;question&lt;/b&gt;">Edit</button>' in body
+    assert f'hx-vals=\'{{"message_id": "{answer.id}"}}\'' in body and ">Regenerate</button>" in body
+    assert 'name="replace_from_message"' in body and "Editing your last message" in body  # the idle composer
+
+
+def test_a_send_from_an_editing_composer_replaces_the_last_turn(client, user, session):
+    answered(session, user, "first")
+    question, _ = answered(session, user, "second")
+    client.force_login(user)
+    response = client.post(f"/sessions/{session.id}/send", {"text": "second, edited",
+                                                            "replace_from_message": str(question.id)})
+    assert response.status_code == 200 and "data-clear-draft" in response.content.decode()
+    assert current(session) == ["first", "re: first", "second, edited"]
+
+
+@pytest.mark.parametrize("value, reason", [("older", "not the latest user message"), ("abc", "must be a message id")])
+def test_a_refused_edit_says_why_in_the_composer_and_changes_nothing(client, user, session, value, reason):
+    older, _ = answered(session, user, "first")
+    answered(session, user, "second")
+    client.force_login(user)
+    value = str(older.id) if value == "older" else value
+    body = client.post(f"/sessions/{session.id}/send", {"text": "edited", "replace_from_message": value}).content
+    assert reason in body.decode() and "data-clear-draft" not in body.decode()
+    assert current(session) == ["first", "re: first", "second", "re: second"]
+
+
+def test_regenerate_replaces_the_last_turn_with_the_same_question(client, user, session):
+    answered(session, user, "first")
+    _, answer = answered(session, user, "second")
+    client.force_login(user)
+    response = client.post(f"/sessions/{session.id}/regenerate", {"message_id": str(answer.id)})
+    assert response.status_code == 200 and 'data-mode="running"' in response.content.decode()
+    assert current(session) == ["first", "re: first", "second"]
+    assert Message.objects.current().get(session=session, text="second").run.state == RunState.PROVISIONING
+
+
+def test_regenerating_an_answer_that_is_no_longer_the_latest_changes_nothing(client, user, other_user, session):
+    _, old_answer = answered(session, user, "first")
+    answered(session, user, "second")
+    client.force_login(user)
+    for value in (str(old_answer.id), "", "x"):
+        body = client.post(f"/sessions/{session.id}/regenerate", {"message_id": value}).content.decode()
+        assert "no longer the latest answer" in body
+    assert current(session) == ["first", "re: first", "second", "re: second"]
+    client.force_login(other_user)
+    assert client.post(f"/sessions/{session.id}/regenerate", {"message_id": str(old_answer.id)}).status_code == 404

@@ -37,7 +37,7 @@ from orchestrator.services.runs import run_start
 from orchestrator.services.sessions import session_create
 from orchestrator.services.tokens import api_token_create
 from tests.factories import park_on_approval
-from tests.helpers import db, script, shell_script, start, wait_until
+from tests.helpers import db, script, shell_script, start, wait_terminal, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -584,3 +584,46 @@ async def test_joining_mid_stream_never_corrupts_the_text(worker, session, user,
     final = await snapshot_of(session.id)
     assert displayed(state) == displayed(final)
     assert state["messages"][-1]["status"] == "stopped" and answer.startswith(state["messages"][-1]["text"])
+
+
+# --- edit and regenerate over the socket ------------------------------------------------------------------
+
+
+async def test_an_edit_over_the_socket_drops_the_replaced_turn_for_a_folding_client(worker, session, user, token):
+    first = await start(session, user, script({"text": "first answer"}))
+    await wait_terminal(first.id)
+    second = await start(session, user, script({"text": "second answer"}))
+    await wait_terminal(second.id)
+    replaced = await db(lambda: list(Message.objects.filter(run=second).values_list("id", flat=True)))
+    async with open_socket(session.id, token) as (communicator, snapshot):
+        assert "second answer" in [m["text"] for m in snapshot["messages"]]
+        answer, frames = await request(communicator, {"type": "run.start", "request_id": "edit", "text": script(
+            {"echo": True}), "replace_from_message": replaced[0]})
+        assert (answer["type"], answer["http_status"], answer["request_id"]) == ("run.start.result", 201, "edit")
+        frames += await receive_until(communicator, of_type("run.finished"), timeout=15)
+        assert [f for f in frames if f["type"] == "messages.superseded"] == [
+            {"type": "messages.superseded", "message_ids": replaced, "run_id": answer["run_id"]}
+        ]
+        assert [f["type"] for f in frames[:2]] == ["messages.superseded", "session.updated"]  # before the new run
+        state = reducer.apply_events(snapshot, frames)
+    final = await snapshot_of(session.id)
+    assert displayed(state) == displayed(final)
+    assert not {m["id"] for m in final["messages"]} & set(replaced)
+    echo = final["messages"][-1]["text"]  # what the model was sent for the new run
+    assert "first answer" in echo and "second answer" not in echo
+
+
+async def test_replacing_an_older_message_over_the_socket_is_an_error_frame(session, user, token):
+    first = await start(session, user, "first")
+    await db(Run.objects.filter(pk=first.id).update, state="completed", outcome="completed")
+    second = await start(session, user, "second")
+    await db(Run.objects.filter(pk=second.id).update, state="completed", outcome="completed")
+    older = await db(lambda: Message.objects.get(run=first).id)
+    async with open_socket(session.id, token) as (communicator, _):
+        answer, _ = await request(communicator, {"type": "run.start", "request_id": 7, "replace_from_message": older})
+        assert (answer["type"], answer["code"], answer["http_status"], answer["command"], answer["request_id"]) == (
+            "error", "not_latest_user_message", 409, "run.start", 7)
+        answer, _ = await request(communicator, {"type": "run.start", "replace_from_message": "x"})
+        assert (answer["code"], answer["http_status"]) == ("invalid_replace_from_message", 400)
+        await assert_still_open(communicator)
+    assert await db(Run.objects.filter(session=session).count) == 2

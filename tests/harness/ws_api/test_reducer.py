@@ -157,3 +157,13 @@ def test_apply_event_never_mutates_its_arguments():
     frozen, frozen_events = copy.deepcopy(start), copy.deepcopy(events)
     apply_events(start, events)
     assert start == frozen and events == frozen_events
+
+
+def test_messages_superseded_removes_them_and_a_repeat_changes_nothing():
+    start = snapshot(messages=[message(3, "q1", role="user"), message(4, "a1"), message(5, "q2", role="user"),
+                               message(6, "a2")])
+    superseded = {"type": "messages.superseded", "message_ids": [5, 6, 99], "run_id": "run-3"}
+    after = apply_event(start, superseded)
+    assert [m["id"] for m in after["messages"]] == [3, 4]
+    assert apply_event(after, superseded) == after
+    assert [m["id"] for m in start["messages"]] == [3, 4, 5, 6]  # pure

@@ -300,3 +300,19 @@ def test_run_input_is_empty_when_the_run_has_no_user_message(session):
     exchange(session, earlier, "earlier", "answer")
     run = current_run(session)
     assert build(run).run_input == ""
+
+
+def test_superseded_messages_and_their_runs_note_are_not_sent(session):
+    kept = finished_run(session, RunOutcome.COMPLETED)
+    exchange(session, kept, "first question", "first answer")
+    replaced = finished_run(session, RunOutcome.STOPPED, stop_reason="user")
+    exchange(session, replaced, "second question", "half an ans", answer_status=MessageStatus.STOPPED)
+    run = current_run(session)
+    message(session, run, MessageRole.USER, "second question, edited")
+    assert ("user", "second question") in roles_and_texts(build(run))  # sent while it is current
+
+    Message.objects.filter(run=replaced).update(superseded_at=timezone.now(), superseded_by=run)
+
+    assert roles_and_texts(build(run)) == [
+        ("user", "first question"), ("assistant", "first answer"), ("user", "second question, edited"),
+    ]  # neither the replaced turn nor the note that its run was stopped

@@ -100,6 +100,7 @@ def test_parse_boundaries():
         (f'{{"turns": [{{"delay_ms": {MAX_DELAY_MS + 1}}}]}}',
          f"turns[0].delay_ms must be a number from 0 to {MAX_DELAY_MS}"),
         ('{"turns": [{"error": 1}]}', "turns[0].error must be a string"),
+        ('{"turns": [{"echo": 1}]}', "turns[0].echo must be true or false"),
         ('{"turns": [{"calls": {"name": "clock"}}]}', "turns[0].calls must be a list"),
         ('{"turns": [{"calls": [{}]}]}', "turns[0].calls[0] needs a non-empty string name"),
         ('{"turns": [{"calls": [{"name": ""}]}]}', "turns[0].calls[0] needs a non-empty string name"),
@@ -123,6 +124,14 @@ def test_invalid_scripts(raw, detail):
     assert caught.value.kind == "invalid_script"
     # Plain English: no exception class names or Python reprs leak into what the user is shown.
     assert not re.search(r"Traceback|Error\b|Exception|<class", message)
+
+
+async def test_an_echo_turn_answers_with_the_models_input():
+    history = (ModelMessage(role="user", text="first question"), ModelMessage(role="assistant", text="an answer"),
+               ModelMessage(role="user", text="x"))
+    events = await collect(request("x", messages=history, run_input=script({"echo": True})))
+    assert text_of(events) == "[user] first question [assistant] an answer [user] x"
+    assert isinstance(events[-1], Finish) and events[-1].reason == "stop"
 
 
 async def test_an_invalid_script_fails_the_model_call():

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('orchestrator', '0006_run_stop_prior_state'),
+        ('orchestrator', '0007_message_superseded'),
     ]
 
     operations = [
