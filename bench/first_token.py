@@ -197,8 +197,10 @@ def _peer_problem(python: Path) -> str | None:
     """Why `python` cannot run the peer (None: it can)."""
     if not python.exists():
         return "no such interpreter"
-    check = subprocess.run([str(python), "-c", "import chainlit.cli, openai, socketio"], capture_output=True,
-                           text=True, timeout=120)
+    # Importing chainlit writes its config (.chainlit/, .files/) into its app root: a throwaway one.
+    with tempfile.TemporaryDirectory(prefix="chainlit-check-") as app_root:
+        check = subprocess.run([str(python), "-c", "import chainlit.cli, openai, socketio"], capture_output=True,
+                               text=True, timeout=120, cwd=app_root, env={**os.environ, "CHAINLIT_APP_ROOT": app_root})
     if check.returncode != 0:
         return "cannot import chainlit, openai and socketio: " + (check.stderr.strip().splitlines() or ["?"])[-1]
     return None
@@ -319,7 +321,8 @@ def report(systems: dict[str, dict], verdicts: dict, skipped: str | None) -> str
     if skipped:
         out.append(f"Chainlit peer skipped: {skipped}")
     else:
-        out.append(f"ours / Chainlit: median {fmt(verdicts['median_ratio'], 2)}×, p95 {fmt(verdicts['p95_ratio'], 2)}×")
+        ratios = f"median {fmt(verdicts['median_ratio'], 2)}×, p95 {fmt(verdicts['p95_ratio'], 2)}×"
+        out.append(f"ours / Chainlit: {ratios}")
         for key, what in (("median", "median ≤ Chainlit's"), ("p95", f"p95 ≤ {TARGET_P95_RATIO:g}× Chainlit's")):
             verdict = verdicts[key]
             if verdict is None:
