@@ -50,8 +50,11 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
+from websockets.exceptions import ConnectionClosed  # noqa: E402
+
 from common import (  # noqa: E402
     PERCENTILE_METHOD, RESULTS, TrialFailed, code_version, finish, fmt, loopback_no_proxy, serve_env, summary, table,
+    write_results,
 )
 from devtools.api import KeepAliveClient, SessionSocket, answers  # noqa: E402
 from devtools.facts import CpuSample, machine_info, memory_mib, process_seconds  # noqa: E402
@@ -133,12 +136,19 @@ class Ours:
                 sent_at = time.time()
                 started = time.perf_counter()
                 socket.socket.send(json.dumps({"type": "run.start", "text": f"Say something. ({marker})"}))
-                frames = socket.until(_first_text_or_end, timeout=TRIAL_TIMEOUT_S)
+                seen: list[tuple[str, float]] = []  # each frame as it arrived: what it was, ms after the send
+
+                def first_text(frame: dict) -> bool:
+                    what = f"{frame['type']} {frame['state']}" if frame["type"] == "run.state" else frame["type"]
+                    seen.append((what, round((time.perf_counter() - started) * 1000, 3)))
+                    return _first_text_or_end(frame)
+
+                frames = socket.until(first_text, timeout=TRIAL_TIMEOUT_S)
                 first_perf, first_wall = time.perf_counter(), time.time()
+                record["frames"] = seen
                 if frames[-1]["type"] != "message.delta":
                     raise TrialFailed(f"no text before {frames[-1]['type']}: {frames[-1]}")
                 record["first_token_ms"] = round((first_perf - started) * 1000, 3)
-                record["frames_before"] = [f["type"] for f in frames[:-1]]
                 finished = socket.until(lambda f: f["type"] == "run.finished", timeout=TRIAL_TIMEOUT_S)[-1]
                 record["outcome"] = finished["outcome"]
                 if finished["outcome"] != "completed":
@@ -146,7 +156,7 @@ class Ours:
             finally:
                 socket.close()
             split_times(record, self.wire, marker, sent_at, first_wall)
-        except (TrialFailed, TimeoutError, OSError) as error:
+        except (TrialFailed, TimeoutError, OSError, ConnectionClosed) as error:
             record["failure"] = f"{type(error).__name__}: {error}"
         return record
 
@@ -251,10 +261,14 @@ class Chainlit:
 
     def trial(self, marker: str) -> dict:
         assert self.driver is not None and self.driver.stdin is not None
-        self.driver.stdin.write(json.dumps({"cmd": "trial", "text": f"Say something. ({marker})"}) + "\n")
-        self.driver.stdin.flush()
-        result = self._read()
         record: dict = {"marker": marker}
+        try:
+            self.driver.stdin.write(json.dumps({"cmd": "trial", "text": f"Say something. ({marker})"}) + "\n")
+            self.driver.stdin.flush()
+        except OSError as error:  # the client is gone
+            record["failure"] = f"the client is gone: {error}"
+            return record
+        result = self._read()
         if result.get("error"):
             record["failure"] = result["error"]
             return record
@@ -441,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
                     "verdicts": verdicts, "all_pass": all_pass},
         "systems": results,
     }
+    if skipped:
+        print("TARGETS NOT JUDGED (no Chainlit peer)")
+        return write_results(args.json, {**output, "table": text}, all_pass=False, strict=args.strict)
     return finish(args.json, output, text, all_pass=all_pass, strict=args.strict)
 
 
