@@ -184,19 +184,19 @@ def peer_python(explicit: str | None) -> Path:
     python = PEER_DIR / "bin" / "python"
     if not _peer_problem(python):
         return python
-    print(f"building the Chainlit peer's venv in {PEER_DIR.relative_to(ROOT)} (pip install "
+    print(f"building the Chainlit peer's venv in {PEER_DIR} (pip install "
           f"{' '.join(PEER_REQUIREMENTS)}) …", flush=True)
-    try:
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(PEER_DIR)], check=True, capture_output=True,
-                       text=True, timeout=120)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PEER_REQUIREMENTS], check=True,
-                       capture_output=True, text=True, timeout=PEER_INSTALL_TIMEOUT_S)
-    except subprocess.CalledProcessError as error:
-        last = (error.stderr or error.stdout or "").strip().splitlines()[-1:] or ["no output"]
-        raise PeerSkipped(f"could not build its venv ({' '.join(error.cmd[-3:])} exited {error.returncode}: "
-                          f"{last[0]})") from None
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise PeerSkipped(f"could not build its venv: {error}") from None
+    steps = {"python -m venv": ([sys.executable, "-m", "venv", "--clear", str(PEER_DIR)], 120),
+             "pip install": ([str(python), "-m", "pip", "install", "--quiet", *PEER_REQUIREMENTS],
+                             PEER_INSTALL_TIMEOUT_S)}
+    for step, (command, timeout) in steps.items():
+        try:
+            subprocess.run(command, check=True, capture_output=True, text=True, timeout=timeout)
+        except subprocess.CalledProcessError as error:
+            last = (error.stderr or error.stdout or "").strip().splitlines()[-1:] or ["no output"]
+            raise PeerSkipped(f"could not build its venv ({step} exited {error.returncode}: {last[0]})") from None
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise PeerSkipped(f"could not build its venv ({step}: {error})") from None
     problem = _peer_problem(python)
     if problem:
         raise PeerSkipped(f"its venv was built but {problem}")
