@@ -61,6 +61,7 @@ async def handle(ctx: StepContext, run: Run) -> Run:
 
     run = await ctx.advance(open_turn)
     buffer = StreamBuffer(message_id=opened["message"].id)
+    await ctx.refresh_tools(run)  # MCP servers' tools as they are now
     request = await ctx.db(build_model_request, run=run, tools=ctx.tools)
     try:
         interrupted, _ = await ctx.preemptible(_consume(ctx, run, request, buffer))
