@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -200,6 +201,8 @@ class StepContext:
         that cannot be reached adds none). A stop meanwhile leaves the tools as they were."""
         from ..mcp.manager import tools_for_run
 
+        if not settings.HARNESS_MCP_CONFIG:
+            return
         if self.base_tools is None:
             self.base_tools = self.tools
         interrupted, tools = await self.preemptible(tools_for_run(self.base_tools, run.session_id))

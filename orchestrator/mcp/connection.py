@@ -19,6 +19,7 @@ import logging
 import time
 from pathlib import Path
 
+import anyio
 import httpx2
 import mcp_types as types
 from mcp import ClientSession
@@ -39,7 +40,7 @@ BACKOFF_MAX_SECONDS = 30.0
 # The SDK sends its cancellation notice shielded and capped at 5 s; we wait for the cancelled call that long.
 CANCEL_SEND_SECONDS = 5.0
 
-# Every connection's last state in this process, for /healthz: label → (ok, reason).
+# Each server's last connection state in this process, for /healthz: server name → (ok, reason).
 STATUS: dict[str, tuple[bool, str]] = {}
 
 
@@ -109,7 +110,7 @@ class ServerConnection:
                     await session.initialize()
                     self.tools = await _list_tools(session)
                 self.session, self.reason, self._failures = session, "", 0
-                STATUS[self.label] = (True, "")
+                STATUS[self.config.name] = (True, "")
                 ready.set_result(session)
                 await self._serve(session)
             if not self._closing:
@@ -167,7 +168,7 @@ class ServerConnection:
         self._failures += 1
         self.reason = reason
         self._retry_at = time.monotonic() + min(BACKOFF_FIRST_SECONDS * 2 ** (self._failures - 1), BACKOFF_MAX_SECONDS)
-        STATUS[self.label] = (False, reason)
+        STATUS[self.config.name] = (False, reason)
         logger.warning("MCP server %s: %s", self.label, reason)
 
     def _ended_reason(self) -> str:
@@ -201,7 +202,7 @@ class ServerConnection:
         call = asyncio.ensure_future(session.call_tool(tool, arguments))
         watch = asyncio.ensure_future(lost.wait())
         try:
-            async with asyncio.timeout(self.config.timeout_seconds) as deadline:
+            async with asyncio.timeout(self.config.timeout_seconds):
                 await asyncio.wait({call, watch}, return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
             await _cancel(call)
@@ -217,7 +218,6 @@ class ServerConnection:
         finally:
             watch.cancel()
             self.last_used = time.monotonic()
-        del deadline
         if not call.done():
             await _cancel(call)
             await self.mark_broken("the connection ended")
@@ -230,16 +230,11 @@ class ServerConnection:
                 raise McpCallFailed(f"the MCP server {self.config.name!r} stopped during the call "
                                     f"({self.reason})") from None
             raise McpCallFailed(f"the MCP server answered with an error: {exc.error.message}") from None
-        except (httpx2.HTTPError, OSError, anyio_errors()) as exc:
+        except (httpx2.HTTPError, OSError, anyio.ClosedResourceError, anyio.BrokenResourceError,
+                anyio.EndOfStream) as exc:
             await self.mark_broken(f"{type(exc).__name__}: {exc}")
             raise McpCallFailed(f"the connection to the MCP server {self.config.name!r} failed: "
                                 f"{type(exc).__name__}") from None
-
-
-def anyio_errors() -> tuple[type[BaseException], ...]:
-    import anyio
-
-    return (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream)
 
 
 async def _cancel(call: asyncio.Future) -> None:

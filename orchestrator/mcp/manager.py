@@ -233,6 +233,7 @@ async def mcp_shutdown() -> None:
     manager = _managers.pop(loop, None)
     if manager is not None:
         await manager.close()
+        STATUS.clear()
 
 
 def mcp_health() -> dict | None:

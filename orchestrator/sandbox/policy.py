@@ -194,7 +194,7 @@ def installation_paths(command: str) -> tuple[str, list[Path]]:
     paths.append(real.parent.parent if real.parent.name == "bin" else real.parent)
     system = [Path("/usr"), *(Path(d) for d in SYSTEM_DIRS), Path("/etc")]
     kept: list[Path] = []
-    for path in sorted({Path(os.path.abspath(p)) for p in paths}, key=lambda p: len(p.parts)):
+    for path in sorted({Path(os.path.abspath(p)) for p in paths}, key=lambda p: (len(p.parts), str(p))):
         if path == Path("/") or any(path.is_relative_to(root) for root in [*system, *kept]):
             continue
         kept.append(path)

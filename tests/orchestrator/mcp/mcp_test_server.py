@@ -62,6 +62,16 @@ def listing() -> str:
 
 
 @server.tool()
+def touch(path: str) -> str:
+    """Try to create the file `path`: "created", or why not."""
+    try:
+        Path(path).write_text("x", encoding="utf-8")
+    except OSError as exc:
+        return f"refused: {exc.strerror}"
+    return "created"
+
+
+@server.tool()
 async def grow(ctx: Context) -> str:
     """Add a tool named `extra` and tell the client its tools changed."""
     server.add_tool(lambda: "extra!", name="extra", description="Added at run time.")

@@ -11,7 +11,7 @@ import pytest
 from orchestrator.mcp.config import ServerConfig, load_config
 from orchestrator.mcp.connection import McpCallFailed, McpUnavailable, ServerConnection
 from orchestrator.sandbox import workspace_prepare
-from orchestrator.services.calls import MAY_HAVE_PARTLY_RUN, SERVER_NOTIFIED
+from orchestrator.services.calls import SERVER_NOTIFIED
 from orchestrator.tools.registry import CancelNote
 from tests.orchestrator.mcp.conftest import stdio_server
 
@@ -58,6 +58,14 @@ async def test_a_stdio_server_runs_in_the_sandbox_and_a_cancelled_call_reaches_i
         (workspace / "mine.txt").write_text("x")
         result = await connection.call("listing", {}, CancelNote())
         assert result.content[0].text == "mine.txt"
+
+        # What it can reach: the workspace, writable; its own installation and directory, read-only.
+        assert (await connection.call("touch", {"path": "/workspace/new.txt"}, CancelNote())).content[0].text == "created"
+        for path in (stdio_python.parent / "x", stdio_python.parent.parent.parent / "server" / "x"):
+            result = await connection.call("touch", {"path": str(path)}, CancelNote())
+            assert result.content[0].text == "refused: Read-only file system"
+        assert (await connection.call("touch", {"path": str(workspace.parent / "other" / "x")}, CancelNote())
+                ).content[0].text == "refused: No such file or directory"
 
         await cancel_mid_call(connection, workspace, "c1")
         assert not (workspace / "finished-c1").exists()

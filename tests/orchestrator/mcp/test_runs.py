@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from django.test import Client
 
 from orchestrator.engine.workspace import session_workspace
 from orchestrator.mcp.manager import get_manager
-from orchestrator.models import CallStatus, FunctionCall, Message, Run
+from orchestrator.models import CallStatus, FunctionCall, Run
 from orchestrator.services.approvals import approval_decide
 from orchestrator.services.runs import run_stop
 from orchestrator.services.sessions import session_create
@@ -25,10 +26,6 @@ TIMEOUT = 30.0
 
 def calls_of(run_id) -> list[FunctionCall]:
     return list(FunctionCall.objects.filter(run_id=run_id).order_by("created_at", "position"))
-
-
-def tool_messages(run_id) -> list[str]:
-    return list(Message.objects.filter(run_id=run_id, role="tool").order_by("created_at").values_list("text", flat=True))
 
 
 def call_script(*calls: tuple[str, dict], then: str = "done") -> str:
@@ -120,8 +117,12 @@ async def test_a_server_that_never_starts_leaves_the_other_tools(worker, session
     assert run.outcome == "completed"
     assert broken.status == CallStatus.FAILED and broken.result == "error: unknown tool 'mcp__broken__anything'"
     assert working.status == CallStatus.SUCCEEDED and working.result == "zz"
-    health = get_manager()
-    assert "did not start" in health.connection("broken", session.id).reason
+    assert "did not start" in get_manager().connection("broken", session.id).reason
+    health = (await db(Client().get, "/healthz")).json()  # a warning, not a reason to be unhealthy
+    assert health["mcp"]["servers"] == ["broken", "search"]
+    assert health["mcp"]["connections"]["search"] == {"ok": True}
+    [warning] = health["mcp"]["warnings"]
+    assert warning.startswith("broken: the server did not start")
 
 
 async def test_a_server_that_dies_mid_call_fails_the_call_and_the_run_goes_on(worker, session, user, mcp_config,
@@ -157,7 +158,7 @@ async def test_two_sessions_each_have_their_own_stdio_server_in_their_own_worksp
     # Neither session has a live run: both servers are stopped once idle.
     loop = asyncio.get_running_loop()
     deadline = loop.time() + TIMEOUT
-    while any(server.process.sandboxed.process.returncode is None for server in servers):
+    while manager.per_session:
         assert loop.time() < deadline, "idle stdio servers were not stopped"
         await asyncio.sleep(0.05)
-    assert not manager.per_session
+    assert all(server.process.sandboxed.process.returncode is not None for server in servers)
