@@ -65,6 +65,7 @@ class ServerConnection:
         self._ready: asyncio.Future | None = None
         self._close = asyncio.Event()
         self._refresh = asyncio.Event()
+        self._listed = asyncio.Event()  # the tool list is current (no tools/list_changed since it was taken)
         self._lost = asyncio.Event()
         self._failures = 0
         self._retry_at = 0.0
@@ -80,7 +81,8 @@ class ServerConnection:
         """The initialised session, opening the connection if need be; McpUnavailable if it cannot be had."""
         self.last_used = time.monotonic()
         if self.alive and (self._close.is_set() or self._lost.is_set() or (self.process and self.process.ended.is_set())):
-            await complete_despite_cancel(self._owner)  # going down: let it finish, then open anew
+            if await complete_despite_cancel(self._owner):  # going down: let it finish, then open anew
+                raise asyncio.CancelledError
         if not self.alive:
             if self.reason and time.monotonic() < self._retry_at:
                 raise McpUnavailable(self.reason)
@@ -88,17 +90,30 @@ class ServerConnection:
             self._ready = loop.create_future()
             self._closing = False
             self._broken_reason = ""
+            self._listed.clear()
             self._close.clear()
             self._lost.clear()
             self._owner = loop.create_task(self._own(self._ready), name=f"mcp {self.label}")
         return await asyncio.shield(self._ready)
 
+    async def current_tools(self) -> list[types.Tool]:
+        """The server's tools, waiting for a re-listing the server asked for (tools/list_changed) if one is due."""
+        await self.ready()
+        if not self._listed.is_set():
+            waits = [asyncio.ensure_future(self._listed.wait()), asyncio.ensure_future(self._lost.wait())]
+            try:
+                await asyncio.wait(waits, timeout=self.config.timeout_seconds, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waits:
+                    waiter.cancel()
+        return self.tools or []
+
     async def close(self) -> None:
         """Close the session and stop the server (a stdio server's sandbox is gone when this returns)."""
         self._closing = True
         self._close.set()
-        if self._owner is not None:
-            await complete_despite_cancel(self._owner)
+        if self._owner is not None and await complete_despite_cancel(self._owner):
+            raise asyncio.CancelledError
 
     async def _own(self, ready: asyncio.Future) -> None:
         try:
@@ -109,6 +124,7 @@ class ServerConnection:
                         ClientSession(read, write, message_handler=self._on_message))
                     await session.initialize()
                     self.tools = await _list_tools(session)
+                    self._listed.set()
                 self.session, self.reason, self._failures = session, "", 0
                 STATUS[self.config.name] = (True, "")
                 ready.set_result(session)
@@ -142,6 +158,8 @@ class ServerConnection:
             self._refresh.clear()
             async with asyncio.timeout(self.config.timeout_seconds):
                 self.tools = await _list_tools(session)
+            if not self._refresh.is_set():
+                self._listed.set()
 
     def _transport(self):
         if self.config.transport == "stdio":
@@ -153,6 +171,7 @@ class ServerConnection:
 
     async def _on_message(self, message) -> None:
         if isinstance(message, types.ToolListChangedNotification):
+            self._listed.clear()
             self._refresh.set()
 
     async def mark_broken(self, reason: str) -> None:

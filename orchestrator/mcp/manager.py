@@ -65,7 +65,7 @@ class McpManager:
         async def server_tools(config: ServerConfig) -> list[Tool]:
             connection = self.connection(config.name, session_id)
             try:
-                await connection.ready()
+                await connection.current_tools()
             except McpUnavailable:
                 return []
             return self._tools_of(connection)

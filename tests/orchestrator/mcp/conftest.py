@@ -61,8 +61,8 @@ def stdio_python() -> Path:
     names += [path.name for path in source.glob("*.dist-info")]  # importlib.metadata looks packages up
     for name in names:
         if (source / name).is_dir():
-            shutil.copytree(source / name, site / name, copy_function=os.link,
-                            ignore=shutil.ignore_patterns("__pycache__"))
+            # With the compiled bytecode: the sandbox shows the venv read-only, so nothing could be cached there.
+            shutil.copytree(source / name, site / name, copy_function=os.link)
         else:
             os.link(source / name, site / name)
     (root / "server").mkdir()

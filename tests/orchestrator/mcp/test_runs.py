@@ -125,6 +125,21 @@ async def test_a_server_that_never_starts_leaves_the_other_tools(worker, session
     assert warning.startswith("broken: the server did not start")
 
 
+async def test_tools_a_server_adds_are_offered_from_the_next_turn(worker, session, user, mcp_config, stdio_python):
+    mcp_config({"files": stdio_server(stdio_python, approval="auto")})
+    run = await start(session, user, script(
+        {"calls": [{"name": "mcp__files__extra", "arguments": {}}]},
+        {"calls": [{"name": "mcp__files__grow", "arguments": {}}]},
+        {"calls": [{"name": "mcp__files__extra", "arguments": {}}]},
+        {"text": "done"},
+    ))
+    run = await wait_terminal(run.id, timeout=TIMEOUT)
+    before, grow, after = await db(calls_of, run.id)
+    assert run.outcome == "completed"
+    assert (before.status, before.result) == (CallStatus.FAILED, "error: unknown tool 'mcp__files__extra'")
+    assert (grow.status, after.status, after.result) == (CallStatus.SUCCEEDED, CallStatus.SUCCEEDED, "extra!")
+
+
 async def test_a_server_that_dies_mid_call_fails_the_call_and_the_run_goes_on(worker, session, user, mcp_config,
                                                                             stdio_python):
     mcp_config({"files": stdio_server(stdio_python, approval="auto")})
