@@ -159,9 +159,8 @@ async def _spawn(argv: Sequence[str], *, workspace: Path, env: dict[str, str], s
         raise SandboxUnavailable(state.refusal)
     limits = Limits.from_settings()
     if state.mode == "unsafe":
-        environment = placement.environment or sandbox_env(home=str(workspace), extra=env)
-        if placement.environment is not None:
-            environment = {**environment, "HOME": str(workspace)}
+        environment = (sandbox_env(home=str(workspace), extra=env) if placement.environment is None
+                       else {**placement.environment, "HOME": str(workspace)})
         process = await asyncio.create_subprocess_exec(
             *limits.prlimit_argv(), *argv, cwd=placement.cwd or workspace, env=environment,
             stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True,
