@@ -2,7 +2,8 @@
 
 200 when all three are fine, 503 otherwise, with the reason per check. For load balancers and monitors:
 no login, and nothing in it is secret. It also reports how agents' commands run (`sandbox`): that does not
-make the server unhealthy, since everything but the shell tool works without it.
+make the server unhealthy, since everything but the shell tool works without it; nor do MCP servers this
+process cannot reach (`mcp.warnings`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 from orchestrator.engine.lease import live_workers
+from orchestrator.mcp.manager import mcp_health
 from orchestrator.sandbox import sandbox_state
 
 logger = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     database = _database()
     checks = {"database": database, "channel_layer": _channel_layer(), "workers": _workers(database["ok"])}
     healthy = all(check["ok"] for check in checks.values())
-    return JsonResponse(
-        {"status": "ok" if healthy else "unavailable", "checks": checks, "sandbox": sandbox_state().as_health()},
-        status=200 if healthy else 503,
-    )
+    body = {"status": "ok" if healthy else "unavailable", "checks": checks, "sandbox": sandbox_state().as_health()}
+    if (mcp := mcp_health()) is not None:
+        body["mcp"] = mcp  # servers that cannot be reached are warnings: runs go on with the other tools
+    return JsonResponse(body, status=200 if healthy else 503)

@@ -295,6 +295,10 @@ HARNESS_WORKSPACE_ROOT = Path(os.environ.get("HARNESS_WORKSPACE_ROOT", VAR_DIR /
 HARNESS_SHELL_TIMEOUT_SECONDS = _env_float("HARNESS_SHELL_TIMEOUT_SECONDS", 60)
 # Extra tools: comma-separated dotted paths to `orchestrator.tools.registry.Tool` instances.
 HARNESS_EXTRA_TOOLS = _env_list("HARNESS_EXTRA_TOOLS", [])
+# MCP servers (orchestrator/mcp/): a JSON file in the common `mcpServers` shape (docs/deploy.md); none when empty.
+HARNESS_MCP_CONFIG = os.environ.get("HARNESS_MCP_CONFIG", "")
+# A session's stdio MCP servers are stopped once it has had no live run for this long.
+HARNESS_MCP_IDLE_SECONDS = _env_float("HARNESS_MCP_IDLE_SECONDS", 300)
 # Per user: live runs at once, and run starts a minute (429 `too_many_runs` past either).
 HARNESS_MAX_LIVE_RUNS_PER_USER = int(_env_float("HARNESS_MAX_LIVE_RUNS_PER_USER", 5))
 HARNESS_MAX_RUN_STARTS_PER_MINUTE = int(_env_float("HARNESS_MAX_RUN_STARTS_PER_MINUTE", 30))

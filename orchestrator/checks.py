@@ -1,11 +1,12 @@
 """System checks: `manage.py check` (and every command that runs checks, `serve` and `runworker` included)
-refuses a model configuration it cannot use, and warns when commands cannot run sandboxed, in plain words,
+refuses a model configuration or an MCP server configuration (HARNESS_MCP_CONFIG) it cannot use, and warns when commands cannot run sandboxed, in plain words,
 before any run meets either."""
 
 from __future__ import annotations
 
 from django.core.checks import Error, Warning, register
 
+from .mcp.config import config_problem
 from .providers.catalog import configuration_problems
 from .sandbox import sandbox_state
 
@@ -40,3 +41,11 @@ def check_sandbox(app_configs=None, **kwargs) -> list[Warning]:
         return []
     check_id, message, hint = _SANDBOX_WARNINGS[state.mode]
     return [Warning(message.format(reason=state.reason), hint=hint, id=check_id)]
+
+
+@register("harness")
+def check_mcp(app_configs=None, **kwargs) -> list[Error]:
+    problem = config_problem()
+    if problem is None:
+        return []
+    return [Error(problem, hint="See HARNESS_MCP_CONFIG in docs/deploy.md.", id="harness.E002")]

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -140,6 +141,7 @@ class StepContext:
     # Where streaming text is checkpointed: the pool's, shared by all its runs (a context of its own in tests).
     checkpoints: StreamCheckpoints | None = None
     parked: bool = False
+    base_tools: ToolRegistry | None = None  # the registry's tools, without MCP's (refresh_tools)
 
     def __post_init__(self) -> None:
         if self.checkpoints is None:
@@ -213,6 +215,19 @@ class StepContext:
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await engine_db(fn)(*args, **kwargs)
+
+    async def refresh_tools(self, run: Run) -> None:
+        """The run's tools: the registry's and its session's MCP servers' (connected on first use; a server
+        that cannot be reached adds none). A stop meanwhile leaves the tools as they were."""
+        from ..mcp.manager import tools_for_run
+
+        if not settings.HARNESS_MCP_CONFIG:
+            return
+        if self.base_tools is None:
+            self.base_tools = self.tools
+        interrupted, tools = await self.preemptible(tools_for_run(self.base_tools, run.session_id))
+        if not interrupted:
+            self.tools = tools
 
     async def preemptible(self, work: Awaitable[T]) -> tuple[bool, T | None]:
         """Run `work` until it finishes or the run is interrupted; on interruption cancel it and wait for it.

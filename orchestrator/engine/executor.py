@@ -22,6 +22,8 @@ from .dbthread import engine_db
 from .lease import lease_acquire, lease_release
 from .step import HANDLERS, fail_write, force_fail
 
+_CALL_STATES = (RunState.FUNCTION_PREPARE, RunState.AWAITING_APPROVAL, RunState.FUNCTION_EXECUTE)
+
 logger = logging.getLogger(__name__)
 
 
@@ -61,6 +63,8 @@ class RunExecutor:
                 except ImproperlyConfigured as exc:
                     # Configuration changed since the run started (or this worker lacks a key): say so.
                     run = await ctx.advance(fail_write(f"the model cannot be used: {exc}"))
+            if run.state in _CALL_STATES and not run.stop_requested:
+                await ctx.refresh_tools(run)  # resumed between a model's tool calls and their results
             while run is not None and run.state not in TERMINAL_STATES and not ctx.parked:
                 run = await self._step(ctx, run)
             release = False  # terminal and parked transitions released the lease in their transaction

@@ -129,6 +129,9 @@ class ExecutorPool:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        from ..mcp.manager import mcp_shutdown
+
+        await mcp_shutdown()
 
 
 _pool: ExecutorPool | None = None

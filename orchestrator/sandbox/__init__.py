@@ -6,19 +6,23 @@ under that policy, kills its whole process tree, and reads its output with a cap
 through this package only, never with `subprocess` or `asyncio.create_subprocess_*` directly.
 """
 
-from .policy import SandboxState, sandbox_state, sandbox_uid, workspace_prepare
+from .policy import WORKDIR, SandboxState, installation_paths, sandbox_state, sandbox_uid, workspace_prepare
 from .process import (
-    CappedOutput, CommandResult, CommandTimeout, SandboxUnavailable, Sandboxed, command_run, read_capped, sandbox_start,
+    CappedOutput, CommandResult, CommandTimeout, Placement, SandboxUnavailable, Sandboxed, command_run, read_capped,
+    sandbox_start,
 )
 
 __all__ = [
     "CappedOutput",
     "CommandResult",
     "CommandTimeout",
+    "Placement",
     "SandboxUnavailable",
+    "WORKDIR",
     "SandboxState",
     "Sandboxed",
     "command_run",
+    "installation_paths",
     "read_capped",
     "sandbox_start",
     "sandbox_state",

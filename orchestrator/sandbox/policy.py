@@ -30,6 +30,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Literal
 
 from django.conf import settings
@@ -120,7 +121,8 @@ def hidden_paths() -> list[Path]:
     return [Path(os.path.realpath(path)) for path in paths]
 
 
-def bwrap_argv(bwrap: str, *, workspace: Path, info_fd: int | None, limits: Limits) -> list[str]:
+def bwrap_argv(bwrap: str, *, workspace: Path, info_fd: int | None, limits: Limits, read_only: Sequence[Path] = (),
+               cwd: str | None = None, network: bool | None = None) -> list[str]:
     """The bubblewrap command line up to (not including) the command itself.
 
     bubblewrap is started with the sandbox's environment (`sandbox_env`) rather than given `--clearenv`:
@@ -133,7 +135,7 @@ def bwrap_argv(bwrap: str, *, workspace: Path, info_fd: int | None, limits: Limi
         "setpriv", f"--reuid={sandbox_user[0]}", f"--regid={sandbox_user[1]}", "--clear-groups", "--",
     ]
     argv += [bwrap, "--unshare-all", "--die-with-parent", "--new-session"]
-    if settings.HARNESS_SANDBOX_NETWORK:
+    if settings.HARNESS_SANDBOX_NETWORK if network is None else network:
         argv.append("--share-net")
     argv += ["--ro-bind", "/usr", "/usr"]
     for directory in SYSTEM_DIRS:
@@ -150,8 +152,11 @@ def bwrap_argv(bwrap: str, *, workspace: Path, info_fd: int | None, limits: Limi
     argv += [
         "--proc", "/proc", "--dev", "/dev",
         "--size", str(limits.file_size_bytes), "--tmpfs", "/tmp",
-        "--bind", str(workspace), WORKDIR, "--chdir", WORKDIR,
+        "--bind", str(workspace), WORKDIR,
     ]
+    for path in read_only:  # a long-lived server's installation and working directory (MCP stdio servers)
+        argv += ["--ro-bind", str(path), str(path)]
+    argv += ["--chdir", cwd or WORKDIR]
     if info_fd is not None:
         argv += ["--info-fd", str(info_fd)]
     argv.append("--")
@@ -167,6 +172,33 @@ def sandbox_env(*, home: str, extra: dict[str, str]) -> dict[str, str]:
         "TERM": os.environ.get("TERM") or "dumb",
         **extra,
     }
+
+
+def installation_paths(command: str) -> tuple[str, list[Path]]:
+    """Where `command` lives (resolved on the sandbox's PATH when it is a bare name) and what of its installation
+    a sandbox must show read-only besides the system directories: for an interpreter in a virtualenv, that
+    virtualenv and the interpreter it was made from; otherwise the program's prefix (the parent of a `bin`
+    directory) or its directory. Nothing for a program under the system directories."""
+    resolved = command if os.path.isabs(command) else (shutil.which(command, path=PATH) or command)
+    paths: list[Path] = []
+    program = Path(os.path.abspath(resolved))
+    venv = program.parent.parent
+    if program.parent.name == "bin" and (venv / "pyvenv.cfg").is_file():
+        paths.append(venv)
+        for line in (venv / "pyvenv.cfg").read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home" and value.strip():
+                home = Path(value.strip())
+                paths.append(home.parent if home.name == "bin" else home)
+    real = Path(os.path.realpath(program))
+    paths.append(real.parent.parent if real.parent.name == "bin" else real.parent)
+    system = [Path("/usr"), *(Path(d) for d in SYSTEM_DIRS), Path("/etc")]
+    kept: list[Path] = []
+    for path in sorted({Path(os.path.abspath(p)) for p in paths}, key=lambda p: (len(p.parts), str(p))):
+        if path == Path("/") or any(path.is_relative_to(root) for root in [*system, *kept]):
+            continue
+        kept.append(path)
+    return resolved, kept
 
 
 def workspace_prepare(workspace: Path) -> Path:

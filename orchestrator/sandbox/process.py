@@ -119,9 +119,23 @@ class CommandTimeout(TimeoutError):
         self.output = output
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a long-lived process (an MCP stdio server) runs beyond the defaults: paths shown read-only at
+    their own place (its installation, its configured working directory), that directory (else the
+    workspace), the network (None: HARNESS_SANDBOX_NETWORK), and its whole environment (None: the
+    sandbox's, `sandbox_env`)."""
+
+    read_only: tuple[Path, ...] = ()
+    cwd: str | None = None
+    network: bool | None = None
+    environment: dict[str, str] | None = None
+
+
 async def sandbox_start(
     argv: Sequence[str], *, workspace: Path, env: dict[str, str] | None = None,
     stdin: int | None = asyncio.subprocess.DEVNULL, stdout: int | None = None, stderr: int | None = None,
+    placement: Placement | None = None,
 ) -> Sandboxed:
     """Start `argv` in `workspace` under the sandbox (raises SandboxUnavailable when commands cannot run).
 
@@ -129,7 +143,7 @@ async def sandbox_start(
     killed half-started could leave its PID namespace's init orphaned and running.
     """
     spawn = asyncio.ensure_future(_spawn(argv, workspace=workspace, env=env or {}, stdin=stdin, stdout=stdout,
-                                         stderr=stderr))
+                                         stderr=stderr, placement=placement or Placement()))
     cancelled = await complete_despite_cancel(spawn)
     sandboxed = spawn.result()
     if cancelled:
@@ -139,14 +153,16 @@ async def sandbox_start(
 
 
 async def _spawn(argv: Sequence[str], *, workspace: Path, env: dict[str, str], stdin: int | None,
-                 stdout: int | None, stderr: int | None) -> Sandboxed:
+                 stdout: int | None, stderr: int | None, placement: Placement) -> Sandboxed:
     state = await asyncio.to_thread(sandbox_state)
     if state.mode == "refused":
         raise SandboxUnavailable(state.refusal)
     limits = Limits.from_settings()
     if state.mode == "unsafe":
+        environment = (sandbox_env(home=str(workspace), extra=env) if placement.environment is None
+                       else {**placement.environment, "HOME": str(workspace)})
         process = await asyncio.create_subprocess_exec(
-            *limits.prlimit_argv(), *argv, cwd=workspace, env=sandbox_env(home=str(workspace), extra=env),
+            *limits.prlimit_argv(), *argv, cwd=placement.cwd or workspace, env=environment,
             stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True,
         )
         return Sandboxed(process=process, init_pidfd=None, process_group=True)
@@ -155,9 +171,11 @@ async def _spawn(argv: Sequence[str], *, workspace: Path, env: dict[str, str], s
         try:
             process = await asyncio.create_subprocess_exec(
                 *bwrap_argv(bwrap_path() or settings.HARNESS_BWRAP, workspace=workspace, info_fd=info_write,
-                            limits=limits),
+                            limits=limits, read_only=placement.read_only, cwd=placement.cwd,
+                            network=placement.network),
                 *limits.prlimit_argv(), *argv,
-                env=sandbox_env(home=WORKDIR, extra=env), stdin=stdin, stdout=stdout, stderr=stderr,
+                env=placement.environment or sandbox_env(home=WORKDIR, extra=env), stdin=stdin, stdout=stdout,
+                stderr=stderr,
                 pass_fds=(info_write,),
             )
         finally:

@@ -24,5 +24,18 @@ def call_finish(*, call: FunctionCall, session_id, status: str, result: str, now
     return [events.function_finished(call=call), events.message_completed(message=message)]
 
 
-def cancelled_result(*, by: str) -> str:
-    return f"cancelled: run stopped by {by}"
+# What a cancelled call's receipt entry says: the server was told to cancel it, or it may have partly run.
+SERVER_NOTIFIED = "server notified"
+MAY_HAVE_PARTLY_RUN = "may have partly run"
+
+
+def cancelled_result(*, by: str, note: str = "") -> str:
+    """The result of a call a stop cancelled; `note` is what the tool said of it ("server notified")."""
+    return f"cancelled: run stopped by {by}" + (f" ({note})" if note else "")
+
+
+def cancel_note(call: FunctionCall) -> str:
+    """The note `cancelled_result` put on a cancelled call's result, or ""."""
+    if call.status == "cancelled" and call.result.endswith(")") and " (" in call.result:
+        return call.result.rsplit(" (", 1)[1][:-1]
+    return ""

@@ -10,7 +10,7 @@ Policies:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -34,11 +34,20 @@ def truncated(text: str, dropped: int) -> str:
     return f"{text}\n… (truncated: {dropped} more bytes)" if dropped else text
 
 
+@dataclass
+class CancelNote:
+    """What a cancelled tool says about its call for the receipt, e.g. "server notified" (an MCP server was
+    told to cancel it); empty when it has nothing to add."""
+
+    note: str = ""
+
+
 @dataclass(frozen=True)
 class ToolContext:
     run_id: str
     session_id: str
     workspace: Path
+    cancel_note: CancelNote = field(default_factory=CancelNote)
 
 
 ToolFunction = Callable[[dict[str, Any], ToolContext], Awaitable[str]]

@@ -59,6 +59,7 @@ async def handle(ctx: StepContext, run: Run) -> Run:
         opened["message"] = tx.add_message(role=MessageRole.ASSISTANT, text="", status=MessageStatus.STREAMING)
         return RunState.ASSISTANT_STREAMING
 
+    await ctx.refresh_tools(run)  # MCP servers' tools as they are now (a no-op without HARNESS_MCP_CONFIG)
     # The model's input is read right after the message is opened, in the same trip to the database thread.
     run, request = await ctx.advance_then_read(open_turn, lambda run: build_model_request(run=run, tools=ctx.tools))
     buffer = StreamBuffer(message_id=opened["message"].id)

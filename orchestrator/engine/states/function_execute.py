@@ -45,7 +45,8 @@ async def handle(ctx: StepContext, run: Run) -> Run:
     if call is None:
         return run
     tool = ctx.tools.get(call.name)
-    assert tool is not None  # function_prepare failed calls to unknown tools
+    if tool is None:  # prepared by another executor, and its MCP server cannot be reached from here now
+        return await ctx.advance(_unavailable(call))
     tool_context = ToolContext(run_id=str(run.id), session_id=str(run.session_id), workspace=session_workspace(run.session_id))
     started = time.monotonic()
     interrupted, outcome = await _run_tool(ctx, run, tool, call, tool_context)
@@ -53,7 +54,7 @@ async def handle(ctx: StepContext, run: Run) -> Run:
 
     def record(tx: Tx) -> str:
         if interrupted:
-            status, result = CallStatus.CANCELLED, cancelled_result(by=tx.stopped_by)
+            status, result = CallStatus.CANCELLED, cancelled_result(by=tx.stopped_by, note=tool_context.cancel_note.note)
         else:
             status, result = outcome
         fresh = FunctionCall.objects.get(pk=call.pk)
@@ -98,6 +99,16 @@ async def _invoke(tool: Tool, call: FunctionCall, tool_context: ToolContext) -> 
         raise
     except Exception as exc:  # a tool bug must not take the run down with it
         return CallStatus.FAILED, f"error: {type(exc).__name__}: {exc}"
+
+
+def _unavailable(call: FunctionCall):
+    def write(tx: Tx) -> str:
+        fresh = FunctionCall.objects.get(pk=call.pk)
+        tx.emit(*call_finish(call=fresh, session_id=tx.run.session_id, status=CallStatus.FAILED,
+                             result=f"error: the tool {call.name!r} is not available now", now=tx.now))
+        return RunState.STEERING_CHECK if tx.run.stop_requested else RunState.FUNCTION_EXECUTE
+
+    return write
 
 
 def _close_calls_of_dead_executor(ctx: StepContext, tx: Tx) -> None:

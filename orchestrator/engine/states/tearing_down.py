@@ -21,7 +21,7 @@ from ...models import (
     SteeringStatus,
 )
 from ...services.approvals import approval_sweep
-from ...services.calls import call_finish, cancelled_result
+from ...services.calls import SERVER_NOTIFIED, call_finish, cancel_note, cancelled_result
 from ..context import StepContext, Tx
 from .function_execute import INTERRUPTED_RESULT
 
@@ -74,7 +74,13 @@ def build_receipt(run: Run) -> dict:
     calls = list(FunctionCall.objects.filter(run=run).order_by("created_at", "position"))
 
     def summary(call: FunctionCall) -> dict:
-        return {"call_id": call.call_id, "name": call.name, "status": call.status}
+        entry = {"call_id": call.call_id, "name": call.name, "status": call.status}
+        if note := cancel_note(call):  # what the tool said of its cancellation (an MCP server's: notified or not)
+            entry["note"] = note
+        return entry
+
+    def notified(call: FunctionCall) -> bool:
+        return call.status == CallStatus.CANCELLED and cancel_note(call) == SERVER_NOTIFIED
 
     stop = None
     if run.stop_requested_at:
@@ -90,11 +96,14 @@ def build_receipt(run: Run) -> dict:
         "model": run.model or None,
         "turns": run.turn_count,
         "completed_calls": [summary(c) for c in calls if c.status in (CallStatus.SUCCEEDED, CallStatus.FAILED, CallStatus.DENIED)],
-        "cancelled_calls": [summary(c) for c in calls if c.status == CallStatus.CANCELLED and not c.started_at],
-        # Cancelled mid-execution, or left running by a dead worker: side effects may exist.
+        # Never started, or cancelled mid-call with the (MCP) server told to cancel it ("note": "server notified").
+        "cancelled_calls": [
+            summary(c) for c in calls if c.status == CallStatus.CANCELLED and (not c.started_at or notified(c))
+        ],
+        # Cancelled mid-execution with no one told, or left running by a dead worker: side effects may exist.
         "partly_run_calls": [
             summary(c) for c in calls
-            if c.status == CallStatus.INTERRUPTED or (c.status == CallStatus.CANCELLED and c.started_at)
+            if c.status == CallStatus.INTERRUPTED or (c.status == CallStatus.CANCELLED and c.started_at and not notified(c))
         ],
         "usage": {"input_tokens": run.input_tokens, "output_tokens": run.output_tokens, "estimated": run.usage_estimated},
         "stop": stop,

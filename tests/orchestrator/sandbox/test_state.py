@@ -69,3 +69,21 @@ def test_server_directories_inside_system_directories_are_hidden(settings):
     argv = bwrap_argv("bwrap", workspace=Path("/srv/ws/s"), info_fd=None, limits=Limits.from_settings())
     assert argv[argv.index("/usr/local/lib/harness") - 1] == "--tmpfs"
     assert argv.index("/usr/local/lib/harness") > argv.index("/usr")  # mounted over the /usr bind
+
+
+def test_a_commands_installation_is_what_the_sandbox_shows_of_it(tmp_path):
+    from orchestrator.sandbox import installation_paths
+
+    assert installation_paths("/usr/bin/env") == ("/usr/bin/env", [])
+    assert installation_paths("sh")[1] == []  # found on the sandbox's PATH, a system program
+    base = tmp_path / "base"
+    (base / "bin").mkdir(parents=True)
+    (base / "bin" / "python3").write_text("")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text(f"home = {base / 'bin'}\n")
+    (venv / "bin" / "python").symlink_to(base / "bin" / "python3")
+    assert installation_paths(str(venv / "bin" / "python")) == (str(venv / "bin" / "python"), [base, venv])
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "serve.sh").write_text("")
+    assert installation_paths(str(tmp_path / "tools" / "serve.sh"))[1] == [tmp_path / "tools"]
