@@ -5,11 +5,15 @@ Deltas arrive ~20 times a second per answer; rendering on each would cost a pars
 `RENDER_INTERVAL_S` (so the first words show immediately), and otherwise by a timer when that interval is up:
 what a reader sees lags the raw text by at most the interval. Should rendering get slow (a huge open block,
 say a long code fence), the interval stretches so that rendering takes at most `MAX_RENDER_SHARE` of the time.
+And rendering for every tab of the process together may take at most `PROCESS_RENDER_SHARE` of its (one) event
+loop: past that, with hundreds of answers streaming into open tabs at once, every interval stretches alike, so
+the tabs' Markdown gets fresher less often but the raw streams, stops and everything else keep their pace.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,6 +23,28 @@ from .markdown import MarkdownStream
 
 RENDER_INTERVAL_S = 0.2
 MAX_RENDER_SHARE = 0.05
+PROCESS_RENDER_SHARE = 0.1
+LOAD_HALF_LIFE_S = 1.0
+
+
+class _RenderLoad:
+    """The share of this process's time spent rendering answers, smoothed (an exponentially decaying sum of
+    render seconds, per second). One per process: every tab's renders count."""
+
+    def __init__(self) -> None:
+        self.share = 0.0
+        self.at = time.monotonic()
+
+    def add(self, seconds: float, now: float) -> None:
+        self.share = self.share * 0.5 ** ((now - self.at) / LOAD_HALF_LIFE_S) + seconds * math.log(2) / LOAD_HALF_LIFE_S
+        self.at = now
+
+    def stretch(self) -> float:
+        """How much longer every interval must be for rendering to keep within its share (1: not at all)."""
+        return max(1.0, self.share / PROCESS_RENDER_SHARE)
+
+
+LOAD = _RenderLoad()
 
 
 @dataclass
@@ -45,7 +71,7 @@ class LiveAnswers:
         """Fresh text of an answer: the fragment to send now, or "" if a timer will send it."""
         answer = self._answers.setdefault(message_id, _Answer())
         answer.pending += text
-        wait = answer.rendered_at + answer.interval - time.monotonic()
+        wait = answer.rendered_at + answer.interval * LOAD.stretch() - time.monotonic()
         if wait <= 0:
             return self._render(message_id, answer)
         if answer.timer is None:
@@ -70,7 +96,9 @@ class LiveAnswers:
         finished, tail = answer.stream.push(answer.pending)
         answer.pending = ""
         answer.rendered_at = time.monotonic()
-        answer.interval = max(RENDER_INTERVAL_S, (answer.rendered_at - started) / MAX_RENDER_SHARE)
+        took = answer.rendered_at - started
+        LOAD.add(took, answer.rendered_at)
+        answer.interval = max(RENDER_INTERVAL_S, took / MAX_RENDER_SHARE)
         return answer_delta_html(message_id, finished, tail)
 
     def _due(self, message_id: int) -> None:

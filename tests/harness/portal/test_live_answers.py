@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from harness.portal import live_answers
 from harness.portal.live_answers import LiveAnswers
 from harness.portal.markdown import MarkdownStream
@@ -52,3 +54,16 @@ async def test_a_snapshot_hands_over_its_renderers():
     # It continues where the snapshot's render stopped ("First." is on the page already), not from scratch.
     assert answers.add(3, "ond.") == '<div id="msg-3-tail" hx-swap-oob="innerHTML"><p>Second.</p>\n</div>'
     answers.close()
+
+
+def test_rendering_for_every_tab_together_keeps_within_its_share_of_the_process():
+    from harness.portal.live_answers import PROCESS_RENDER_SHARE, _RenderLoad
+
+    load = _RenderLoad()
+    load.at = 0.0
+    assert load.stretch() == 1.0  # idle: intervals as configured
+    for tick in range(1, 201):  # 5 s of renders taking 30 % of the time (e.g. hundreds of streaming tabs)
+        load.add(0.3 * 0.025, tick * 0.025)
+    assert load.stretch() == pytest.approx(0.3 / PROCESS_RENDER_SHARE, rel=0.1)  # every interval ~3× longer
+    load.add(0.0, 5.0 + 10.0)  # ten quiet seconds later
+    assert load.stretch() == 1.0
