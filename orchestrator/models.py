@@ -12,8 +12,6 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from .services.ids import parse_uuid
-
 
 class RunState(models.TextChoices):
     PROVISIONING = "provisioning"
@@ -86,16 +84,8 @@ class SteeringStatus(models.TextChoices):
     DISCARDED = "discarded"
 
 
-class SessionQuerySet(models.QuerySet):
-    def owned(self, *, session_id, user) -> SessionQuerySet:
-        """The session `session_id` if `user` owns it: the one rule for "a user's session" (an id that is not
-        a UUID matches nothing)."""
-        session_uuid = parse_uuid(session_id)
-        return self.filter(pk=session_uuid, owner=user) if session_uuid else self.none()
-
-
 class Session(models.Model):
-    objects = SessionQuerySet.as_manager()
+    """Its owner and its members (`SessionMember`); who may do what is `orchestrator/permissions.py`'s."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agent_sessions")

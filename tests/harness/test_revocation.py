@@ -9,12 +9,18 @@ Every wait is a receive with a deadline (the 1 s is the deadline); nothing sleep
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.test import Client
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
+
+from devtools.api import call
 
 from harness.asgi import application
 from harness.groups import CLOSE_REVOKED
@@ -158,3 +164,35 @@ async def test_a_member_with_another_grant_left_keeps_access():
     async with json_socket(world, "group_member") as socket:
         await db(_group_unshared, world)
         assert await still_open(socket)
+
+
+# --- through a real server (Daphne, `manage.py serve`) ---------------------------------------------------------
+
+
+def close_code_within(socket, seconds: float) -> int:
+    """Read until the server closes the socket, within `seconds`; its close code."""
+    deadline = time.monotonic() + seconds
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            socket.recv(timeout=max(0.001, deadline - time.monotonic()))
+    return closed.value.rcvd.code
+
+
+def test_over_daphne_removing_a_member_closes_both_their_sockets_within_a_second(serve_server):
+    server = serve_server
+    alice, bob = server.create_token("alice"), server.create_token("bob")
+    cookie = server.login_cookie("bob")
+    server.start()
+    session_id = call(server.base_url, alice, "POST", "/api/sessions", {"title": "shared"})[1]["id"]
+    members = f"/api/sessions/{session_id}/members/users/bob"
+    assert call(server.base_url, alice, "PUT", members, {"role": "viewer"})[0] == 200
+    with (ws_connect(server.ws_url(session_id), additional_headers={"Authorization": f"Bearer {bob}"}) as api_socket,
+          ws_connect(server.portal_ws_url(session_id),
+                     additional_headers={"Cookie": f"sessionid={cookie}", "Origin": server.base_url}) as page):
+        assert json.loads(api_socket.recv(timeout=10))["type"] == "session.snapshot"
+        assert 'id="composer"' in page.recv(timeout=10)
+        started = time.monotonic()
+        assert call(server.base_url, alice, "DELETE", members)[0] == 200
+        assert close_code_within(api_socket, 1.0 - (time.monotonic() - started)) == CLOSE_REVOKED
+        assert close_code_within(page, 1.0 - (time.monotonic() - started)) == CLOSE_REVOKED
+    assert call(server.base_url, bob, "GET", f"/api/sessions/{session_id}")[1]["error"] == "not_found"
