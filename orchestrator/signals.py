@@ -1,5 +1,5 @@
-"""Access taken away outside the sessions' own services — a user deactivated, a user leaving a group (either
-side of `User.groups`), a group deleted — closes the sockets it leaves without a role, at once
+"""Access taken away outside the sessions' own services — a user deactivated or deleted, a user leaving a group
+(either side of `User.groups`), a group deleted — closes the sockets it leaves without a role, at once
 (`services.members.access_changed_*`; the sockets re-check and close 4403)."""
 
 from __future__ import annotations
@@ -14,6 +14,10 @@ from .services.members import access_changed_for_groups, access_changed_for_user
 def _user_saved(sender, instance, created, **kwargs) -> None:
     if not created and not instance.is_active:
         access_changed_for_users(user_ids=[instance.pk])
+
+
+def _user_deleted(sender, instance, **kwargs) -> None:
+    access_changed_for_users(user_ids=[instance.pk])  # read now, announced once the deletion commits
 
 
 def _groups_changed(sender, instance, action, reverse, pk_set, **kwargs) -> None:
@@ -32,6 +36,7 @@ def _group_deleted(sender, instance, **kwargs) -> None:
 def connect() -> None:
     user_model = get_user_model()
     post_save.connect(_user_saved, sender=user_model, dispatch_uid="orchestrator.access.user_saved")
+    pre_delete.connect(_user_deleted, sender=user_model, dispatch_uid="orchestrator.access.user_deleted")
     m2m_changed.connect(_groups_changed, sender=user_model.groups.through,
                         dispatch_uid="orchestrator.access.groups_changed")
     pre_delete.connect(_group_deleted, sender=Group, dispatch_uid="orchestrator.access.group_deleted")

@@ -108,13 +108,23 @@ def _deactivate(world: SharedWorld) -> None:
     user.save()
 
 
+def _group_deleted(world: SharedWorld) -> None:
+    world.users["group_member"].groups.get(name=TEAM).delete()
+
+
+def _user_deleted(world: SharedWorld) -> None:
+    world.users["viewer"].delete()
+
+
 REVOCATIONS: list[tuple[str, Callable[[SharedWorld], None], str]] = [
     ("member removed", _remove_member, "viewer"),
     ("user leaves the group", _leave_group, "group_member"),
     ("group drops the user", _group_drops_user, "group_member"),
     ("user's groups cleared", _groups_cleared, "group_member"),
     ("group unshared", _group_unshared, "group_member"),
+    ("group deleted", _group_deleted, "group_member"),
     ("user deactivated", _deactivate, "viewer"),
+    ("user deleted", _user_deleted, "viewer"),
 ]
 
 
@@ -130,8 +140,9 @@ async def test_revoked_users_sockets_close_within_a_second_and_the_next_request_
         assert await still_open(kept_json)  # the others keep watching
         assert await kept_portal.receive_nothing(timeout=0.1)
     response = await db(Client().get, f"/api/sessions/{world.session.id}", HTTP_AUTHORIZATION=f"Bearer {token}")
-    # Refused: a deactivated user's token no longer authenticates; anyone else no longer sees the session.
-    expected = (401, "unauthenticated") if revoke is _deactivate else (404, "not_found")
+    # Refused: a deactivated (or deleted) user's token no longer authenticates; anyone else no longer sees the
+    # session.
+    expected = (401, "unauthenticated") if revoke in (_deactivate, _user_deleted) else (404, "not_found")
     assert (response.status_code, response.json()["error"]) == expected
 
 
