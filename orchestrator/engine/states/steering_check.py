@@ -13,7 +13,8 @@ async def handle(ctx: StepContext, run: Run) -> Run:
         if run.stop_requested:
             run.outcome = RunOutcome.STOPPED
             return RunState.TEARING_DOWN
-        queued = list(SteeringMessage.objects.select_related("created_by").filter(run=run, status=SteeringStatus.QUEUED).order_by("created_at"))
+        queued = list(SteeringMessage.objects.select_related("created_by")
+                      .filter(run=run, status=SteeringStatus.QUEUED).order_by("created_at"))
         if queued:
             for steering in queued:
                 tx.add_message(role=MessageRole.USER, text=steering.text, author=steering.created_by)
