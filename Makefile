@@ -39,6 +39,7 @@ test: install-test
 # Benchmarks print a table and write JSON under bench/results/ (see docs/performance.md). Not run by tests.
 bench: install-test migrate
 	$(BIN)/python bench/stop_latency.py
+	$(BIN)/python bench/first_token.py
 	$(BIN)/python bench/stream_fanout.py
 	$(BIN)/python bench/scaleout.py
 	$(BIN)/python bench/sandbox.py

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from devtools.api import KeepAliveClient
+from devtools.facts import git
 from devtools.process import ROOT
 from devtools.servers import UNLIMITED_RUNS
 
@@ -68,6 +69,20 @@ def serve_env(tmpdir: Path, **extra: str) -> dict:
             "HARNESS_VAR_DIR": str(tmpdir / "var"), "HARNESS_WORKSPACE_ROOT": str(tmpdir / "workspaces"),
             "STATIC_ROOT": str(tmpdir / "static"), "DJANGO_SETTINGS_MODULE": "harness.settings",
             "PYTHONUNBUFFERED": "1", **UNLIMITED_RUNS, **extra}
+
+
+def code_version() -> dict:
+    """The commit measured (and whether the tree had local changes), when this is a git checkout."""
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
+
+
+def loopback_no_proxy() -> dict[str, str]:
+    """NO_PROXY (both spellings) with 127.0.0.1 and localhost added: model SDKs' HTTP clients honour proxy
+    settings, and the fake model servers are local."""
+    inherited = os.environ.get("NO_PROXY") or os.environ.get("no_proxy")
+    no_proxy = ",".join(filter(None, (inherited, "127.0.0.1,localhost")))
+    return {"NO_PROXY": no_proxy, "no_proxy": no_proxy}
 
 
 def send_stop(client: KeepAliveClient, session_id: str, run_id: str, record: dict) -> dict:

@@ -32,11 +32,11 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
 from common import (  # noqa: E402
-    PERCENTILE_METHOD, RESULTS, TrialFailed, fmt, parse_iso, script_text, serve_env, summary, table, finish, send_stop, judge_stopped,
-    wait_terminal,
+    PERCENTILE_METHOD, RESULTS, TrialFailed, code_version, fmt, loopback_no_proxy, parse_iso, script_text, serve_env,
+    summary, table, finish, send_stop, judge_stopped, wait_terminal,
 )
 from devtools.api import KeepAliveClient  # noqa: E402
-from devtools.facts import CpuSample, git, machine_info, process_seconds  # noqa: E402
+from devtools.facts import CpuSample, machine_info, process_seconds  # noqa: E402
 from devtools.fakes import anthropic_wire, openai_wire  # noqa: E402
 from devtools.fakes.wire_server import RecordedRequest, SSEStream, WireServer  # noqa: E402
 from devtools.serve import Serve  # noqa: E402
@@ -413,12 +413,6 @@ def cpu_usage(before: CpuSample, after: CpuSample) -> dict:
             "others_cores": usage["others_cores"], "steal_cores": usage["steal_cores"]}
 
 
-def code_version() -> dict:
-    """The commit measured (and whether the tree had local changes), when this is a git checkout."""
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
-
-
 # --- the fake model servers ----------------------------------------------------------------------------
 
 
@@ -435,12 +429,10 @@ def provider_env(wire_servers: dict[str, WireServer]) -> dict[str, str]:
     if not wire_servers:
         return {}
     wires = [(PROVIDER_WIRES[scenario], server) for scenario, server in wire_servers.items()]
-    inherited = os.environ.get("NO_PROXY") or os.environ.get("no_proxy")
-    no_proxy = ",".join(filter(None, (inherited, "127.0.0.1,localhost")))
     return {
         "HARNESS_MODELS": ",".join(wire.model_id(server) for wire, server in wires),
         **{wire.key_variable: PROVIDER_API_KEY for wire, _ in wires},
-        "NO_PROXY": no_proxy, "no_proxy": no_proxy,  # the SDKs' HTTP clients honour proxy settings
+        **loopback_no_proxy(),
     }
 
 

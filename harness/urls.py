@@ -17,6 +17,7 @@ urlpatterns = [
     path("sessions/new", portal.session_new, name="portal-session-create"),
     path("sessions/<uuid:session_id>/", portal.session_page, name="session"),
     path("sessions/<uuid:session_id>/rename", portal.session_rename_view, name="portal-session-rename"),
+    path("sessions/<uuid:session_id>/messages", portal.session_messages, name="portal-session-messages"),
     path("sessions/<uuid:session_id>/model", portal.session_model, name="portal-session-model"),
     path("sessions/<uuid:session_id>/delete", portal.session_delete_view, name="portal-session-delete"),
     path("sessions/<uuid:session_id>/send", portal.send, name="portal-send"),

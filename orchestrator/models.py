@@ -276,6 +276,8 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["id"]
+        # A transcript page is the newest messages of a session below an id (selectors.transcript_page).
+        indexes = [models.Index(fields=["session", "-id"], name="message_session_newest")]
 
     def __str__(self) -> str:
         return f"{self.role} message {self.id} [{self.status}]"

@@ -153,14 +153,31 @@ def latest_run(session_id) -> Run | None:
     return Run.objects.filter(session_id=session_id).newest_first().select_related("stop_requested_by", "started_by").first()
 
 
+def _renderable_messages(session: Session):
+    return (Message.objects.current().filter(session=session)
+            .select_related("function_call", "author").prefetch_related("function_calls"))
+
+
 def transcript_messages(session: Session) -> list[Message]:
     """The session's current messages (superseded ones are not shown) in order, with what rendering them needs."""
-    return list(
-        Message.objects.current().filter(session=session)
-        .select_related("function_call", "author")
-        .prefetch_related("function_calls")
-        .order_by("id")
-    )
+    return list(_renderable_messages(session).order_by("id"))
+
+
+# How many messages a transcript page holds: the session page opens with the newest page.
+TRANSCRIPT_PAGE = 50
+
+
+def transcript_page(session: Session, *, before: int | None = None,
+                    limit: int = TRANSCRIPT_PAGE) -> tuple[list[Message], bool]:
+    """The newest `limit` current messages of the session older than message id `before` (all of them if
+    None), oldest first, with what rendering them needs, and whether older ones exist. Keyset pagination on
+    the message id: one query for the page (and one for its calls), whatever the session's length."""
+    rows = _renderable_messages(session)
+    if before is not None:
+        rows = rows.filter(id__lt=before)
+    page = list(rows.order_by("-id")[: limit + 1])
+    has_older = len(page) > limit
+    return page[:limit][::-1], has_older
 
 
 def latest_user_message(session: Session) -> Message | None:

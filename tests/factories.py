@@ -1,5 +1,6 @@
 """Records written straight to the database, as the engine would leave them, for tests that need a run in a
-given state without a worker driving it there: `make_run`, `add_calls` and `park_on_approval`.
+given state without a worker driving it there: `make_run`, `add_calls`, `park_on_approval` and
+`add_messages` (a long session's history, in bulk).
 
 Plain functions (synchronous: from async tests, call them through `tests.helpers.db`).
 """
@@ -98,6 +99,16 @@ def park_on_approval(
         arguments={"command": "ls"} if arguments is None else arguments, status=CallStatus.AWAITING_APPROVAL,
     )
     return Approval.objects.create(run=run, function_call=call, expires_at=now + expires_in)
+
+
+def add_messages(session: Session, count: int, *, text: str = "message {n}") -> list[Message]:
+    """`count` completed messages in `session`, user and assistant in turn (numbered from 1 in `text`), written
+    in bulk: a session with a long history, without a run per exchange. Their ids ascend in order."""
+    roles = (MessageRole.USER, MessageRole.ASSISTANT)
+    Message.objects.bulk_create(
+        Message(session=session, role=roles[n % 2], text=text.format(n=n + 1)) for n in range(count)
+    )
+    return list(Message.objects.filter(session=session).order_by("-id")[:count])[::-1]
 
 
 # --- sharing (issue #12) -------------------------------------------------------------------------------------

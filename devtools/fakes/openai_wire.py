@@ -110,9 +110,13 @@ class ChatChunks:
 
 
 def text_answer(text: str, *, pieces: int = 1, prompt_tokens: int = 10, completion_tokens: int = 5,
-                **stream: Any) -> SSEStream:
-    """A plain text answer streamed in `pieces` chunks, with usage."""
-    chunks = ChatChunks().role().text(*split(text, pieces)).finish("stop").usage(prompt_tokens, completion_tokens)
+                role_chunk: bool = True, **stream: Any) -> SSEStream:
+    """A plain text answer streamed in `pieces` chunks, with usage. `role_chunk=False`: no text-less first
+    chunk, the role rides on the first piece of text (so with a `delay`, text is the very first chunk sent)."""
+    chunks = ChatChunks()
+    if role_chunk:
+        chunks.role()
+    chunks.text(*split(text, pieces)).finish("stop").usage(prompt_tokens, completion_tokens)
     return chunks.sse(**stream)
 
 

@@ -7,6 +7,8 @@ Starts `manage.py serve` on a free port with a fresh SQLite database in a tempor
 way the end-to-end tests do, tests/e2e/support.py), drives the page with Playwright and writes:
 
     idle.png             a finished exchange, the composer idle with a draft
+    markdown.png         a finished answer rendered as Markdown (heading, list, code with its copy button,
+                         table), with Edit and Regenerate
     streaming.png        an answer streaming in, the red stop button
     stopping.png         the instant after clicking stop ("stopping…"; the stop request is held back)
     approval.png         an approval card with Approve / Deny
@@ -48,8 +50,31 @@ def script(*turns: dict) -> str:
     return "script:" + json.dumps({"turns": list(turns)})
 
 
-# The scripted model streams filler words; the user message is the (short) script itself.
-STREAM = script({"words": 3000, "delay_ms": 30})
+# What a model answers: Markdown. The scripted model streams it word by word (then filler, to keep a run
+# streaming for the shots that need one); the user message is the script itself.
+ANSWER = """## Why the tests fail
+
+The `db_session` fixture is opened **once per module**, so the second test sees the rows of the first.
+
+1. Scope the fixture to the function
+2. Roll back after each test
+
+```python
+@pytest.fixture
+def db_session(engine):
+    with engine.begin() as conn:
+        yield conn
+        conn.rollback()
+```
+
+| test | before | after |
+|------|--------|-------|
+| test_create | pass | pass |
+| test_list | **fail** | pass |
+
+Run `make test` again to confirm.
+"""
+STREAM = script({"text": ANSWER + "\n", "words": 3000, "markdown": True, "delay_ms": 30})
 
 
 def wait_streaming(page, chars: int) -> None:
@@ -86,6 +111,14 @@ def take(out: Path) -> None:
                 page.get_by_label("Message").fill("and what time is it?")
                 page.mouse.move(0, 0)
                 page.screenshot(path=out / "idle.png")
+
+                # markdown: a finished answer, rendered.
+                sid = api.new_session("Why do the tests fail?")
+                open_session(page, server.base_url, sid)
+                api.run_start(sid, script({"text": ANSWER, "delay_ms": 2}))
+                expect(page.locator("#run-status .state")).to_have_text("Completed", timeout=30_000)
+                page.mouse.move(0, 0)
+                page.screenshot(path=out / "markdown.png")
 
                 # streaming, then stopping (the stop request held at the route), then stopped + receipt.
                 sid = api.new_session("Fix the failing tests")
@@ -140,7 +173,7 @@ def take(out: Path) -> None:
                 browser.close()
         finally:
             server.stop()
-    for name in ("idle", "streaming", "stopping", "approval", "stopped-receipt", "dark", "phone"):
+    for name in ("idle", "markdown", "streaming", "stopping", "approval", "stopped-receipt", "dark", "phone"):
         print(out / f"{name}.png")
 
 

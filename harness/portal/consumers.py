@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
     metrics_kind = "portal"
     session: Session | None = None
+    oldest_sent: int | None = None  # the oldest message of the transcript page the snapshot sent
 
     async def connect(self) -> None:
         await self.accept()  # before any close, so the client sees our close code, not a failed handshake
@@ -89,10 +90,12 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
         # One read for both: the tracker must know exactly the messages the snapshot shows. Read apart, a
         # message committed in between (the engine writes from its own thread) was shown by the snapshot
         # and then appended a second time by its message.completed event.
-        messages = selectors.transcript_messages(self.session)
-        self.tracker.hold_all((m.id, m.text) for m in messages)
+        # Only the newest page is sent (older messages are the page's to ask for): exactly those are held.
+        page = selectors.transcript_page(self.session)
+        self.tracker.hold_all((m.id, m.text) for m in page[0])
+        self.oldest_sent = page[0][0].id if page[0] else None
         streams = {}
-        html = fragments.snapshot_html(self.session, messages=messages, streams=streams)
+        html = fragments.snapshot_html(self.session, page=page, streams=streams)
         self.answers.watch(streams)
         return html
 
@@ -133,7 +136,9 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
         message = selectors.message_with_call(message_id)
         if message is None:
             return ""
-        known = self.tracker.knows(message_id)
+        # A message older than the snapshot's page is not new: it is replaced where the tab has it (if it loaded
+        # that older page), never appended at the end.
+        known = self.tracker.knows(message_id) or (self.oldest_sent is not None and message_id < self.oldest_sent)
         self.tracker.hold(message_id, len(message.text))
         self.answers.finish(message_id)
         return fragments.message_html(message, oob=True) if known else fragments.message_append_html(message)

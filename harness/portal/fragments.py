@@ -122,11 +122,25 @@ def answer_delta_html(message_id: int, finished: str, tail: str) -> str:
     return f'{appended}<div id="msg-{message_id}-tail" hx-swap-oob="innerHTML">{tail}</div>'
 
 
-def transcript_html(session: Session, *, messages: list[Message] | None = None, oob: bool = False,
+def transcript_html(session: Session, *, page: tuple[list[Message], bool] | None = None, oob: bool = False,
                     streams: dict[int, MarkdownStream] | None = None) -> str:
-    if messages is None:
-        messages = selectors.transcript_messages(session)
-    return _render("portal/fragments/transcript.html", {"items": [_body(m, streams) for m in messages]}, oob)
+    """The transcript's newest page (`selectors.transcript_page`), under a "load older" sentinel if there are
+    older messages."""
+    messages, has_older = selectors.transcript_page(session) if page is None else page
+    return _render("portal/fragments/transcript.html", _page(session, messages, has_older, streams), oob)
+
+
+def older_messages_html(session: Session, *, before: int) -> str:
+    """The page of messages before message `before`, to replace the sentinel that asked for them: their items,
+    under a new sentinel if there are older ones still."""
+    messages, has_older = selectors.transcript_page(session, before=before)
+    return _render("portal/fragments/older_messages.html", _page(session, messages, has_older, None), False)
+
+
+def _page(session: Session, messages: list[Message], has_older: bool,
+          streams: dict[int, MarkdownStream] | None) -> dict:
+    return {"session": session, "items": [_body(m, streams) for m in messages],
+            "older_than": messages[0].id if has_older else None}
 
 
 def approvals_html(session: Session, *, oob: bool = False) -> str:
@@ -176,16 +190,16 @@ def receipt_html(run: Run) -> str:
                             {"run": run, "receipt": run.receipt or {}, "calls": selectors.run_calls(run)})
 
 
-def snapshot_html(session: Session, *, messages: list[Message], streams: dict[int, MarkdownStream]) -> str:
-    """Everything live on the page, for a (re)connecting tab: it converges to the truth. `messages` are the
-    transcript's (`selectors.transcript_messages`), read once by the caller, who must know exactly which it
-    sent; `streams` receives the renderers of the answers still streaming."""
+def snapshot_html(session: Session, *, page: tuple[list[Message], bool], streams: dict[int, MarkdownStream]) -> str:
+    """Everything live on the page, for a (re)connecting tab: it converges to the truth. `page` is the
+    transcript's newest page (`selectors.transcript_page`), read once by the caller, who must know exactly
+    which messages it sent; `streams` receives the renderers of the answers still streaming."""
     run = selectors.latest_run(session.id)
     return "".join(
         [
             composer_html(session, run, oob=True),
             run_status_html(session, run, oob=True),
-            transcript_html(session, messages=messages, oob=True, streams=streams),
+            transcript_html(session, page=page, oob=True, streams=streams),
             approvals_html(session, oob=True),
             steering_html(session, run, oob=True),
             model_picker_html(session.id, session.model, oob=True),

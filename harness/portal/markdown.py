@@ -130,10 +130,22 @@ def _parser() -> MarkdownIt:
 _MD = _parser()
 
 
-@functools.lru_cache(maxsize=512)
+# Finished answers do not change and pages show them often: the recent ones are kept rendered. Bounded in
+# count and in size (a long answer is rendered each time rather than held), so the cache stays a few MiB.
+CACHE_ANSWERS = 128
+CACHE_MAX_CHARS = 32_000
+
+
 def render(text: str) -> str:
-    """A finished answer as safe HTML (cached: finished answers do not change, and pages show them often)."""
+    """A finished answer as safe HTML."""
+    return _render_cached(text) if len(text) <= CACHE_MAX_CHARS else _render(text)
+
+
+def _render(text: str) -> str:
     return sanitise(_MD.render(text))
+
+
+_render_cached = functools.lru_cache(maxsize=CACHE_ANSWERS)(_render)
 
 
 # markdown-it's own line breaks (it reads "\r\n" and a lone "\r" as one each).

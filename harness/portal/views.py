@@ -108,6 +108,17 @@ def session_page(request: HttpRequest, session_id) -> HttpResponse:
 
 
 @portal_login_required
+@require_GET
+def session_messages(request: HttpRequest, session_id) -> HttpResponse:
+    """The page of messages before `?before=<message id>` (htmx: it replaces the "load older" sentinel)."""
+    session = _session_or_404(request, session_id)
+    before = request.GET.get("before", "")
+    if not (before.isascii() and before.isdigit() and len(before) <= 18):  # a 64-bit id, never an overflow
+        return HttpResponse("before: a message id is required", status=400, content_type="text/plain")
+    return HttpResponse(fragments.older_messages_html(session, before=int(before)))
+
+
+@portal_login_required
 @require_POST
 def send(request: HttpRequest, session_id) -> HttpResponse:
     """Send the composer's text; with `replace_from_message` (the composer is editing the last message) the new

@@ -50,6 +50,17 @@ def _token_still_valid(scope, user) -> bool:
     return current is not None and current.pk == user.pk
 
 
+REVOKED = object()  # _checked_call's answer when the socket's token no longer holds
+
+
+def _checked_call(scope, user, command: str | None, data: dict[str, Any], *, session_id: str):
+    """REVOKED unless the socket's token still holds; else `command`'s (status, body), or None when the frame
+    names no command. The command's errors propagate."""
+    if not _token_still_valid(scope, user):
+        return REVOKED
+    return COMMANDS[command](user, data, session_id=session_id) if command is not None else None
+
+
 # Frame type -> the command it runs (looked up at call time, so the command module stays the one source).
 COMMANDS: dict[str, Callable[..., client_commands.Result]] = {
     "run.start": lambda user, data, *, session_id: client_commands.start(user, data, session_id=session_id),
@@ -161,7 +172,11 @@ class ApiConsumer(SessionGroupMember, AsyncWebsocketConsumer):
             # Named as soon as the frame is read: every error about it says which command it was.
             command = kind if isinstance(kind, str) and kind in COMMANDS else None
             request_id = _request_id(frame)
-            if not await database_sync_to_async(_token_still_valid)(self.scope, self.user):
+            data = {key: value for key, value in frame.items() if key not in ENVELOPE}
+            # The token check and the command in one trip to the database thread (a command's first thread hop).
+            outcome = await database_sync_to_async(_checked_call)(self.scope, self.user, command, data,
+                                                                  session_id=self.session_id)
+            if outcome is REVOKED:
                 # Revoked (or its user deactivated) since the socket opened: say so, then close like a
                 # connect without a valid token would have.
                 await self.send_json(_error("unauthenticated", "the API token is no longer valid", status=401,
@@ -172,11 +187,10 @@ class ApiConsumer(SessionGroupMember, AsyncWebsocketConsumer):
             if kind == "ping":
                 await self.send_json({"type": "ping.result", "request_id": request_id})
                 return
-            if not isinstance(kind, str) or kind not in COMMANDS:
+            if command is None:
                 known = ", ".join(["ping", *COMMANDS])
                 raise FrameError("unknown_type", f"'type' must be one of: {known}")
-            data = {key: value for key, value in frame.items() if key not in ENVELOPE}
-            status, body = await database_sync_to_async(COMMANDS[kind])(self.user, data, session_id=self.session_id)
+            status, body = outcome
             # Exactly the HTTP API's body, under an envelope whose keys no body uses.
             await self.send_json({"type": f"{kind}.result", "request_id": request_id, "http_status": status, **body})
         except FrameError as exc:

@@ -148,12 +148,32 @@ class StepContext:
     async def advance(self, write: Callable[[Tx], str]) -> Run:
         """Run `write` in one transaction with the run locked; persist the state it returns; publish."""
         run, emitted = await engine_db(self._advance_sync)(write)
+        await self._advanced(run, emitted)
+        return run
+
+    async def advance_then_read(self, write: Callable[[Tx], str], read: Callable[[Run], T]) -> tuple[Run, T]:
+        """`advance(write)`, then `read(run)` once that has committed, in the same trip to the database thread
+        (one hop fewer; the read holds no lock). The transition counts and is published even if `read` fails."""
+        run, emitted, result, error = await engine_db(self._advance_then_read_sync)(write, read)
+        await self._advanced(run, emitted)
+        if error is not None:
+            raise error
+        return run, result
+
+    def _advance_then_read_sync(self, write: Callable[[Tx], str], read: Callable[[Run], T]):
+        run, emitted = self._advance_sync(write)
+        try:
+            return run, emitted, read(run), None
+        except Exception as exc:
+            return run, emitted, None, exc
+
+    async def _advanced(self, run: Run, emitted: list[events.Event]) -> None:
+        """After a transition committed: its metrics, the stop it saw, its events."""
         metrics.record_transition(run, emitted, acknowledged_stop=getattr(run, "stop_acknowledged_now", False))
         if run.stop_requested_at:
             self.interrupt.stop()
         if emitted:
             await events.publish(run.session_id, *emitted)
-        return run
 
     def _advance_sync(self, write: Callable[[Tx], str]) -> tuple[Run, list[events.Event]]:
         with transaction.atomic():

@@ -41,7 +41,8 @@ class RunExecutor:
         self.interrupt.stop()
 
     async def drive(self) -> None:
-        if not await engine_db(lease_acquire)(run_id=self.run_id, executor_id=self.executor_id, channel=self.channel):
+        run = await engine_db(self._take)(self.channel)
+        if run is None:
             return
         ctx = StepContext(
             run_id=self.run_id, executor_id=self.executor_id, interrupt=self.interrupt, provider=None, tools=get_registry(),
@@ -50,7 +51,6 @@ class RunExecutor:
         self.driving = True  # the pool's watcher now renews our lease and reads our stop flag
         release = True
         try:
-            run = await engine_db(Run.objects.get)(pk=self.run_id)
             if run.stop_requested:
                 self.interrupt.stop()
             if run.resume_count > settings.HARNESS_MAX_RESUMES:
@@ -72,6 +72,17 @@ class RunExecutor:
             if release:
                 # Cancelled (shutdown) or broken: let another executor take over without waiting for expiry.
                 await asyncio.shield(engine_db(lease_release)(run_id=self.run_id, executor_id=self.executor_id))
+
+    def _take(self, channel: str) -> Run | None:
+        """Take the run's lease and read the run, in one trip to the database thread; None when another
+        executor holds it."""
+        if not lease_acquire(run_id=self.run_id, executor_id=self.executor_id, channel=channel):
+            return None
+        try:
+            return Run.objects.get(pk=self.run_id)
+        except Exception:
+            lease_release(run_id=self.run_id, executor_id=self.executor_id)  # as drive() would: don't hold it
+            raise
 
     async def _give_up(self, ctx: StepContext, run: Run) -> Run | None:
         error = f"the run was interrupted {run.resume_count} times (its worker kept stopping); not resuming it again"

@@ -11,6 +11,9 @@
 //   before an update that arrived first is not swapped over it.
 // - A "reconnecting…" mark while the page's WebSocket is down; reconnects on close codes the ws extension
 //   ignores (the server sends a fresh snapshot on every connect, so the page converges).
+// - Long sessions: the page opens at the newest message and follows the answer while the reader is at the
+//   bottom; a reader who scrolled up keeps their place (older pages prepended included) and gets a
+//   "Jump to latest" button; a new approval card is brought into view.
 // - The run's elapsed time ticks.
 // - A command answered 401 (the login expired) says so in the composer, with a link to log in again.
 // - "Edit" on the last user message puts its text in the composer, which then sends it as a replacement
@@ -410,6 +413,141 @@
       if (document.getElementById("session-live")) socketWrapper.reconnect();
     }, delay);
   }
+
+  // --- long sessions: open at the newest, follow the answer, keep the reader's place ------------------------
+  // The window scrolls; the dock (run status, steering, composer) sticks to the bottom of the screen. A
+  // reader at the bottom is "pinned": whatever changes, the view stays at the newest. A reader who scrolls up
+  // is not: changes keep the first message they can see where it is (an older page prepended above it
+  // included), and "Jump to latest" takes them back down. A new approval card brings the view down to it.
+  const NEAR_BOTTOM = 8; // px
+  const scroller = document.scrollingElement || document.documentElement;
+  const fromBottom = () => scroller.scrollHeight - window.innerHeight - window.scrollY;
+  let pinned = true;
+  let lastY = 0;
+  let place = null; // where the reader was before a swap: {id, top} of their first visible message
+
+  function toBottom() {
+    window.scrollTo({ top: scroller.scrollHeight, behavior: "auto" });
+    lastY = window.scrollY;
+  }
+
+  function showJump() {
+    const jump = document.getElementById("jump-latest");
+    if (jump) jump.hidden = pinned;
+  }
+
+  function firstVisibleMessage() {
+    for (const item of document.querySelectorAll("#transcript > li.msg")) {
+      const box = item.getBoundingClientRect();
+      if (box.bottom > 0) return { id: item.id, top: box.top };
+    }
+    return null;
+  }
+
+  function notePlace() {
+    place = pinned ? null : firstVisibleMessage();
+  }
+
+  function keepPlace() {
+    if (pinned) {
+      toBottom();
+    } else if (place) {
+      const item = document.getElementById(place.id);
+      const moved = item ? item.getBoundingClientRect().top - place.top : 0;
+      if (moved) window.scrollBy({ top: moved, behavior: "auto" });
+      lastY = window.scrollY;
+    }
+    place = null;
+    showJump();
+  }
+
+  function jumpToLatest() {
+    pinned = true;
+    toBottom();
+    showJump();
+  }
+
+  // Approval cards pending now that the reader has not been shown yet.
+  const pendingCards = () => new Set(
+    Array.from(document.querySelectorAll('#approvals .approval[data-status="pending"]'), (card) => card.id),
+  );
+  let shownCards = pendingCards();
+
+  function showNewApprovals() {
+    const now = pendingCards();
+    const fresh = Array.from(now).some((id) => !shownCards.has(id));
+    shownCards = now;
+    if (fresh) jumpToLatest(); // the cards sit right above the dock: at the bottom, they are in view
+  }
+
+  window.addEventListener("scroll", () => {
+    const y = window.scrollY;
+    if (fromBottom() <= NEAR_BOTTOM) pinned = true;
+    else if (y < lastY) pinned = false; // (content growing below never moves scrollY; only a reader does)
+    lastY = y;
+    showJump();
+  }, { passive: true });
+  // A reader's intent to go up unpins at once, before the scroll it causes lands (an answer may grow first).
+  window.addEventListener("wheel", (e) => {
+    if (e.deltaY < 0 && window.scrollY > 0) pinned = false;
+  }, { passive: true });
+  let touchY = null;
+  window.addEventListener("touchstart", (e) => { touchY = e.touches[0].clientY; }, { passive: true });
+  window.addEventListener("touchmove", (e) => {
+    if (touchY !== null && e.touches[0].clientY > touchY && window.scrollY > 0) pinned = false;
+  }, { passive: true });
+  document.addEventListener("keydown", (e) => {
+    const up = e.key === "PageUp" || e.key === "ArrowUp" || e.key === "Home" || (e.key === " " && e.shiftKey);
+    if (up && !(e.target instanceof HTMLElement && e.target.matches("input, textarea, select"))) pinned = false;
+  });
+
+  // A reconnect's snapshot brings the newest page only: the older pages this tab loaded stay above it (the
+  // reader may be reading them), under the sentinel that loads the page before them.
+  const messageNumber = (item) => Number(item.id.slice("msg-".length));
+  document.addEventListener("htmx:oobBeforeSwap", (e) => {
+    const incoming = e.detail.target.id === "transcript" && e.detail.fragment
+      && e.detail.fragment.querySelector("#transcript");
+    const first = incoming && incoming.querySelector(":scope > li.msg");
+    if (!first) return;
+    const older = Array.from(e.detail.target.querySelectorAll(":scope > li.msg"))
+      .filter((item) => messageNumber(item) < messageNumber(first));
+    if (older.length === 0) return;
+    const sentinel = e.detail.target.querySelector(":scope > li.older");
+    incoming.querySelectorAll(":scope > li.older").forEach((item) => item.remove());
+    first.before(...(sentinel ? [sentinel] : []), ...older);
+  });
+
+  // Every change arrives as a swap: a socket message (several fragments at once) or an HTTP answer.
+  document.addEventListener("htmx:wsBeforeMessage", notePlace);
+  document.addEventListener("htmx:wsAfterMessage", () => {
+    keepPlace();
+    showNewApprovals();
+  });
+  document.addEventListener("htmx:beforeSwap", notePlace);
+  document.addEventListener("htmx:afterSwap", (e) => {
+    if (e.detail.target && e.detail.target.id === "receipt") {
+      jumpToLatest(); // the receipt opens below the last message, right above the dock
+      return;
+    }
+    if (place || pinned) keepPlace(); // (once per answer: htmx sends afterSwap for each element it swapped in)
+  });
+  // Anything else that changes the page's height (the composer's box resized, a phone's keyboard) keeps a
+  // pinned reader at the bottom too.
+  window.addEventListener("resize", () => { if (pinned) toBottom(); });
+  if (window.ResizeObserver && document.getElementById("session-live")) {
+    new ResizeObserver(() => { if (pinned) toBottom(); }).observe(document.getElementById("session-live"));
+  }
+  document.addEventListener("click", (e) => {
+    const jump = e.target instanceof Element && e.target.closest("#jump-latest");
+    if (!jump) return;
+    jumpToLatest();
+    if (e.detail === 0 && textarea()) textarea().focus({ preventScroll: true }); // a keyboard user: on to typing
+  });
+
+  // A session opens at its newest message. This runs before htmx looks at the page, so the "load older"
+  // sentinel at the top is not in view (htmx `revealed`) unless the newest page is shorter than the screen.
+  if ("scrollRestoration" in history) history.scrollRestoration = "manual";
+  toBottom();
 
   // --- elapsed time -----------------------------------------------------------------------------------------
   function tick() {

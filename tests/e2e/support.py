@@ -88,6 +88,14 @@ class HarnessServer(Serve):
             f"get_user_model().objects.create_user(username={username!r}, password={password!r})",
         )
 
+    def add_messages(self, session_id: str, count: int) -> None:
+        """A long history in the session, written straight to the server's database (tests.factories)."""
+        self.manage(
+            "shell", "-c",
+            "from orchestrator.models import Session; from tests.factories import add_messages; "
+            f"add_messages(Session.objects.get(pk={session_id!r}), {count})",
+        )
+
 
 # --- page helpers ------------------------------------------------------------------------------------------
 def login(page, base_url: str, username: str, password: str) -> None:

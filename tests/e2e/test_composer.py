@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from .support import LONG_STREAM, PHONE, HeldRoutes, open_session
+from .support import LONG_STREAM, PHONE, SHORT_STREAM, HeldRoutes, open_session
 
 DRAFT = "a draft I have not sent yet"
 
@@ -213,9 +213,9 @@ def test_at_phone_width_the_composer_and_its_button_fit_and_stay_in_view(make_co
     assert_fits()
     api.run_start(session_id, LONG_STREAM)
     expect(button).to_have_text("stop")
-    # Let the answer grow past the screen: the sticky composer keeps the stop button in view.
+    # Let the answer grow past the screen (the page follows it): the sticky composer keeps the stop button in view.
     page.wait_for_function(
-        "document.getElementById('transcript').getBoundingClientRect().bottom > window.innerHeight"
+        "document.getElementById('transcript').getBoundingClientRect().height > window.innerHeight"
     )
     assert_fits()
     button.click()
@@ -361,6 +361,23 @@ def test_keyboard_stop_keeps_the_focus_in_the_composer_and_the_box_is_visibly_fo
     page.keyboard.press("Enter")
     expect(composer).to_have_attribute("data-mode", "idle")
     expect(box).to_be_focused()  # not <body>: a keyboard user types the next message straight away
+
+
+@pytest.mark.parametrize("where", ["box", "stop button"])
+def test_a_run_that_ends_by_itself_returns_the_focus_to_the_box_if_it_was_on_the_composer(page, server, api,
+                                                                                         session_id, where):
+    open_session(page, server.base_url, session_id)
+    composer, button, box = composer_parts(page)
+    box.fill(SHORT_STREAM)
+    box.press("Enter")  # sent from the box: the focus stays there through the run
+    expect(button).to_have_attribute("data-mode", "stop")
+    expect(box).to_be_focused()
+    if where == "stop button":
+        page.keyboard.press("Tab")
+        expect(button).to_be_focused()
+    expect(page.locator("#run-status .state")).to_have_text("Completed", timeout=30_000)
+    expect(composer).to_have_attribute("data-mode", "idle")
+    expect(box).to_be_focused()  # ready for the next message
 
 
 def test_touch_screens_get_a_placeholder_without_esc(make_context, server, api, session_id):

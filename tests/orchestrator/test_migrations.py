@@ -8,8 +8,8 @@ from django.db.migrations.executor import MigrationExecutor
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-BEFORE_SHARING = [("orchestrator", "0007_message_superseded")]
-SHARING = [("orchestrator", "0008_teams_sharing")]
+BEFORE_SHARING = [("orchestrator", "0008_message_session_newest")]
+SHARING = [("orchestrator", "0009_teams_sharing")]
 
 
 def migrate(targets):

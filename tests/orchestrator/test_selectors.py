@@ -26,7 +26,7 @@ from orchestrator.models import (
     SteeringStatus,
 )
 from orchestrator.services.sessions import session_create
-from tests.factories import add_calls, make_run, park_on_approval
+from tests.factories import add_calls, add_messages, make_run, park_on_approval
 
 pytestmark = pytest.mark.django_db
 
@@ -247,6 +247,33 @@ def test_transcript_messages_in_order_with_their_calls(session):
     messages = selectors.transcript_messages(session)
     assert [m.id for m in messages] == [first.id, call.message_id, tool.id]
     assert messages[2].function_call == call and list(messages[1].function_calls.all()) == [call]
+
+
+def test_a_transcript_page_is_the_newest_messages_oldest_first_with_their_calls(session):
+    run = make_run(session)
+    history = add_messages(session, 120)
+    [call] = add_calls(run, ("clock", {}))
+    tool = Message.objects.create(session=session, run=run, role=MessageRole.TOOL, text="12:00", function_call=call)
+    newest, has_older = selectors.transcript_page(session)
+    assert [m.id for m in newest] == [m.id for m in history[-48:]] + [call.message_id, tool.id] and has_older
+    assert newest[-1].function_call == call and list(newest[-2].function_calls.all()) == [call]
+
+    older, has_older = selectors.transcript_page(session, before=newest[0].id)
+    assert [m.id for m in older] == [m.id for m in history[22:72]] and has_older
+    oldest, has_older = selectors.transcript_page(session, before=older[0].id)
+    assert [m.id for m in oldest] == [m.id for m in history[:22]] and not has_older
+    assert selectors.transcript_page(session, before=history[0].id) == ([], False)
+    exactly, has_older = selectors.transcript_page(session, before=history[10].id, limit=10)
+    assert [m.text for m in exactly] == [f"message {n}" for n in range(1, 11)] and not has_older
+
+
+def test_a_transcript_page_is_one_query_and_its_calls_another_whatever_the_length(session,
+                                                                                   django_assert_num_queries):
+    add_messages(session, 3000)
+    with django_assert_num_queries(2):
+        messages, has_older = selectors.transcript_page(session, limit=50)
+        [list(m.function_calls.all()) for m in messages]
+    assert len(messages) == 50 and has_older
 
 
 def test_message_with_call_and_checkpointed_text(session):

@@ -59,9 +59,9 @@ async def handle(ctx: StepContext, run: Run) -> Run:
         opened["message"] = tx.add_message(role=MessageRole.ASSISTANT, text="", status=MessageStatus.STREAMING)
         return RunState.ASSISTANT_STREAMING
 
-    run = await ctx.advance(open_turn)
+    # The model's input is read right after the message is opened, in the same trip to the database thread.
+    run, request = await ctx.advance_then_read(open_turn, lambda run: build_model_request(run=run, tools=ctx.tools))
     buffer = StreamBuffer(message_id=opened["message"].id)
-    request = await ctx.db(build_model_request, run=run, tools=ctx.tools)
     try:
         interrupted, _ = await ctx.preemptible(_consume(ctx, run, request, buffer))
     except ProviderError as exc:

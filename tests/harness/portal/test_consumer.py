@@ -12,6 +12,7 @@ from django.test import Client
 from harness.asgi import application
 from orchestrator.models import Message
 from orchestrator.services.runs import run_start, run_stop
+from tests.factories import add_messages
 from tests.helpers import db, script, shell_script, start, wait_terminal, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -280,6 +281,28 @@ async def test_a_message_committed_while_the_snapshot_is_read_is_shown_once(sess
     await events.publish(session.id, events.message_completed(message=notice))  # its event, after commit
     received = snapshot + "".join(await fragments_until(f'id="msg-{notice.id}"')(communicator))
     assert received.count(f'id="msg-{notice.id}"') == 1
+    await communicator.disconnect()
+
+
+async def test_the_snapshot_sends_the_newest_page_and_events_follow_exactly_what_it_sent(session, user):
+    """A long session's tab gets its newest 50 messages; a message.completed for one of them replaces it, for a
+    new one appends it, and for one older than the page never appends it at the end."""
+    from orchestrator import events
+
+    history = await db(add_messages, session, 80)
+    communicator, _ = await connect(session.id, user=user)
+    snapshot = await communicator.receive_from(timeout=5)
+    assert [int(i) for i in re.findall(r'<li id="msg-(\d+)"', snapshot)] == [m.id for m in history[-50:]]
+    assert f"messages?before={history[-50].id}" in snapshot  # the sentinel that loads older ones
+
+    newest, oldest = history[-1], history[0]
+    newer = await db(Message.objects.create, session=session, role="system", text="a new notice")
+    for message in (newest, oldest, newer):
+        await events.publish(session.id, events.message_completed(message=message))
+    replaced, old, appended = [await communicator.receive_from(timeout=5) for _ in range(3)]
+    assert replaced.startswith(f'<li id="msg-{newest.id}"') and 'hx-swap-oob="true"' in replaced
+    assert old.startswith(f'<li id="msg-{oldest.id}"') and "beforeend" not in old
+    assert appended.startswith('<div hx-swap-oob="beforeend:#transcript"><li id="msg-%d"' % newer.id)
     await communicator.disconnect()
 
 

@@ -1,9 +1,12 @@
-"""The session page's smaller promises: what the status announces, the favicon, and a readable 404."""
+"""The session page's smaller promises: what the status announces, the favicon, and readable 404 and 403
+pages in the portal's look with a way back."""
 
 from __future__ import annotations
 
 import pytest
-from django.test import Client
+from django.core.exceptions import PermissionDenied
+from django.test import Client, RequestFactory
+from django.views.defaults import permission_denied
 
 from orchestrator.models import RunState
 from orchestrator.services.sessions import session_create
@@ -44,3 +47,29 @@ def test_another_users_session_is_a_readable_404(browser, other_user):
     assert response.status_code == 404
     page = response.content.decode()
     assert "<h1>Not found</h1>" in page and 'href="/"' in page and "theirs" not in page
+
+
+def test_a_form_posted_without_its_csrf_token_is_a_readable_403(user):
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(user)
+    response = strict.post("/sessions/new", {"title": "forged"})
+    assert response.status_code == 403
+    page = response.content.decode()
+    assert "<h1>Not allowed</h1>" in page and "security token" in page
+    assert '<a href="/">Back to your sessions</a>' in page and "harness.css" in page  # the portal's look
+    assert "CSRF verification failed" not in page  # not Django's own page
+
+
+def test_a_permission_denied_is_the_portal_403(user):
+    request = RequestFactory().get("/somewhere")
+    request.user = user
+    response = permission_denied(request, PermissionDenied("no"))
+    page = response.content.decode()
+    assert response.status_code == 403 and "<h1>Not allowed</h1>" in page and 'href="/"' in page
+
+
+def test_the_api_answers_a_csrf_failure_in_json(user):
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(user)
+    response = strict.post("/api/sessions", {"title": "forged"}, content_type="application/json")
+    assert response.status_code == 403 and response.json()["error"] == "csrf_failed"

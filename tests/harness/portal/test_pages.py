@@ -1,13 +1,17 @@
-"""The server-rendered pages: login required, own sessions only, transcript escaped."""
+"""The server-rendered pages: login required, own sessions only, transcript escaped, long transcripts paged."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from orchestrator.models import Message, Run, RunState, Session
 from orchestrator.services.runs import run_start
 from orchestrator.services.sessions import session_create
-from tests.factories import make_run
+from tests.factories import add_messages, make_run
 
 pytestmark = pytest.mark.django_db
 
@@ -109,6 +113,69 @@ def test_choosing_a_model_in_the_page(client, user, session, other_user, setting
     assert client.post(f"/sessions/{session.id}/model", {"model": "scripted"}).status_code == 404
     session.refresh_from_db()
     assert session.model == LOCAL_MODEL
+
+
+# --- long sessions: the page renders the newest page, older pages come from /messages?before=<id> -----------
+def message_ids(body: str) -> list[int]:
+    return [int(i) for i in re.findall(r'<li id="msg-(\d+)"', body)]
+
+
+def older_link(body: str) -> str | None:
+    """The "load older" sentinel's URL, if the fragment has one."""
+    links = re.findall(r'<li class="older"><button[^>]* hx-get="([^"]+)" hx-trigger="revealed, click"', body)
+    assert len(links) <= 1
+    return links[0].replace("&amp;", "&") if links else None
+
+
+def page_queries(client, session) -> tuple[str, int]:
+    with CaptureQueriesContext(connection) as queries:
+        body = client.get(f"/sessions/{session.id}/").content.decode()
+    return body, len(queries)
+
+
+def test_a_session_with_thousands_of_messages_renders_its_newest_fifty_in_as_many_queries_as_a_short_one(
+        client, user, django_assert_max_num_queries):
+    short = session_create(owner=user, title="short")
+    add_messages(short, 60)
+    long = session_create(owner=user, title="long")
+    history = add_messages(long, 3000)
+    client.force_login(user)
+    _, short_queries = page_queries(client, short)
+
+    with django_assert_max_num_queries(short_queries):
+        body = client.get(f"/sessions/{long.id}/").content.decode()
+    assert message_ids(body) == [m.id for m in history[-50:]]
+    assert "message 3000" in body and "message 2950" not in body
+    assert older_link(body) == f"/sessions/{long.id}/messages?before={history[-50].id}"
+
+
+def test_older_messages_come_a_page_at_a_time_under_a_new_sentinel_until_the_first(client, user, session):
+    history = add_messages(session, 120)
+    client.force_login(user)
+    url = older_link(client.get(f"/sessions/{session.id}/").content.decode())
+    pages = []
+    while url:
+        response = client.get(url, HTTP_HX_REQUEST="true")
+        assert response.status_code == 200
+        body = response.content.decode()
+        pages.append(message_ids(body))
+        url = older_link(body)
+        assert 'id="transcript"' not in body  # only items: they replace the sentinel that asked for them
+    assert pages == [[m.id for m in history[20:70]], [m.id for m in history[:20]]]
+
+
+def test_older_messages_are_only_the_owners_and_need_a_message_id(client, user, other_user, session):
+    history = add_messages(session, 60)
+    url = f"/sessions/{session.id}/messages?before={history[-1].id}"
+    assert client.get(url).status_code == 302  # login first
+    client.force_login(other_user)
+    response = client.get(url)
+    assert response.status_code == 404 and "<h1>Not found</h1>" in response.content.decode()
+    assert "message 1" not in response.content.decode()
+    client.force_login(user)
+    for bad in ("", "?before=", "?before=abc", "?before=-1", "?before=" + "9" * 40, "?before=%D9%A1"):
+        assert client.get(f"/sessions/{session.id}/messages{bad}").status_code == 400, bad
+    assert client.post(url).status_code == 405
 
 
 # --- edit and regenerate ------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('auth', '0012_alter_user_first_name_max_length'),
-        ('orchestrator', '0007_message_superseded'),
+        ('orchestrator', '0008_message_session_newest'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
