@@ -16,6 +16,7 @@ from .models import TERMINAL_STATES, Message, Run, Session, SessionMember
 from .selectors import session_summary
 from .services.errors import InvalidInput
 from .services.ids import parse_uuid
+from .services.text import checked_text
 
 SCOPES = ("all", "mine", "shared")
 MAX_LIMIT = 100
@@ -66,6 +67,7 @@ def session_list(
     elif scope == "shared":
         sessions = sessions.exclude(owner_id=user.pk)
     if q:
+        checked_text(q, name="q", code="invalid_field")  # a NUL would be a database error on PostgreSQL
         matching = Message.objects.current().filter(text__icontains=q).values("session_id")
         sessions = sessions.filter(Q(title__icontains=q) | Q(pk__in=matching))
     if cursor:

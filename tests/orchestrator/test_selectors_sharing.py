@@ -113,6 +113,7 @@ def test_the_live_run_is_listed(many):
 @pytest.mark.parametrize(("query", "code"), [
     ({"scope": "everyone"}, "invalid_field"), ({"limit": 0}, "invalid_field"), ({"limit": 101}, "invalid_field"),
     ({"cursor": "garbage"}, "invalid_cursor"), ({"cursor": "MjAyNnwx"}, "invalid_cursor"),
+    ({"q": "nul\x00"}, "invalid_field"),
 ])
 def test_bad_queries_are_400(many, query, code):
     with pytest.raises(InvalidInput) as raised:
