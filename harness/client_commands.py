@@ -11,10 +11,11 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 
-from orchestrator import selectors
+from orchestrator import permissions, selectors, selectors_sharing
 from orchestrator.providers.catalog import model_choices
 from orchestrator.services.approvals import approval_decide
 from orchestrator.services.errors import ServiceError
+from orchestrator.services.members import session_member_remove, session_member_set
 from orchestrator.services.runs import run_start, run_steer, run_stop
 from orchestrator.services.sessions import session_create, session_delete, session_update
 
@@ -58,8 +59,30 @@ def list_models(user: AbstractBaseUser, data: dict[str, Any]) -> Result:
     return 200, {"models": model_choices()}
 
 
+def _query_bool(data: dict[str, Any], name: str) -> bool:
+    value = data.get(name, "false")
+    if value not in ("true", "false"):
+        raise CommandError(400, "invalid_field", f"{name!r} must be 'true' or 'false'")
+    return value == "true"
+
+
+def _query_int(data: dict[str, Any], name: str, default: int) -> int:
+    value = data.get(name)
+    if value is None:
+        return default
+    if not (isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 6):
+        raise CommandError(400, "invalid_field", f"{name!r} must be a positive integer")
+    return int(value)
+
+
 def list_sessions(user: AbstractBaseUser, data: dict[str, Any]) -> Result:
-    return 200, {"sessions": selectors.sessions_for_user(user=user)}
+    """`data`: the query string's parameters (strings): q, scope, archived, limit, cursor."""
+    page = _service(
+        selectors_sharing.session_list, user=user, q=data.get("q", ""), scope=data.get("scope", "all"),
+        archived=_query_bool(data, "archived"), limit=_query_int(data, "limit", selectors_sharing.DEFAULT_LIMIT),
+        cursor=data.get("cursor") or None,
+    )
+    return 200, page.as_dict()
 
 
 def create_session(user: AbstractBaseUser, data: dict[str, Any]) -> Result:
@@ -80,7 +103,7 @@ def get_session(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any
 def update_session(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> Result:
     session = _service(
         session_update, session_id=session_id, user=user, title=field(data, "title", str, required=False),
-        model=field(data, "model", str, required=False),
+        model=field(data, "model", str, required=False), archived=field(data, "archived", bool, required=False),
     )
     return 200, selectors.session_snapshot(session)
 
@@ -102,7 +125,7 @@ def start(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> R
 
 def stop(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> Result:
     run_id = field(data, "run_id", str, required=False)
-    return 200, run_stop(session_id=session_id, requested_by=user, run_id=run_id).as_dict()
+    return 200, _service(run_stop, session_id=session_id, requested_by=user, run_id=run_id).as_dict()
 
 
 def steer(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> Result:
@@ -122,3 +145,20 @@ def decide(user: AbstractBaseUser, data: dict[str, Any], *, approval_id: Any, se
     decision = field(data, "decision", str)
     result = _service(approval_decide, approval_id=approval_id, user=user, decision=decision, session_id=session_id)
     return 200, result.as_dict()
+
+
+def get_members(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> Result:
+    session = _service(permissions.session_for, user=user, session_id=session_id, need="view")
+    return 200, selectors_sharing.session_members(session)
+
+
+def set_member(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any, kind: str, name: str) -> Result:
+    """Grant (or change) the role of the user or group `name`: `{"role": "viewer" | "collaborator"}`."""
+    member = _service(session_member_set, session_id=session_id, user=user, kind=kind, name=name,
+                      role=field(data, "role", str))
+    return 200, selectors_sharing.session_members(member.session)
+
+
+def remove_member(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any, kind: str, name: str) -> Result:
+    session = _service(session_member_remove, session_id=session_id, user=user, kind=kind, name=name)
+    return 200, selectors_sharing.session_members(session)

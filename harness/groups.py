@@ -23,9 +23,10 @@ import logging
 import uuid
 import weakref
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 
-from orchestrator import metrics
+from orchestrator import metrics, permissions
 from orchestrator.events import CHANNEL_MESSAGE_TYPE
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ REFRESH_SECONDS = 3600
 LAYER_CHECK_SECONDS = 0.5
 LAYER_EPOCH_KEY = "harness:layer-epoch"
 CLOSE_RESYNC = 4503  # "reconnect for a fresh snapshot": this socket's view can no longer be kept current
+CLOSE_REVOKED = 4403  # the socket's user no longer has access to its session: do not reconnect
 
 
 class LayerWatch:
@@ -97,10 +99,15 @@ def _layer_watch() -> LayerWatch | None:
 
 
 class SessionGroupMember:
-    """Mixed into a consumer: `await self.join_group(name)` on connect, `await self.leave_group()` on close;
-    group events (`{"type": "session.event"}`) go to `session_event`."""
+    """Mixed into a consumer: `await self.join_group(name, session_id=, user=)` on connect,
+    `await self.leave_group()` on close; group events (`{"type": "session.event"}`) go to `session_event`.
+
+    An access change on the session (`events.access_changed_on_commit`: a member removed, a user deactivated or
+    leaving a shared group, the session deleted) makes the socket re-read its user's role
+    (`permissions.current_role`) and close with `CLOSE_REVOKED` if none is left."""
 
     group: str | None = None
+    _access: tuple[str, object] | None = None  # (session id, user id) whose role keeps the socket open
     _group_refresh: asyncio.Task | None = None
     metrics_kind = "ws"  # the `kind` label of harness_ws_connections
 
@@ -110,8 +117,9 @@ class SessionGroupMember:
             return
         await super().dispatch(message)
 
-    async def join_group(self, group: str) -> None:
+    async def join_group(self, group: str, *, session_id, user) -> None:
         self.group = group
+        self._access = (str(session_id), user.pk)
         await self.channel_layer.group_add(group, self.channel_name)
         self._group_refresh = asyncio.ensure_future(self._refresh_group())
         metrics.WS_CONNECTIONS.labels(kind=self.metrics_kind).inc()
@@ -129,6 +137,14 @@ class SessionGroupMember:
             group, self.group = self.group, None
             with contextlib.suppress(Exception):  # the layer may be the reason we are closing
                 await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def session_access(self, message: dict) -> None:
+        if self.group is None or self._access is None:
+            return
+        session_id, user_id = self._access
+        if await database_sync_to_async(permissions.current_role)(session_id=session_id, user_id=user_id) is None:
+            await self.leave_group()
+            await self.close(code=CLOSE_REVOKED)
 
     async def _refresh_group(self) -> None:
         while True:

@@ -27,6 +27,7 @@ from .models import (
     Message,
     Run,
     Session,
+    SessionMember,
     SteeringMessage,
 )
 from .services.runs import run_stop
@@ -319,15 +320,25 @@ class RunInline(ReadOnlyInline):
         return super().get_queryset(request).order_by("-created_at")
 
 
+class MemberInline(ReadOnlyInline):
+    """Who the session is shared with (users and groups, with their roles): granted through the API."""
+
+    model = SessionMember
+    fields = ("user", "group", "role", "created_at")
+    readonly_fields = fields
+    show_change_link = False
+    verbose_name_plural = "members"
+
+
 @admin.register(Session)
 class SessionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("title", "id", "owner", "created_at", "updated_at", "active_run")
+    list_display = ("title", "id", "owner", "created_at", "updated_at", "archived_at", "active_run")
     list_select_related = ("owner",)
-    list_filter = ("created_at", "updated_at")
+    list_filter = ("created_at", "updated_at", ("archived_at", admin.EmptyFieldListFilter))
     search_fields = ("=id", "title", "owner__username")
-    fields = ("id", "title", "owner", "model", "created_at", "updated_at", "all_runs")
+    fields = ("id", "title", "owner", "model", "created_at", "updated_at", "archived_at", "all_runs")
     readonly_fields = ("all_runs",)
-    inlines = (RunInline,)
+    inlines = (MemberInline, RunInline)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Session]:
         # The live run (at most one per session) comes with each row, not from a query per row.

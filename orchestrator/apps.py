@@ -8,3 +8,6 @@ class OrchestratorConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
+        from . import signals
+
+        signals.connect()  # access taken away outside the services closes sockets (orchestrator/signals.py)

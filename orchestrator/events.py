@@ -28,11 +28,16 @@ def session_group(session_id: Any) -> str:
     return f"session.{session_id}"
 
 
-def run_state(*, run_id: Any, state: str, prev_state: str, turn_count: int, stop_requested: bool) -> Event:
-    return {
+def run_state(*, run_id: Any, state: str, prev_state: str, turn_count: int, stop_requested: bool,
+              started_by: str | None = None) -> Event:
+    """`started_by` (a username): on a run's first state only (`prev_state` "", from `run_start`)."""
+    event = {
         "type": "run.state", "run_id": str(run_id), "state": state, "prev_state": prev_state,
         "turn_count": turn_count, "stop_requested": stop_requested,
     }
+    if started_by is not None:
+        event["started_by"] = started_by
+    return event
 
 
 def message_delta(*, run_id: Any, message_id: int, offset: int, text: str, produced_at: float) -> Event:
@@ -45,6 +50,7 @@ def message_completed(*, message: Any) -> Event:
     return {
         "type": "message.completed", "message_id": message.id, "run_id": str(message.run_id or ""),
         "role": message.role, "status": message.status, "text": message.text,
+        "author": message.author.get_username() if message.author_id else None,
     }
 
 
@@ -82,7 +88,8 @@ def approval_resolved(*, approval_id: Any, status: str, reason: str = "") -> Eve
 
 def steering_changed(*, steering: Any) -> Event:
     return {"type": "steering.updated", "steering_id": str(steering.id), "run_id": str(steering.run_id),
-            "status": steering.status, "text": steering.text, "reason": steering.reason}
+            "status": steering.status, "text": steering.text, "reason": steering.reason,
+            "created_by": steering.created_by.get_username() if steering.created_by_id else None}
 
 
 def session_updated(*, session: Any) -> Event:
@@ -108,3 +115,27 @@ async def publish(session_id: Any, *events: Event) -> None:
 def publish_on_commit(session_id: Any, *events: Event) -> None:
     """From synchronous service code: publish once the surrounding transaction has committed."""
     transaction.on_commit(lambda: async_to_sync(publish)(session_id, *events))
+
+
+# Channel message type telling a session's sockets that access to it changed (a member removed, a group
+# membership or a user deactivated, the session deleted): each re-checks its user's role and closes if gone.
+# Not an event clients see.
+ACCESS_MESSAGE_TYPE = "session.access"
+
+
+async def publish_access_changed(*session_ids: Any) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        for session_id in session_ids:
+            await layer.group_send(session_group(session_id), {"type": ACCESS_MESSAGE_TYPE})
+    except Exception:  # sockets also re-check on their next command; the layer is an optimisation
+        logger.warning("could not announce an access change to %d session(s)", len(session_ids), exc_info=True)
+
+
+def access_changed_on_commit(*session_ids: Any) -> None:
+    """From synchronous code: once the surrounding transaction commits, make the sessions' sockets re-check."""
+    ids = [str(s) for s in session_ids]
+    if ids:
+        transaction.on_commit(lambda: async_to_sync(publish_access_changed)(*ids))

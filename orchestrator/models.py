@@ -12,8 +12,6 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from .services.ids import parse_uuid
-
 
 class RunState(models.TextChoices):
     PROVISIONING = "provisioning"
@@ -86,16 +84,8 @@ class SteeringStatus(models.TextChoices):
     DISCARDED = "discarded"
 
 
-class SessionQuerySet(models.QuerySet):
-    def owned(self, *, session_id, user) -> SessionQuerySet:
-        """The session `session_id` if `user` owns it: the one rule for "a user's session" (an id that is not
-        a UUID matches nothing)."""
-        session_uuid = parse_uuid(session_id)
-        return self.filter(pk=session_uuid, owner=user) if session_uuid else self.none()
-
-
 class Session(models.Model):
-    objects = SessionQuerySet.as_manager()
+    """Its owner and its members (`SessionMember`); who may do what is `orchestrator/permissions.py`'s."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agent_sessions")
@@ -106,13 +96,53 @@ class Session(models.Model):
     model = models.CharField(max_length=300, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
+    # Archived by its owner: left out of session lists unless asked for (`archived=true`); still usable.
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-updated_at"]
-        indexes = [models.Index(fields=["owner", "-updated_at"])]
+        indexes = [
+            models.Index(fields=["owner", "-updated_at"]),
+            # Session lists (`GET /api/sessions`): newest activity first, the id breaking ties (the cursor).
+            models.Index(fields=["-updated_at", "-id"], name="session_activity_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.title} ({self.id})"
+
+
+class MemberRole(models.TextChoices):
+    VIEWER = "viewer"
+    COLLABORATOR = "collaborator"
+
+
+class SessionMember(models.Model):
+    """A grant on a session to a user or to a Django group (a team), with a role. The owner is never one.
+    What a role allows is decided in one place: `orchestrator/permissions.py`."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                             related_name="session_grants")
+    group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="session_grants")
+    role = models.CharField(max_length=16, choices=MemberRole.choices)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(user__isnull=False, group__isnull=True) | Q(user__isnull=True, group__isnull=False)),
+                name="member_is_user_or_group",
+            ),
+            models.UniqueConstraint(fields=["session", "user"], condition=Q(user__isnull=False),
+                                    name="one_grant_per_user"),
+            models.UniqueConstraint(fields=["session", "group"], condition=Q(group__isnull=False),
+                                    name="one_grant_per_group"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user or self.group} ({self.role}) on {self.session_id}"
 
 
 class RunQuerySet(models.QuerySet):
@@ -136,6 +166,10 @@ class Run(models.Model):
     error = models.TextField(blank=True, default="")
     # The model id this run talks to, fixed when it starts (a session's choice may change later).
     model = models.CharField(max_length=300, blank=True, default="")
+    # Who sent the message that started it (the owner or a collaborator).
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -220,6 +254,10 @@ class Message(models.Model):
     role = models.CharField(max_length=16, choices=MessageRole.choices)
     text = models.TextField(blank=True, default="")
     status = models.CharField(max_length=16, choices=MessageStatus.choices, default=MessageStatus.COMPLETE)
+    # Who wrote a user message (a steering message's sender once applied); None for every other role.
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     # A tool message answers exactly one function call.
     function_call = models.OneToOneField(
         "FunctionCall", null=True, blank=True, on_delete=models.CASCADE, related_name="result_message"

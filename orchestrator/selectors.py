@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count
 
+from . import permissions
 from .models import (
     TERMINAL_STATES,
     Approval,
@@ -27,25 +28,29 @@ def _iso(value) -> str | None:
 
 
 def session_for_user(*, session_id, user: AbstractBaseUser) -> Session | None:
-    return Session.objects.owned(session_id=session_id, user=user).first()
+    """The session if `user` can see it (any role: `orchestrator/permissions.py`)."""
+    session_uuid = parse_uuid(session_id)
+    return permissions.visible_sessions(user).filter(pk=session_uuid).first() if session_uuid else None
 
 
 def session_for_approval(*, approval_id, user: AbstractBaseUser) -> Session | None:
     approval_uuid = parse_uuid(approval_id)
     if approval_uuid is None:
         return None
-    return Session.objects.filter(runs__approvals__pk=approval_uuid, owner=user).first()
+    return permissions.visible_sessions(user).filter(runs__approvals__pk=approval_uuid).first()
 
 
 def run_for_user(*, run_id, user: AbstractBaseUser) -> Run | None:
     run_uuid = parse_uuid(run_id)
     if run_uuid is None:
         return None
-    return Run.objects.select_related("session", "stop_requested_by").filter(pk=run_uuid, session__owner=user).first()
+    return (Run.objects.select_related("session", "stop_requested_by", "started_by")
+            .filter(pk=run_uuid, session__in=permissions.visible_sessions(user)).first())
 
 
 def sessions_for_user(*, user: AbstractBaseUser) -> list[dict]:
-    return [session_summary(s) for s in Session.objects.filter(owner=user).order_by("-updated_at")]
+    """Every session `user` can see, newest activity first (the portal's list)."""
+    return [session_summary(s) for s in permissions.visible_sessions(user).order_by("-updated_at")]
 
 
 def session_summary(session: Session) -> dict:
@@ -66,6 +71,7 @@ def message_data(message: Message) -> dict:
         "role": message.role,
         "text": message.text,
         "status": message.status,
+        "author": message.author.get_username() if message.author_id else None,
         "call_id": call.call_id if call else None,
         "tool_name": call.name if call else None,
         "usage": (
@@ -86,6 +92,7 @@ def run_summary(run: Run) -> dict:
         "turn_count": run.turn_count,
         "max_turns": run.max_turns,
         "stop_requested": run.stop_requested,
+        "started_by": run.started_by.get_username() if run.started_by_id else None,
         "created_at": _iso(run.created_at),
         "started_at": _iso(run.started_at),
         "finished_at": _iso(run.finished_at),
@@ -115,6 +122,7 @@ def approval_data(approval: Approval) -> dict:
         "arguments": call.arguments,
         "status": approval.status,
         "reason": approval.reason or None,
+        "decided_by": approval.decided_by.get_username() if approval.decided_by_id else None,
         "created_at": _iso(approval.created_at),
         "expires_at": _iso(approval.expires_at),
     }
@@ -127,6 +135,7 @@ def steering_data(steering: SteeringMessage) -> dict:
         "text": steering.text,
         "status": steering.status,
         "reason": steering.reason or None,
+        "created_by": steering.created_by.get_username() if steering.created_by_id else None,
         "created_at": _iso(steering.created_at),
     }
 
@@ -141,12 +150,12 @@ def live_runs_by_state() -> dict[str, int]:
 
 def latest_run(session_id) -> Run | None:
     """The session's latest run (the live one, if any run is live)."""
-    return Run.objects.filter(session_id=session_id).newest_first().select_related("stop_requested_by").first()
+    return Run.objects.filter(session_id=session_id).newest_first().select_related("stop_requested_by", "started_by").first()
 
 
 def _renderable_messages(session: Session):
     return (Message.objects.current().filter(session=session)
-            .select_related("function_call").prefetch_related("function_calls"))
+            .select_related("function_call", "author").prefetch_related("function_calls"))
 
 
 def transcript_messages(session: Session) -> list[Message]:
@@ -177,7 +186,7 @@ def latest_user_message(session: Session) -> Message | None:
 
 
 def message_with_call(message_id: int) -> Message | None:
-    return Message.objects.select_related("function_call").filter(pk=message_id).first()
+    return Message.objects.select_related("function_call", "author").filter(pk=message_id).first()
 
 
 def checkpointed_text(message_id: int) -> str:
@@ -204,13 +213,14 @@ def session_snapshot(session: Session) -> dict:
     """The whole live state of a session: a client that applies later events to it stays current."""
     latest = latest_run(session.id)
     active = latest if latest is not None and latest.state not in TERMINAL_STATES else None
-    messages = Message.objects.current().filter(session=session).select_related("function_call").order_by("id")
+    messages = (Message.objects.current().filter(session=session).select_related("function_call", "author")
+                .order_by("id"))
     pending = (
         Approval.objects.filter(run__session=session, status=ApprovalStatus.PENDING)
-        .select_related("function_call")
+        .select_related("function_call", "decided_by")
         .order_by("created_at")
     )
-    steering = SteeringMessage.objects.filter(session=session)
+    steering = SteeringMessage.objects.filter(session=session).select_related("created_by")
     steering = steering.filter(run=latest) if latest else steering.none()
     return {
         **session_summary(session),
@@ -226,7 +236,7 @@ def session_snapshot(session: Session) -> dict:
 
 def run_detail(run: Run) -> dict:
     calls = run_calls(run)
-    approvals = Approval.objects.filter(run=run).select_related("function_call").order_by("created_at")
+    approvals = Approval.objects.filter(run=run).select_related("function_call", "decided_by").order_by("created_at")
     return {
         **run_summary(run),
         "session_id": str(run.session_id),

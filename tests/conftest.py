@@ -5,6 +5,7 @@ event loop. Records in a given state (runs, calls, a run parked on an approval) 
 from __future__ import annotations
 
 import asyncio
+import os
 from contextlib import asynccontextmanager
 
 import pytest
@@ -19,6 +20,7 @@ from orchestrator.services.sessions import session_create
 from orchestrator.services.tokens import api_token_create
 from orchestrator.wakeups import ORCHESTRATOR_CHANNEL
 from orchestrator.worker import OrchestratorWorker
+from devtools.serve import Serve
 from devtools.servers import sandbox_reachable_dir
 
 TEST_TOOLS = [
@@ -110,3 +112,18 @@ def make_user(django_user_model):
         return get_user_model().objects.create_user(username=username, password=f"{username}-password-1")
 
     return make
+
+
+@pytest.fixture
+def serve_server(tmp_path):
+    """`manage.py serve` (real Daphne, the worker inside) on a fresh, migrated SQLite file: not started yet, so a
+    test can create users and tokens first (`create_token`, `login_cookie`), then `start()`. Stopped at the end."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'serve.sqlite3'}",
+           "HARNESS_WORKSPACE_ROOT": str(sandbox_reachable_dir("harness-serve-ws-"))}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    server = Serve(env, tmp_path / "serve.log")
+    server.migrate()
+    try:
+        yield server
+    finally:
+        server.stop()

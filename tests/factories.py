@@ -7,6 +7,7 @@ Plain functions (synchronous: from async tests, call them through `tests.helpers
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -108,3 +109,68 @@ def add_messages(session: Session, count: int, *, text: str = "message {n}") -> 
         Message(session=session, role=roles[n % 2], text=text.format(n=n + 1)) for n in range(count)
     )
     return list(Message.objects.filter(session=session).order_by("-id")[:count])[::-1]
+
+
+# --- sharing (issue #12) -------------------------------------------------------------------------------------
+
+# Who is who around a shared session: the owner, a collaborator and a viewer by their own grants, a member of a
+# group that has the collaborator role, and a user with no role at all.
+SHARED_ROLES = {"owner": "alice", "collaborator": "bob", "viewer": "carol", "group_member": "dave",
+                "non_member": "mallory"}
+TEAM = "platform"
+
+
+@dataclass
+class SharedWorld:
+    session: Session
+    users: dict[str, Any]  # by SHARED_ROLES key
+    run: Run  # the session's latest run (live and parked on `approval` when the world is live)
+    approval: Approval | None
+    latest_user_message: Message
+
+
+def shared_world(*, live: bool) -> SharedWorld:
+    """A session of alice's shared as SHARED_ROLES says, with one answered turn and — `live` — a second run
+    parked on a pending approval (nobody holds its lease)."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    from orchestrator.models import SessionMember
+
+    users = {role: get_user_model().objects.create_user(username=name, password=f"{name}-password-1")
+             for role, name in SHARED_ROLES.items()}
+    team = Group.objects.create(name=TEAM)
+    users["group_member"].groups.add(team)
+    session = session_create(owner=users["owner"], title="shared session")
+    SessionMember.objects.create(session=session, user=users["collaborator"], role="collaborator")
+    SessionMember.objects.create(session=session, user=users["viewer"], role="viewer")
+    SessionMember.objects.create(session=session, group=team, role="collaborator")
+    earlier = timezone.now() - timedelta(minutes=5)
+    run = make_run(session, created_at=earlier, started_by=users["owner"])
+    question = Message.objects.create(session=session, run=run, role=MessageRole.USER, text="first question",
+                                      author=users["owner"])
+    Message.objects.create(session=session, run=run, role=MessageRole.ASSISTANT, text="first answer")
+    approval = None
+    if live:
+        approval = park_on_approval(session, started_by=users["owner"])
+        run = approval.run
+        question = Message.objects.filter(run=run, role=MessageRole.USER).get()
+    return SharedWorld(session=session, users=users, run=run, approval=approval, latest_user_message=question)
+
+
+def session_state(session_id) -> tuple:
+    """Everything a command could change about a session, to compare before and after a refused one."""
+    from orchestrator.models import SessionMember, SteeringMessage
+
+    session = Session.objects.filter(pk=session_id).values(
+        "title", "title_chosen", "model", "archived_at", "updated_at").first()
+    return (
+        session,
+        sorted(SessionMember.objects.filter(session_id=session_id).values_list("user_id", "group_id", "role"), key=str),
+        list(Run.objects.filter(session_id=session_id).order_by("created_at").values_list(
+            "id", "state", "stop_requested_at")),
+        list(Message.objects.filter(session_id=session_id).order_by("id").values_list("id", "text", "superseded_at")),
+        list(SteeringMessage.objects.filter(session_id=session_id).values_list("id", "status")),
+        list(Approval.objects.filter(run__session_id=session_id).values_list("id", "status", "decided_by_id")),
+        list(FunctionCall.objects.filter(run__session_id=session_id).values_list("id", "status")),
+    )

@@ -24,7 +24,7 @@ def models(request: HttpRequest) -> JsonResponse:
 @api_view("GET", "POST")
 def sessions(request: HttpRequest) -> JsonResponse:
     if request.method == "GET":
-        return _respond(client_commands.list_sessions(request.user, {}))
+        return _respond(client_commands.list_sessions(request.user, request.GET.dict()))
     return _respond(client_commands.create_session(request.user, json_body(request, required=False)))
 
 
@@ -35,6 +35,19 @@ def session(request: HttpRequest, session_id: str) -> JsonResponse:
     if request.method == "DELETE":
         return _respond(client_commands.delete_session(request.user, {}, session_id=session_id))
     return _respond(client_commands.get_session(request.user, {}, session_id=session_id))
+
+
+@api_view("GET")
+def members(request: HttpRequest, session_id: str) -> JsonResponse:
+    return _respond(client_commands.get_members(request.user, {}, session_id=session_id))
+
+
+@api_view("PUT", "DELETE")
+def member(request: HttpRequest, session_id: str, kind: str, name: str) -> JsonResponse:
+    if request.method == "DELETE":
+        return _respond(client_commands.remove_member(request.user, {}, session_id=session_id, kind=kind, name=name))
+    return _respond(client_commands.set_member(request.user, json_body(request), session_id=session_id, kind=kind,
+                                               name=name))
 
 
 @api_view("POST")

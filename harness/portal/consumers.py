@@ -42,7 +42,7 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
         if self.session is None:
             await self.close(code=4404)
             return
-        await self.join_group(events.session_group(self.session.id))
+        await self.join_group(events.session_group(self.session.id), session_id=self.session.id, user=user)
         self.tracker = StreamTracker()
         self.answers = LiveAnswers(self._send_quietly)
         await self.send(text_data=await database_sync_to_async(self._snapshot)())

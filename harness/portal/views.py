@@ -4,14 +4,15 @@ other tab hears about the change over its WebSocket (harness/portal/consumers.py
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from orchestrator import selectors
+from orchestrator import permissions, selectors
 from orchestrator.models import Session
 from orchestrator.services.approvals import approval_decide
-from orchestrator.services.errors import InvalidInput, NotFound, ServiceError
+from orchestrator.services.errors import Forbidden, InvalidInput, NotFound, ServiceError
 from orchestrator.services.runs import run_start, run_steer, run_stop
 from orchestrator.services.sessions import session_create, session_delete, session_update
 
@@ -22,11 +23,15 @@ from .auth import portal_login_required
 STOP_SETTLED = {None, "already_stopping", "already_stopped", "no_record"}
 
 
-def _session_or_404(request: HttpRequest, session_id) -> Session:
-    session = selectors.session_for_user(session_id=session_id, user=request.user)
-    if session is None:
-        raise Http404("no such session")
-    return session
+def _session_or_404(request: HttpRequest, session_id, need: permissions.Need = "view") -> Session:
+    """The session if the user may `need` it (`orchestrator/permissions.py`): 404 if they cannot see it, 403
+    (PermissionDenied) if their role is too low."""
+    try:
+        return permissions.session_for(user=request.user, session_id=session_id, need=need)
+    except NotFound:
+        raise Http404("no such session") from None
+    except Forbidden as error:
+        raise PermissionDenied(error.detail) from None
 
 
 @portal_login_required
@@ -52,6 +57,8 @@ def _then_home(request: HttpRequest, service, **kwargs) -> HttpResponse:
         service(user=request.user, **kwargs)
     except NotFound:
         raise Http404("no such session") from None
+    except Forbidden as error:
+        raise PermissionDenied(error.detail) from None
     except ServiceError as error:
         messages.error(request, error.detail)
     return redirect("home")
@@ -67,7 +74,7 @@ def session_rename_view(request: HttpRequest, session_id) -> HttpResponse:
 @require_POST
 def session_model(request: HttpRequest, session_id) -> HttpResponse:
     """Choose the session's model (htmx: answers with the picker, showing a refusal in place)."""
-    session = _session_or_404(request, session_id)
+    session = _session_or_404(request, session_id, "own")
     try:
         session = session_update(session_id=session.id, user=request.user, model=request.POST.get("model", ""))
     except ServiceError as error:
@@ -116,7 +123,7 @@ def session_messages(request: HttpRequest, session_id) -> HttpResponse:
 def send(request: HttpRequest, session_id) -> HttpResponse:
     """Send the composer's text; with `replace_from_message` (the composer is editing the last message) the new
     run replaces that message and what followed it."""
-    session = _session_or_404(request, session_id)
+    session = _session_or_404(request, session_id, "act")
     replace = _message_id(request.POST.get("replace_from_message", ""))
     try:
         run = run_start(session_id=session.id, user=request.user, text=request.POST.get("text", ""),
@@ -136,7 +143,7 @@ def _message_id(value: str) -> int | str | None:
 def regenerate(request: HttpRequest, session_id) -> HttpResponse:
     """Regenerate the latest answer (`message_id`): a new run from the latest user message, which it replaces
     with the same text. A click on an answer that is no longer the latest changes nothing."""
-    session = _session_or_404(request, session_id)
+    session = _session_or_404(request, session_id, "act")
     question = selectors.latest_user_message(session)
     answer = _message_id(request.POST.get("message_id", ""))
     try:
@@ -151,7 +158,7 @@ def regenerate(request: HttpRequest, session_id) -> HttpResponse:
 @portal_login_required
 @require_POST
 def stop(request: HttpRequest, session_id) -> HttpResponse:
-    session = _session_or_404(request, session_id)
+    session = _session_or_404(request, session_id, "act")
     result = run_stop(session_id=session.id, requested_by=request.user, run_id=request.POST.get("run_id") or None)
     error = "" if result.reason in STOP_SETTLED else "The stop could not be recorded — try again."
     return HttpResponse(fragments.composer_html(session, selectors.latest_run(session.id), error=error))
@@ -160,7 +167,7 @@ def stop(request: HttpRequest, session_id) -> HttpResponse:
 @portal_login_required
 @require_POST
 def steer(request: HttpRequest, session_id) -> HttpResponse:
-    session = _session_or_404(request, session_id)
+    session = _session_or_404(request, session_id, "act")
     run = selectors.latest_run(session.id)
     try:
         run_steer(session_id=session.id, user=request.user, text=request.POST.get("text", ""))
@@ -176,6 +183,8 @@ def decide(request: HttpRequest, approval_id) -> HttpResponse:
         approval_decide(approval_id=approval_id, user=request.user, decision=request.POST.get("decision"))
     except NotFound:
         raise Http404("no such approval") from None
+    except Forbidden as error:
+        raise PermissionDenied(error.detail) from None
     except InvalidInput as error:
         return HttpResponse(error.detail, status=400)
     approval_session = selectors.session_for_approval(approval_id=approval_id, user=request.user)

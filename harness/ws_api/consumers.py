@@ -117,7 +117,7 @@ class ApiConsumer(SessionGroupMember, AsyncWebsocketConsumer):
         self.user, self.session_id = user, str(session.id)  # canonical: the group name events are sent to
         # Join the group before reading the snapshot: an event committed meanwhile is then queued and
         # delivered after the snapshot (a duplicate at worst, which clients merge), never lost in between.
-        await self.join_group(events.session_group(self.session_id))
+        await self.join_group(events.session_group(self.session_id), session_id=self.session_id, user=user)
         try:
             snapshot = await database_sync_to_async(selectors.session_snapshot)(session)
         except Exception:

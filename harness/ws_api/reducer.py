@@ -59,7 +59,7 @@ def apply_event(snapshot: Snapshot, event: Event) -> Snapshot:
 
 def _new_message(message_id: int, run_id: str | None) -> dict[str, Any]:
     return {"id": message_id, "run_id": run_id, "role": "assistant", "text": "", "status": "streaming",
-            "call_id": None, "tool_name": None, "usage": None, "created_at": None}
+            "author": None, "call_id": None, "tool_name": None, "usage": None, "created_at": None}
 
 
 def _put_message(snapshot: Snapshot, message: dict[str, Any]) -> Snapshot:
@@ -87,7 +87,7 @@ def _message_completed(snapshot: Snapshot, event: Event) -> Snapshot:
     message = _find(snapshot["messages"], "id", event["message_id"]) or _new_message(event["message_id"], None)
     return _put_message(snapshot, {
         **message, "run_id": event["run_id"] or None, "role": event["role"], "status": event["status"],
-        "text": event["text"],
+        "text": event["text"], "author": event.get("author"),
     })
 
 
@@ -101,7 +101,7 @@ def _messages_superseded(snapshot: Snapshot, event: Event) -> Snapshot:
 
 def _new_run(run_id: str) -> dict[str, Any]:
     return {"id": run_id, "state": None, "outcome": None, "turn_count": 0, "max_turns": None,
-            "stop_requested": False, "created_at": None, "started_at": None, "finished_at": None}
+            "stop_requested": False, "started_by": None, "created_at": None, "started_at": None, "finished_at": None}
 
 
 def _run_state(snapshot: Snapshot, event: Event) -> Snapshot:
@@ -114,6 +114,8 @@ def _run_state(snapshot: Snapshot, event: Event) -> Snapshot:
         return snapshot  # a repeat from an older run: a newer run is announced by its first state (prev "")
     run = {**(latest if same else _new_run(run_id)), "state": state, "turn_count": event["turn_count"],
            "stop_requested": event["stop_requested"]}
+    if "started_by" in event:  # a run's first state says who started it
+        run["started_by"] = event["started_by"]
     if state in TERMINAL_STATES:
         run["outcome"] = state
     changed = {**snapshot, "latest_run": run, "active_run": None if state in TERMINAL_STATES else run}
@@ -136,7 +138,7 @@ def _run_finished(snapshot: Snapshot, event: Event) -> Snapshot:
 def _approval_requested(snapshot: Snapshot, event: Event) -> Snapshot:
     approval = {
         "id": event["approval_id"], "run_id": event["run_id"], "call_id": event["call_id"], "name": event["name"],
-        "arguments": event["arguments"], "status": "pending", "reason": None, "created_at": None,
+        "arguments": event["arguments"], "status": "pending", "reason": None, "decided_by": None, "created_at": None,
         "expires_at": event["expires_at"],
     }
     pending = snapshot["pending_approvals"]
@@ -160,7 +162,7 @@ def _steering_updated(snapshot: Snapshot, event: Event) -> Snapshot:
         return {**snapshot, "steering": others}  # applied: it is a user message now
     existing = _find(snapshot["steering"], "id", event["steering_id"]) or {"created_at": None}
     steering = {**existing, "id": event["steering_id"], "run_id": event["run_id"], "text": event["text"],
-                "status": event["status"], "reason": event["reason"] or None}
+                "status": event["status"], "reason": event["reason"] or None, "created_by": event.get("created_by")}
     if existing.get("id") is None:
         return {**snapshot, "steering": [*others, steering]}
     return {**snapshot, "steering": [steering if s["id"] == steering["id"] else s for s in snapshot["steering"]]}

@@ -12,7 +12,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from .. import events
+from .. import events, permissions
 from ..models import Approval, ApprovalStatus, CallStatus, FunctionCall, Run
 from ..wakeups import RUN_WAKE, wake_on_commit
 from .calls import call_finish
@@ -35,19 +35,22 @@ class DecisionResult:
 def approval_decide(
     *, approval_id, user: AbstractBaseUser, decision: Decision, session_id=None
 ) -> DecisionResult:
-    """`session_id`: only an approval of that session counts (a session's socket speaks for it alone)."""
+    """`session_id`: only an approval of that session counts (a session's socket speaks for it alone). Owners
+    and collaborators decide; a viewer gets Forbidden, anyone else NotFound (`permissions`)."""
     if decision not in DECISIONS:
         raise InvalidInput("invalid_field", "'decision' must be 'approve' or 'deny'")
     approval_uuid = parse_uuid(approval_id)
     with transaction.atomic():
-        approvals = Approval.objects.select_related("function_call", "run").filter(
-            pk=approval_uuid, run__session__owner=user
-        )
+        approvals = Approval.objects.select_related("function_call", "run__session").filter(pk=approval_uuid)
         if session_id is not None:
             approvals = approvals.filter(run__session_id=session_id)
         approval = approvals.first() if approval_uuid else None
-        if approval is None:
-            raise NotFound("no such approval")
+        try:
+            if approval is None:
+                raise NotFound("no such approval")
+            permissions.check(approval.run.session, user, "act")
+        except NotFound:
+            raise NotFound("no such approval") from None
         # Lock the run: serialises this decision with a stop's sweep and with the run parking.
         Run.objects.select_for_update().filter(pk=approval.run_id).first()
         now = timezone.now()

@@ -43,3 +43,11 @@ class InvalidInput(ServiceError):
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)
         self.code = code
+
+
+class Forbidden(ServiceError):
+    """A member acting beyond their role (a viewer sending, a collaborator renaming). Only ever raised once the
+    caller can see the session: to anyone else it does not exist (`NotFound`)."""
+
+    code = "forbidden"
+    status = 403

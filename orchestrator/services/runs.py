@@ -11,7 +11,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
-from .. import events
+from .. import events, permissions
 from ..models import TERMINAL_STATES, Message, MessageRole, Run, Session, SteeringMessage
 from ..providers.catalog import ModelConfigError, resolve_model
 from ..wakeups import RUN_START, RUN_STOP, wake_on_commit
@@ -48,11 +48,9 @@ def validate_text(text) -> str:
     return text
 
 
-def _owned_session(session_id, user: AbstractBaseUser) -> Session:
-    session = Session.objects.owned(session_id=session_id, user=user).first()
-    if session is None:
-        raise NotFound("no such session")
-    return session
+def _session_to_act_on(session_id, user: AbstractBaseUser) -> Session:
+    """The session if `user` may act on it (owner, collaborator): else NotFound or Forbidden (`permissions`)."""
+    return permissions.session_for(user=user, session_id=session_id, need="act")
 
 
 def run_start(*, session_id, user: AbstractBaseUser, text: str | None, replace_from_message: int | None = None) -> Run:
@@ -67,7 +65,7 @@ def run_start(*, session_id, user: AbstractBaseUser, text: str | None, replace_f
     if text is not None or replace_from_message is None:
         text = validate_text(text)
     with transaction.atomic():
-        session = _owned_session(session_id, user)
+        session = _session_to_act_on(session_id, user)
         if Run.objects.filter(session=session).exclude(state__in=TERMINAL_STATES).exists():
             raise Conflict("run_in_progress", "a run is already in progress in this session")
         replaced = None
@@ -83,13 +81,14 @@ def run_start(*, session_id, user: AbstractBaseUser, text: str | None, replace_f
         try:
             with transaction.atomic():  # the partial unique index is the real guard against a racing start
                 run = Run.objects.create(
-                    session=session, model=model, max_turns=settings.HARNESS_MAX_TURNS, created_at=now
+                    session=session, model=model, max_turns=settings.HARNESS_MAX_TURNS, created_at=now,
+                    started_by=user,
                 )
         except IntegrityError:
             raise Conflict("run_in_progress", "a run is already in progress in this session") from None
         superseded = _supersede_from(replaced, run=run, now=now) if replaced else []
         message = Message.objects.create(
-            session=session, run=run, role=MessageRole.USER, text=text, created_at=now, updated_at=now
+            session=session, run=run, role=MessageRole.USER, text=text, author=user, created_at=now, updated_at=now
         )
         fields = ["updated_at"]
         session.updated_at = now
@@ -103,7 +102,8 @@ def run_start(*, session_id, user: AbstractBaseUser, text: str | None, replace_f
                 *([events.messages_superseded(message_ids=superseded, run_id=run.id)] if superseded else []),
                 events.session_updated(session=session),
                 events.message_completed(message=message),
-                events.run_state(run_id=run.id, state=run.state, prev_state="", turn_count=0, stop_requested=False),
+                events.run_state(run_id=run.id, state=run.state, prev_state="", turn_count=0, stop_requested=False,
+                                 started_by=user.get_username()),
             ],
         )
     return run
@@ -136,7 +136,7 @@ def _supersede_from(message: Message, *, run: Run, now) -> list[int]:
 def _within_user_limits(user: AbstractBaseUser) -> None:
     """One user cannot take the deployment's workers for themselves: at most HARNESS_MAX_LIVE_RUNS_PER_USER
     live runs, and HARNESS_MAX_RUN_STARTS_PER_MINUTE starts a minute (429 `too_many_runs`)."""
-    runs = Run.objects.filter(session__owner=user)
+    runs = Run.objects.filter(started_by=user)
     live_limit = settings.HARNESS_MAX_LIVE_RUNS_PER_USER
     if runs.exclude(state__in=TERMINAL_STATES).count() >= live_limit:
         raise TooManyRequests("too_many_runs", f"you already have {live_limit} runs in progress: stop one or "
@@ -166,7 +166,8 @@ def run_stop(*, session_id, requested_by: AbstractBaseUser, run_id=None, as_admi
     """Request a stop of the session's latest run (or of `run_id` only, so a stale click never stops a newer run).
 
     The run-scoped flag and the sweep of its pending approvals commit together or not at all; the
-    executor is woken after the commit. `as_admin` skips the ownership check (the admin's action).
+    executor is woken after the commit. `as_admin` skips the permission check (the admin's action); otherwise
+    a caller who cannot see the session gets `no_record` and a viewer `Forbidden` (`permissions`).
     """
     try:
         return _run_stop(session_id=session_id, requested_by=requested_by, run_id=run_id, as_admin=as_admin)
@@ -180,11 +181,14 @@ def _run_stop(*, session_id, requested_by: AbstractBaseUser, run_id, as_admin: b
     if session_uuid is None or (run_id is not None and parse_uuid(run_id) is None):
         return NO_RECORD
     with transaction.atomic():
-        sessions = Session.objects.filter(pk=session_uuid)
-        if not as_admin:
-            sessions = sessions.filter(owner=requested_by)
-        if not sessions.exists():
+        session = Session.objects.filter(pk=session_uuid).first()
+        if session is None:
             return NO_RECORD
+        if not as_admin:
+            try:
+                permissions.check(session, requested_by, "act")
+            except NotFound:
+                return NO_RECORD  # the same answer as a missing session: ids cannot be probed
         runs = Run.objects.select_for_update().filter(session_id=session_uuid)
         run = (runs.filter(pk=parse_uuid(run_id)) if run_id is not None else runs.newest_first()).first()
         if run is None:
@@ -215,7 +219,7 @@ def run_steer(*, session_id, user: AbstractBaseUser, text: str) -> SteeringMessa
     """Queue a message for the live run; it is applied at the run's next steering check."""
     text = validate_text(text)
     with transaction.atomic():
-        session = _owned_session(session_id, user)
+        session = _session_to_act_on(session_id, user)
         run = (
             Run.objects.select_for_update()
             .filter(session=session)

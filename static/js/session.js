@@ -386,6 +386,18 @@
       return;
     }
     if (code === 4404) return; // the session is gone
+    if (code === 4403) {
+      // Access was taken away (unshared, deleted, account deactivated): say so and stay closed.
+      const live = document.getElementById("session-live");
+      const notice = document.createElement("p");
+      notice.id = "access-revoked";
+      notice.className = "access-revoked";
+      notice.setAttribute("role", "alert");
+      notice.textContent = "You no longer have access to this session";
+      if (live) live.replaceWith(notice);
+      else document.body.prepend(notice);
+      return;
+    }
     connectionMark(true);
     if (!RECONNECTING_CODES.has(code)) reconnectLater(e.detail.socketWrapper);
   });

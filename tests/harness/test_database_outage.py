@@ -11,7 +11,7 @@ from django.test import Client
 
 from harness import client_commands
 from harness.api import auth as api_auth
-from orchestrator import selectors
+from orchestrator import permissions
 
 pytestmark = pytest.mark.django_db
 
@@ -35,7 +35,7 @@ def test_the_api_answers_503_store_unavailable(token, session, monkeypatch):
 def test_the_portal_answers_htmx_with_json_and_pages_with_a_page(user, session, monkeypatch):
     client = Client(raise_request_exception=False)
     client.force_login(user)
-    monkeypatch.setattr(selectors, "session_for_user", unreachable)
+    monkeypatch.setattr(permissions, "session_for", unreachable)  # a portal view's first query
     stop = client.post(f"/sessions/{session.id}/stop", HTTP_HX_REQUEST="true")
     assert stop.status_code == 503 and stop.json()["error"] == "store_unavailable"  # the composer's retry state
     page = client.get(f"/sessions/{session.id}/")

@@ -9,24 +9,15 @@ import pytest
 
 from devtools.api import call
 from devtools.process import run_manage
-from devtools.serve import Serve
-from devtools.servers import free_port, sandbox_reachable_dir
+from devtools.servers import free_port
 from devtools.waiting import wait_for
 
 
 @pytest.fixture
-def served(tmp_path):
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'serve.sqlite3'}",
-           "HARNESS_WORKSPACE_ROOT": str(sandbox_reachable_dir("harness-serve-ws-"))}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    server = Serve(env, tmp_path / "serve.log")
-    server.manage("migrate", "--noinput")
-    token = server.manage("create_api_token", "carol").strip()
-    try:
-        server.start()
-        yield server.base_url, token
-    finally:
-        server.stop()
+def served(serve_server):
+    token = serve_server.manage("create_api_token", "carol").strip()
+    serve_server.start()
+    return serve_server.base_url, token
 
 
 def poll(predicate, timeout: float = 10.0):

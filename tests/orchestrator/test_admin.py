@@ -29,7 +29,7 @@ from orchestrator.models import (
     SteeringMessage,
 )
 from orchestrator.services.sessions import session_create
-from tests.factories import make_run, park_on_approval
+from tests.factories import TEAM, make_run, park_on_approval, shared_world
 
 pytestmark = pytest.mark.django_db
 
@@ -373,3 +373,12 @@ def test_superseded_messages_are_shown_marked_and_filterable(su_client, user):
     assert {m.pk for m in su_client.get(url, {"superseded": "yes"}).context["cl"].queryset} == {old.pk}
     assert {m.pk for m in su_client.get(url, {"superseded": "no"}).context["cl"].queryset} == {new.pk}
     assert "the replaced question" in su_client.get(run_url(replaced_run)).content.decode()  # and in its run
+
+
+def test_session_page_shows_its_members(su_client):
+    world = shared_world(live=False)
+    html = su_client.get(reverse("admin:orchestrator_session_change", args=[world.session.pk])).content.decode()
+    for shown in ("bob", "carol", TEAM, "collaborator", "viewer"):
+        assert shown in html
+    archived = su_client.get(reverse("admin:orchestrator_session_changelist") + "?archived_at__isempty=0")
+    assert archived.status_code == 200 and "shared session" not in archived.content.decode()

@@ -47,7 +47,7 @@ def test_message_completed():
     message = Message(id=7, run_id=RUN_ID, role="assistant", status="stopped", text="half an answer")
     assert events.message_completed(message=message) == {
         "type": "message.completed", "message_id": 7, "run_id": str(RUN_ID), "role": "assistant",
-        "status": "stopped", "text": "half an answer",
+        "status": "stopped", "text": "half an answer", "author": None,
     }
 
 
@@ -95,7 +95,7 @@ def test_steering_changed():
     steering = SteeringMessage(run_id=RUN_ID, text="be brief", status="discarded", reason="run_stopped")
     assert events.steering_changed(steering=steering) == {
         "type": "steering.updated", "steering_id": str(steering.id), "run_id": str(RUN_ID), "status": "discarded",
-        "text": "be brief", "reason": "run_stopped",
+        "text": "be brief", "reason": "run_stopped", "created_by": None,
     }
 
 

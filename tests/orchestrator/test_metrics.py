@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from prometheus_client import REGISTRY
 
-from orchestrator.models import TERMINAL_STATES, RunState
+from orchestrator.models import TERMINAL_STATES, FunctionCall, RunState
 from orchestrator.services.runs import run_stop
-from tests.helpers import db, script, start, start_parked_on_shell, wait_for_state, wait_terminal
+from tests.helpers import db, script, start, start_parked_on_shell, wait_for_state, wait_terminal, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -59,7 +59,9 @@ async def test_a_denied_call_is_not_a_tool_run_but_a_stopped_one_is(worker, sess
     from orchestrator.services.approvals import approval_decide
 
     await db(approval_decide, approval_id=approval.id, user=user, decision="approve")
-    await wait_for_state(run.id, "function_execute")
+    # The tool is running (not merely the run's state: a stop before the call starts cancels it unrun).
+    await wait_until(lambda: FunctionCall.objects.filter(run_id=run.id, status="running").exists(),
+                     what="the shell call to run")
     await db(run_stop, session_id=session.id, requested_by=user)
     assert (await wait_terminal(run.id)).outcome == "stopped"
     assert sample("harness_tool_calls_total", tool="shell", status="cancelled") == before + 1

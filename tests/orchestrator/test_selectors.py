@@ -88,7 +88,7 @@ def test_session_summary_names_the_model_the_next_run_uses(session, settings):
 def test_message_data_of_a_plain_message(session):
     message = Message.objects.create(session=session, role=MessageRole.SYSTEM, text="a notice")
     assert selectors.message_data(message) == {
-        "id": message.id, "run_id": None, "role": "system", "text": "a notice", "status": "complete",
+        "id": message.id, "run_id": None, "role": "system", "text": "a notice", "status": "complete", "author": None,
         "call_id": None, "tool_name": None, "usage": None, "created_at": message.created_at.isoformat(),
     }
 
@@ -109,8 +109,8 @@ def test_run_summary(session):
     live = make_run(session, RunState.FUNCTION_EXECUTE, turn_count=2, started_at=now)
     assert selectors.run_summary(live) == {
         "id": str(live.id), "state": "function_execute", "outcome": None, "turn_count": 2, "max_turns": 5,
-        "stop_requested": False, "created_at": live.created_at.isoformat(), "started_at": now.isoformat(),
-        "finished_at": None,
+        "stop_requested": False, "started_by": None, "created_at": live.created_at.isoformat(),
+        "started_at": now.isoformat(), "finished_at": None,
     }
     Run.objects.filter(pk=live.pk).update(state=RunState.COMPLETED, outcome="completed", finished_at=now)
     live.refresh_from_db()
@@ -136,7 +136,7 @@ def test_approval_data(session):
     assert selectors.approval_data(approval) == {
         "id": str(approval.id), "run_id": str(approval.run_id), "call_id": "call_t1_0", "name": "shell",
         "arguments": {"command": "ls"}, "status": "pending", "reason": None,
-        "created_at": approval.created_at.isoformat(), "expires_at": approval.expires_at.isoformat(),
+        "decided_by": None, "created_at": approval.created_at.isoformat(), "expires_at": approval.expires_at.isoformat(),
     }
     approval.status, approval.reason = ApprovalStatus.SWEPT, "run_stopped"
     assert (selectors.approval_data(approval)["status"], selectors.approval_data(approval)["reason"]) == (
@@ -149,7 +149,7 @@ def test_steering_data(session):
     steering = SteeringMessage.objects.create(session=session, run=run, text="be brief")
     assert selectors.steering_data(steering) == {
         "id": str(steering.id), "run_id": str(run.id), "text": "be brief", "status": "queued", "reason": None,
-        "created_at": steering.created_at.isoformat(),
+        "created_by": None, "created_at": steering.created_at.isoformat(),
     }
 
 

@@ -13,10 +13,11 @@ async def handle(ctx: StepContext, run: Run) -> Run:
         if run.stop_requested:
             run.outcome = RunOutcome.STOPPED
             return RunState.TEARING_DOWN
-        queued = list(SteeringMessage.objects.filter(run=run, status=SteeringStatus.QUEUED).order_by("created_at"))
+        queued = list(SteeringMessage.objects.select_related("created_by")
+                      .filter(run=run, status=SteeringStatus.QUEUED).order_by("created_at"))
         if queued:
             for steering in queued:
-                tx.add_message(role=MessageRole.USER, text=steering.text)
+                tx.add_message(role=MessageRole.USER, text=steering.text, author=steering.created_by)
                 steering.status, steering.resolved_at = SteeringStatus.APPLIED, tx.now
                 steering.save(update_fields=["status", "resolved_at"])
                 tx.emit(events.steering_changed(steering=steering))

@@ -55,7 +55,7 @@ def tear_down(tx: Tx) -> str:
 
     tx.emit(*approval_sweep(run=run, reason=reason, now=tx.now))
 
-    for steering in SteeringMessage.objects.filter(run=run, status=SteeringStatus.QUEUED):
+    for steering in SteeringMessage.objects.select_related("created_by").filter(run=run, status=SteeringStatus.QUEUED):
         steering.status, steering.reason, steering.resolved_at = SteeringStatus.DISCARDED, reason, tx.now
         steering.save(update_fields=["status", "reason", "resolved_at"])
         tx.emit(events.steering_changed(steering=steering))

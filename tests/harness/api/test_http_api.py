@@ -126,7 +126,8 @@ def test_list_sessions_shows_only_the_callers(api, user, other_user):
     assert response.status_code == 200
     listed = response.json()["sessions"]
     assert {s["id"] for s in listed} == {str(s.id) for s in mine}
-    assert set(listed[0]) == {"id", "title", "model", "created_at", "updated_at"}
+    assert set(listed[0]) == {"id", "title", "model", "created_at", "updated_at", "role", "owner", "archived",
+                              "archived_at", "active_run"}
 
 
 def test_session_snapshot_shape(api, session):
@@ -153,7 +154,7 @@ def test_session_snapshot_shape(api, session):
     assert snapshot["pending_approvals"] == []
     assert snapshot["steering"] == [
         {"id": steering_id, "run_id": run_id, "text": "be brief", "status": "queued", "reason": None,
-         "created_at": snapshot["steering"][0]["created_at"]}
+         "created_by": "alice", "created_at": snapshot["steering"][0]["created_at"]}
     ]
 
 
@@ -486,7 +487,7 @@ def test_steer_queues_a_message_for_the_live_run(api, session, user):
     response = api.post(f"/api/sessions/{session.id}/steer", {"text": "use metric units"})
     assert response.status_code == 202
     body = response.json()
-    assert set(body) == {"id", "run_id", "text", "status", "reason", "created_at"}
+    assert set(body) == {"id", "run_id", "text", "status", "reason", "created_by", "created_at"}
     assert body["status"] == "queued" and body["run_id"] == run_id and body["text"] == "use metric units"
     steering = SteeringMessage.objects.get(pk=body["id"])
     assert steering.created_by == user and str(steering.run_id) == run_id

@@ -250,7 +250,7 @@ async def test_run_start_answers_like_http_then_the_run_streams_to_run_finished(
     # The session's new title and time, the user's message, then the run's first state.
     assert kinds[:3] == ["session.updated", "message.completed", "run.state"]
     assert frames[2] == {"type": "run.state", "run_id": str(run.id), "state": "provisioning", "prev_state": "",
-                         "turn_count": 0, "stop_requested": False}
+                         "turn_count": 0, "stop_requested": False, "started_by": "alice"}
     states = [f["state"] for f in frames if f["type"] == "run.state"]
     assert states[0] == "provisioning" and "assistant_streaming" in states and states[-1] == "completed"
     assistant = await db(Message.objects.get, run=run, role="assistant")
@@ -259,7 +259,7 @@ async def test_run_start_answers_like_http_then_the_run_streams_to_run_finished(
     assert rebuild(deltas) == text == assistant.text
     completed = [f for f in frames if f["type"] == "message.completed" and f["message_id"] == assistant.id]
     assert completed == [{"type": "message.completed", "message_id": assistant.id, "run_id": str(run.id),
-                          "role": "assistant", "status": "complete", "text": text}]
+                          "role": "assistant", "status": "complete", "text": text, "author": None}]
     assert kinds.index("message.completed", 2) > max(i for i, k in enumerate(kinds) if k == "message.delta")
     assert frames[-1] == {"type": "run.finished", "run_id": str(run.id), "outcome": "completed",
                           "receipt": run.receipt}
@@ -333,13 +333,14 @@ async def test_steer_answers_the_202_body_and_409_no_active_run_when_idle(sessio
         await receive_until(communicator, of_type("run.state"))
         answer, _ = await request(communicator, {"type": "steer", "request_id": "st-1", "text": "use the long format"})
         steering = await db(SteeringMessage.objects.get, run=run)
-        body = selectors.steering_data(steering)
+        body = await db(selectors.steering_data, steering)
         # Exactly the HTTP body (its "status" is the steering message's), the HTTP status beside it.
         assert answer == {"type": "steer.result", "request_id": "st-1", "http_status": 202, **body}
         assert answer["status"] == "queued" and answer["id"] == str(steering.id)
         updated = await communicator.receive_json_from(timeout=5)
         assert updated == {"type": "steering.updated", "steering_id": str(steering.id), "run_id": str(run.id),
-                           "status": "queued", "text": "use the long format", "reason": ""}
+                           "status": "queued", "text": "use the long format", "reason": "",
+                               "created_by": "alice"}
 
 
 async def test_a_second_run_start_is_a_409_run_in_progress_error_frame(session, token):

@@ -13,7 +13,7 @@ RUN = "run-2"
 
 
 def message(id: int, text: str, *, status: str = "complete", role: str = "assistant") -> dict:
-    return {"id": id, "run_id": RUN, "role": role, "text": text, "status": status, "call_id": None,
+    return {"id": id, "run_id": RUN, "role": role, "text": text, "status": status, "author": None, "call_id": None,
             "tool_name": None, "usage": None, "created_at": "t"}
 
 

@@ -1,0 +1,102 @@
+"""Who may do what to a session: the one rule, asked by every entry point (HTTP API, JSON socket, portal views
+and socket, admin) through the services and selectors.
+
+A session has its owner and members (`SessionMember`): users or Django groups (teams), each a `viewer` or a
+`collaborator`. A user's role is the highest of: owner, their own grant, the grants of their groups. An
+inactive or anonymous user has none. What each role may do:
+
+- `view` (viewer and up): read the session, its runs and transcript, watch it live, list its members;
+- `act` (collaborator and up): send, stop, steer, approve/deny, edit/regenerate;
+- `own` (the owner only): rename, choose the model, archive, delete, manage members.
+
+Without a role the session does not exist for the caller (`NotFound`, indistinguishable from a missing id);
+with a role too low for the action it is `Forbidden` (403 `forbidden`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from django.contrib.auth import get_user_model
+from django.db.models import Q, QuerySet
+
+from .models import MemberRole, Session, SessionMember
+from .services.errors import Forbidden, NotFound
+from .services.ids import parse_uuid
+
+Role = Literal["owner", "collaborator", "viewer"]
+Need = Literal["view", "act", "own"]
+
+OWNER = "owner"
+RANK: dict[str, int] = {MemberRole.VIEWER: 1, MemberRole.COLLABORATOR: 2, OWNER: 3}
+NEEDS: dict[str, int] = {"view": 1, "act": 2, "own": 3}
+WHAT = {"act": "a collaborator", "own": "the session's owner"}
+
+
+def _active(user) -> bool:
+    return user is not None and user.is_authenticated and user.is_active
+
+
+def _grants(user) -> QuerySet[SessionMember]:
+    """The user's grants, their own and their groups'."""
+    return SessionMember.objects.filter(Q(user_id=user.pk) | Q(group__user=user.pk))
+
+
+def visible_sessions(user) -> QuerySet[Session]:
+    """Every session `user` has a role on (none for an inactive or anonymous user)."""
+    if not _active(user):
+        return Session.objects.none()
+    return Session.objects.filter(Q(owner_id=user.pk) | Q(pk__in=_grants(user).values("session_id")))
+
+
+def session_role(session: Session, user) -> Role | None:
+    if not _active(user):
+        return None
+    if session.owner_id == user.pk:
+        return OWNER
+    roles = list(_grants(user).filter(session_id=session.pk).values_list("role", flat=True))
+    return max(roles, key=RANK.__getitem__) if roles else None
+
+
+def session_roles(sessions: list[Session], user) -> dict:
+    """{session id: role} for sessions `user` can see (one query for a page of a list)."""
+    roles: dict = {s.pk: OWNER for s in sessions if s.owner_id == user.pk}
+    others = [s.pk for s in sessions if s.pk not in roles]
+    for session_id, role in _grants(user).filter(session_id__in=others).values_list("session_id", "role"):
+        if RANK[role] > RANK.get(roles.get(session_id), 0):
+            roles[session_id] = role
+    return roles
+
+
+def allows(role: str | None, need: Need) -> bool:
+    return role is not None and RANK[role] >= NEEDS[need]
+
+
+def check(session: Session, user, need: Need) -> Role:
+    """The caller's role on `session` if it allows `need`; else NotFound (no role) or Forbidden."""
+    role = session_role(session, user)
+    if role is None:
+        raise NotFound("no such session")
+    if not allows(role, need):
+        raise Forbidden(f"you are a {role} of this session: only {WHAT[need]} can do that")
+    return role
+
+
+def session_for(*, user, session_id, need: Need = "view", lock: bool = False) -> Session:
+    """The session `session_id` if `user` may `need` it (NotFound: unknown, malformed or not visible;
+    Forbidden: visible but the role is too low). `lock`: SELECT … FOR UPDATE (inside a transaction)."""
+    session_uuid = parse_uuid(session_id)
+    sessions = Session.objects.select_for_update() if lock else Session.objects
+    session = sessions.filter(pk=session_uuid).first() if session_uuid else None
+    if session is None:
+        raise NotFound("no such session")
+    check(session, user, need)
+    return session
+
+
+def current_role(*, session_id, user_id) -> Role | None:
+    """The role of the user `user_id` on `session_id` read afresh (the user row too: deactivated → None). For a
+    socket re-checking its access after a revocation."""
+    user = get_user_model().objects.filter(pk=user_id).first()
+    session = Session.objects.filter(pk=parse_uuid(session_id)).first()
+    return session_role(session, user) if session is not None and user is not None else None

@@ -1,0 +1,75 @@
+"""Sharing a session: granting a user or a group (a team) a role on it, and taking the grant away. The owner's
+acts (`permissions`). Taking access away closes the sockets it leaves without a role (`events.access_changed`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, Group
+from django.db import transaction
+
+from .. import events, permissions
+from ..models import MemberRole, Session, SessionMember
+from .errors import InvalidInput, NotFound
+
+Kind = Literal["user", "group"]
+KINDS: tuple[Kind, ...] = ("user", "group")
+
+
+class UnknownMember(NotFound):
+    code = "unknown_member"
+
+
+def _grantee(kind: Kind, name) -> dict:
+    """The filter naming the grantee: {"user": u} or {"group": g}; 404 `unknown_member` if there is none."""
+    if kind not in KINDS:
+        raise InvalidInput("invalid_field", "members are users or groups")
+    if kind == "user":
+        found = get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: name}).first()
+    else:
+        found = Group.objects.filter(name=name).first()
+    if found is None:
+        raise UnknownMember(f"no {kind} named {name!r}")
+    return {kind: found}
+
+
+def session_member_set(*, session_id, user: AbstractBaseUser, kind: Kind, name: str, role: str) -> SessionMember:
+    """Grant `role` (viewer, collaborator) to the user or group `name`, or change its role. The owner cannot be a
+    member (400 `owner_is_member`)."""
+    if role not in MemberRole.values:
+        raise InvalidInput("invalid_field", "'role' must be 'viewer' or 'collaborator'")
+    with transaction.atomic():
+        session = permissions.session_for(user=user, session_id=session_id, need="own", lock=True)
+        grantee = _grantee(kind, name)
+        if kind == "user" and grantee["user"].pk == session.owner_id:
+            raise InvalidInput("owner_is_member", "the owner already has every right: they cannot be a member")
+        member, _ = SessionMember.objects.update_or_create(session=session, **grantee, defaults={"role": role})
+    return member
+
+
+def session_member_remove(*, session_id, user: AbstractBaseUser, kind: Kind, name: str) -> Session:
+    """Take the grant of the user or group `name` away (nothing to take is fine). Their sockets on the session
+    that are left without a role close at once (4403)."""
+    with transaction.atomic():
+        session = permissions.session_for(user=user, session_id=session_id, need="own", lock=True)
+        grantee = _grantee(kind, name)
+        if SessionMember.objects.filter(session=session, **grantee).delete()[0]:
+            events.access_changed_on_commit(session.id)
+    return session
+
+
+def access_changed_for_users(*, user_ids) -> None:
+    """A change outside the sessions (a user deactivated or leaving a group) may take access away: every session
+    those users could reach re-checks its sockets once the change commits. Inside the change's transaction."""
+    grants = SessionMember.objects.filter(user_id__in=user_ids) | SessionMember.objects.filter(
+        group__user__in=user_ids)
+    ids = set(grants.values_list("session_id", flat=True))
+    ids |= set(Session.objects.filter(owner_id__in=user_ids).values_list("id", flat=True))
+    events.access_changed_on_commit(*ids)
+
+
+def access_changed_for_groups(*, group_ids) -> None:
+    """Users left these groups (or the groups are going): sessions shared with them re-check their sockets."""
+    ids = SessionMember.objects.filter(group_id__in=group_ids).values_list("session_id", flat=True)
+    events.access_changed_on_commit(*set(ids))
