@@ -30,6 +30,7 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
     metrics_kind = "portal"
     session: Session | None = None
     oldest_sent: int | None = None  # the oldest message of the transcript page the snapshot sent
+    answers: LiveAnswers | None = None  # (touched on the event loop only: it holds the loop's timers)
 
     async def connect(self) -> None:
         await self.accept()  # before any close, so the client sees our close code, not a failed handshake
@@ -42,13 +43,15 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
         if self.session is None:
             await self.close(code=4404)
             return
-        await self.join_group(events.session_group(self.session.id), session_id=self.session.id, user=user)
         self.tracker = StreamTracker()
         self.answers = LiveAnswers(self._send_quietly)
-        await self.send(text_data=await database_sync_to_async(self._snapshot)())
+        await self.join_group(events.session_group(self.session.id), session_id=self.session.id, user=user)
+        html, streams = await database_sync_to_async(self._snapshot)()
+        self.answers.watch(streams)
+        await self.send(text_data=html)
 
     async def disconnect(self, code: int) -> None:
-        if self.session is not None:
+        if self.answers is not None:
             self.answers.close()
         await self.leave_group()
 
@@ -68,6 +71,9 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
             if event["type"] == "message.delta":
                 html = await self._answer_delta(event)
             else:
+                if event["type"] == "message.completed":
+                    self.answers.finish(event["message_id"])  # the whole message follows: no more renders
+
                 html = await database_sync_to_async(self._fragments_for)(event)
         except Exception:  # a rendering bug must not drop the page's socket; the next snapshot heals it
             logger.exception("could not render %s for session %s", event.get("type"), self.session.id)
@@ -86,7 +92,7 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
 
     # --- rendering (on the database thread) ---------------------------------------------------------
 
-    def _snapshot(self) -> str:
+    def _snapshot(self) -> tuple[str, dict]:
         # One read for both: the tracker must know exactly the messages the snapshot shows. Read apart, a
         # message committed in between (the engine writes from its own thread) was shown by the snapshot
         # and then appended a second time by its message.completed event.
@@ -95,9 +101,7 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
         self.tracker.hold_all((m.id, m.text) for m in page[0])
         self.oldest_sent = page[0][0].id if page[0] else None
         streams = {}
-        html = fragments.snapshot_html(self.session, page=page, streams=streams)
-        self.answers.watch(streams)
-        return html
+        return fragments.snapshot_html(self.session, page=page, streams=streams), streams
 
     def _fragments_for(self, event: dict) -> str:
         kind = event["type"]
@@ -140,7 +144,6 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
         # that older page), never appended at the end.
         known = self.tracker.knows(message_id) or (self.oldest_sent is not None and message_id < self.oldest_sent)
         self.tracker.hold(message_id, len(message.text))
-        self.answers.finish(message_id)
         return fragments.message_html(message, oob=True) if known else fragments.message_append_html(message)
 
     def _catch_up(self, event: dict) -> tuple[str, tuple[int, str] | None]:

@@ -70,6 +70,7 @@ class ServerConnection:
         self._failures = 0
         self._retry_at = 0.0
         self._closing = False  # close() was called: the end of the connection is no failure
+        self.retired = False  # the manager forgot it (idle): it must never open again, or no one would stop it
         self._broken_reason = ""
         self.process: ServerProcess | None = None
 
@@ -80,6 +81,8 @@ class ServerConnection:
     async def ready(self) -> ClientSession:
         """The initialised session, opening the connection if need be; McpUnavailable if it cannot be had."""
         self.last_used = time.monotonic()
+        if self.retired:
+            raise McpUnavailable(f"the MCP server {self.label} was stopped after being idle; the next run starts it again")
         if self.alive and (self._close.is_set() or self._lost.is_set() or (self.process and self.process.ended.is_set())):
             if await complete_despite_cancel(self._owner):  # going down: let it finish, then open anew
                 raise asyncio.CancelledError

@@ -105,19 +105,34 @@ class McpManager:
         idle = float(settings.HARNESS_MCP_IDLE_SECONDS)
         while self.per_session:
             await asyncio.sleep(min(max(idle / 2, 0.05), REAP_EVERY_SECONDS_MAX))
-            alive = {key: conn for key, conn in self.per_session.items() if conn.alive}
-            if not alive:
-                continue
-            live = await engine_db(_sessions_with_live_runs)({session for session, _ in alive})
-            now = time.monotonic()
-            for (session, server), conn in alive.items():
-                if session in live:
-                    conn.last_used = now
-                elif now - conn.last_used >= idle:
-                    logger.info("MCP server %s: stopped after %.0f s without a live run", conn.label, idle)
-                    await conn.close()
-                    self.per_session.pop((session, server), None)
-                    self._built.pop(id(conn), None)
+            try:
+                await self._reap_once(idle)
+            except Exception:  # e.g. the database is down for a moment: the next pass tries again
+                logger.exception("MCP idle reaper: a pass failed; trying again later")
+
+    async def _reap_once(self, idle: float) -> None:
+        now = time.monotonic()
+        for key, conn in list(self.per_session.items()):
+            if not conn.alive and now - conn.last_used >= idle:  # failed or exited, and unused: forget it
+                self._forget(key, conn)
+        alive = {key: conn for key, conn in self.per_session.items() if conn.alive}
+        if not alive:
+            return
+        live = await engine_db(_sessions_with_live_runs)({session for session, _ in alive})
+        now = time.monotonic()
+        for key, conn in alive.items():
+            if key[0] in live:
+                conn.last_used = now
+            elif now - conn.last_used >= idle:
+                logger.info("MCP server %s: stopped after %.0f s without a live run", conn.label, idle)
+                self._forget(key, conn)  # first: a run starting while it closes gets a connection of its own
+                await conn.close()
+
+    def _forget(self, key: tuple[str, str], conn: ServerConnection) -> None:
+        conn.retired = True
+        if self.per_session.get(key) is conn:
+            del self.per_session[key]
+        self._built.pop(id(conn), None)
 
     async def close(self) -> None:
         if self._reaper is not None:

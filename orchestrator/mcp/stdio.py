@@ -102,8 +102,14 @@ async def sandboxed_stdio(config: ServerConfig, workspace: Path, process: Server
             await read_writer.aclose()
 
     async def stderr_reader() -> None:
-        while line := await child.stderr.readline():
-            process.stderr.append(line.decode("utf-8", errors="replace"))
+        # In chunks, not lines: a server's progress bar can write a line longer than any buffer.
+        pending = b""
+        while chunk := await child.stderr.read(4096):
+            *lines, pending = (pending + chunk).split(b"\n")
+            process.stderr.extend(line.decode("utf-8", errors="replace") + "\n" for line in lines)
+            pending = pending[-4096:]
+        if pending:
+            process.stderr.append(pending.decode("utf-8", errors="replace"))
 
     try:
         async with anyio.create_task_group() as group:

@@ -502,13 +502,16 @@
   });
 
   // A reconnect's snapshot brings the newest page only: the older pages this tab loaded stay above it (the
-  // reader may be reading them), under the sentinel that loads the page before them.
+  // reader may be reading them), under the sentinel that loads the page before them — if the new page
+  // continues what the tab holds.
   const messageNumber = (item) => Number(item.id.slice("msg-".length));
   document.addEventListener("htmx:oobBeforeSwap", (e) => {
     const incoming = e.detail.target.id === "transcript" && e.detail.fragment
       && e.detail.fragment.querySelector("#transcript");
     const first = incoming && incoming.querySelector(":scope > li.msg");
-    if (!first) return;
+    // Only when the pages join up: a tab away for more than a page of messages takes the new page whole
+    // (with its own "load older" sentinel), or the messages in between would be silently missing.
+    if (!first || !e.detail.target.querySelector(`:scope > li#${CSS.escape(first.id)}`)) return;
     const older = Array.from(e.detail.target.querySelectorAll(":scope > li.msg"))
       .filter((item) => messageNumber(item) < messageNumber(first));
     if (older.length === 0) return;
