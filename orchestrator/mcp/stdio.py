@@ -62,7 +62,7 @@ def placement(config: ServerConfig) -> tuple[str, Placement]:
     if config.cwd and not any(Path(config.cwd).is_relative_to(path) for path in read_only):
         read_only.append(Path(config.cwd))
     return command, Placement(read_only=tuple(read_only), cwd=config.cwd, network=config.network,
-                              environment=server_environment(config))
+                              environment=server_environment(config), long_lived=True)
 
 
 @asynccontextmanager

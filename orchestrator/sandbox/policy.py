@@ -68,13 +68,14 @@ class Limits:
             file_size_bytes=int(settings.HARNESS_SANDBOX_FILE_SIZE_BYTES),
         )
 
-    def prlimit_argv(self) -> list[str]:
+    def prlimit_argv(self, *, long_lived: bool = False) -> list[str]:
         """util-linux's `prlimit` sets the limits on itself, then execs the command. CPU time: SIGXCPU at the
-        limit (a program may catch it to clean up), SIGKILL one second later."""
-        return [
-            "prlimit", f"--cpu={self.cpu_seconds}:{self.cpu_seconds + 1}", f"--as={self.address_space_bytes}",
-            f"--nproc={self.processes}", f"--fsize={self.file_size_bytes}", "--",
-        ]
+        limit (a program may catch it to clean up), SIGKILL one second later. A long-lived process (an MCP
+        server) gets neither the CPU-time limit (it would add up over the server's whole life, across runs)
+        nor the address-space one (runtimes such as Node reserve far more virtual memory than they use)."""
+        per_command = [] if long_lived else [f"--cpu={self.cpu_seconds}:{self.cpu_seconds + 1}",
+                                             f"--as={self.address_space_bytes}"]
+        return ["prlimit", *per_command, f"--nproc={self.processes}", f"--fsize={self.file_size_bytes}", "--"]
 
 
 @dataclass(frozen=True)

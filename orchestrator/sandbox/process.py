@@ -130,6 +130,7 @@ class Placement:
     cwd: str | None = None
     network: bool | None = None
     environment: dict[str, str] | None = None
+    long_lived: bool = False  # no CPU-time or address-space limit (Limits.prlimit_argv)
 
 
 async def sandbox_start(
@@ -162,7 +163,7 @@ async def _spawn(argv: Sequence[str], *, workspace: Path, env: dict[str, str], s
         environment = (sandbox_env(home=str(workspace), extra=env) if placement.environment is None
                        else {**placement.environment, "HOME": str(workspace)})
         process = await asyncio.create_subprocess_exec(
-            *limits.prlimit_argv(), *argv, cwd=placement.cwd or workspace, env=environment,
+            *limits.prlimit_argv(long_lived=placement.long_lived), *argv, cwd=placement.cwd or workspace, env=environment,
             stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True,
         )
         return Sandboxed(process=process, init_pidfd=None, process_group=True)
@@ -173,7 +174,7 @@ async def _spawn(argv: Sequence[str], *, workspace: Path, env: dict[str, str], s
                 *bwrap_argv(bwrap_path() or settings.HARNESS_BWRAP, workspace=workspace, info_fd=info_write,
                             limits=limits, read_only=placement.read_only, cwd=placement.cwd,
                             network=placement.network),
-                *limits.prlimit_argv(), *argv,
+                *limits.prlimit_argv(long_lived=placement.long_lived), *argv,
                 env=placement.environment or sandbox_env(home=WORKDIR, extra=env), stdin=stdin, stdout=stdout,
                 stderr=stderr,
                 pass_fds=(info_write,),

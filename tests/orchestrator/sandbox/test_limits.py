@@ -77,3 +77,27 @@ async def test_address_space(settings, context):
     settings.HARNESS_SANDBOX_MEMORY_BYTES = 256 * 1024 * 1024
     result = await run(context, allocate)
     assert result.startswith("exit code 1\n") and "MemoryError" in result
+
+
+async def test_a_long_lived_process_has_no_cpu_time_or_address_space_limit(settings):
+    """An MCP server lives across runs: a CPU-time limit would add up over its whole life and kill it, and
+    runtimes like Node reserve more virtual memory than the per-command limit. It keeps the others."""
+    import asyncio
+
+    from orchestrator.sandbox import sandbox_start, workspace_prepare
+    from orchestrator.sandbox.process import Placement
+
+    settings.HARNESS_SANDBOX_CPU_SECONDS = 7
+    settings.HARNESS_SANDBOX_MEMORY_BYTES = 1_000_000_000
+    workspace = workspace_prepare(Path(settings.HARNESS_WORKSPACE_ROOT) / "long-lived")
+    limits = {}
+    for long_lived in (False, True):
+        sandboxed = await sandbox_start(
+            ["/bin/bash", "-c", "ulimit -t; ulimit -v; ulimit -u"], workspace=workspace,
+            stdout=asyncio.subprocess.PIPE, placement=Placement(long_lived=long_lived),
+        )
+        out, _ = await sandboxed.process.communicate()
+        limits[long_lived] = out.decode().split()
+    assert limits[False][:2] == ["7", str(1_000_000_000 // 1024)]  # a command: both limits
+    assert limits[True][:2] == ["unlimited", "unlimited"]  # a server: neither
+    assert limits[True][2] == limits[False][2] != "unlimited"  # the process count holds for both
