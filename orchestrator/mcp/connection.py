@@ -177,9 +177,12 @@ class ServerConnection:
             self._listed.clear()
             self._refresh.set()
 
-    async def mark_broken(self, reason: str) -> None:
-        """A call found the connection unusable: close it (and wait for that, so `reason` is the end's); the
-        next use opens it again after the backoff."""
+    async def mark_broken(self, reason: str, owner: asyncio.Task | None) -> None:
+        """A call found the connection it used (`owner`'s) unusable: close it (and wait for that, so `reason`
+        is the end's); the next use opens it again after the backoff. If it has been reopened since (a shared
+        HTTP connection, while this call was cancelling), the new one is not this call's to close."""
+        if owner is not self._owner:
+            return
         self._broken_reason = reason
         self._close.set()
         if self._owner is not None:
@@ -220,7 +223,7 @@ class ServerConnection:
         (a stop) while the call is in flight, the task awaiting `call_tool` is cancelled so the SDK tells the
         server, and `note` says whether it was told."""
         session = await self.ready()
-        lost = self._lost
+        owner, lost = self._owner, self._lost
         call = asyncio.ensure_future(session.call_tool(tool, arguments))
         watch = asyncio.ensure_future(lost.wait())
         try:
@@ -242,19 +245,19 @@ class ServerConnection:
             self.last_used = time.monotonic()
         if not call.done():
             await _cancel(call)
-            await self.mark_broken("the connection ended")
+            await self.mark_broken("the connection ended", owner)
             raise McpCallFailed(f"the MCP server {self.config.name!r} stopped during the call ({self.reason})")
         try:
             return call.result()
         except MCPError as exc:
             if exc.error.code == types.CONNECTION_CLOSED:
-                await self.mark_broken("the connection closed")
+                await self.mark_broken("the connection closed", owner)
                 raise McpCallFailed(f"the MCP server {self.config.name!r} stopped during the call "
                                     f"({self.reason})") from None
             raise McpCallFailed(f"the MCP server answered with an error: {exc.error.message}") from None
         except (httpx2.HTTPError, OSError, anyio.ClosedResourceError, anyio.BrokenResourceError,
                 anyio.EndOfStream) as exc:
-            await self.mark_broken(f"{type(exc).__name__}: {exc}")
+            await self.mark_broken(f"{type(exc).__name__}: {exc}", owner)
             raise McpCallFailed(f"the connection to the MCP server {self.config.name!r} failed: "
                                 f"{type(exc).__name__}") from None
 

@@ -63,10 +63,13 @@ class McpManager:
 
     async def tools_for_session(self, session_id) -> list[Tool]:
         async def server_tools(config: ServerConfig) -> list[Tool]:
-            connection = self.connection(config.name, session_id)
             try:
+                connection = self.connection(config.name, session_id)
                 await connection.current_tools()
             except McpUnavailable:
+                return []
+            except OSError as exc:  # the session's workspace could not be prepared: this server adds nothing
+                logger.warning("MCP server %s: cannot start for session %s: %s", config.name, session_id, exc)
                 return []
             return self._tools_of(connection)
 
