@@ -56,7 +56,8 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
         await self.leave_group()
 
     async def _send_quietly(self, html: str) -> None:
-        """A timer's send: the socket may have closed since the timer was set."""
+        """A send that may find the socket closed (the browser left while an event or a timer was on its way):
+        nothing to do then, its disconnect cleans up."""
         try:
             await self.send(text_data=html)
         except Exception:  # noqa: BLE001 - a closed socket; its disconnect cleans up
@@ -73,13 +74,12 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
             else:
                 if event["type"] == "message.completed":
                     self.answers.finish(event["message_id"])  # the whole message follows: no more renders
-
                 html = await database_sync_to_async(self._fragments_for)(event)
         except Exception:  # a rendering bug must not drop the page's socket; the next snapshot heals it
             logger.exception("could not render %s for session %s", event.get("type"), self.session.id)
             return
         if html:
-            await self.send(text_data=html)
+            await self._send_quietly(html)
 
     async def _answer_delta(self, event: dict) -> str:
         message_id = event["message_id"]
