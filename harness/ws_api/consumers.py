@@ -150,7 +150,11 @@ class ApiConsumer(SessionGroupMember, AsyncWebsocketConsumer):
     async def send_json(self, content: dict[str, Any]) -> None:
         # ASCII-escaped: text that is not valid Unicode (a lone surrogate in a tool's output, say) still
         # makes a valid frame instead of failing to encode.
-        await self.send(text_data=json.dumps(content))
+        frame = json.dumps(content)
+        try:
+            await self.send(text_data=frame)
+        except Exception:  # noqa: BLE001 - the client left while this was on its way; its disconnect cleans up
+            logger.debug("JSON socket closed before a frame could be sent", exc_info=True)
 
     # --- client -> server --------------------------------------------------------------------------------
 
