@@ -11,7 +11,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 
-from orchestrator import permissions, selectors, selectors_sharing
+from orchestrator import exports, permissions, selectors, selectors_sharing
 from orchestrator.providers.catalog import model_choices
 from orchestrator.services.approvals import approval_decide
 from orchestrator.services.errors import ServiceError
@@ -98,6 +98,23 @@ def get_session(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any
     if session is None:
         raise not_found("session")
     return 200, selectors.session_snapshot(session)
+
+
+EXPORT_FORMATS = ("json", "markdown")
+
+
+def export_session(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> Result:
+    """The session's whole record (`orchestrator.exports`); `data["format"]` (json, the default, or
+    markdown) is checked here, the rendering is the caller's (`export_markdown`)."""
+    if data.get("format", "json") not in EXPORT_FORMATS:
+        raise CommandError(400, "invalid_field", "'format' must be json or markdown")
+    session = selectors.session_for_user(session_id=session_id, user=user)
+    if session is None:
+        raise not_found("session")
+    return 200, exports.session_export(session)
+
+
+export_markdown = exports.export_markdown
 
 
 def update_session(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> Result:

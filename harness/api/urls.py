@@ -11,6 +11,7 @@ urlpatterns = [
     re_path(r"^sessions/(?P<session_id>[^/]+)/members/(?P<kind>user|group)s/(?P<name>[^/]+)/?$", views.member,
             name="api-member"),
     re_path(r"^sessions/(?P<session_id>[^/]+)/runs/?$", views.runs, name="api-runs"),
+    re_path(r"^sessions/(?P<session_id>[^/]+)/export/?$", views.export, name="api-export"),
     re_path(r"^sessions/(?P<session_id>[^/]+)/stop/?$", views.stop, name="api-stop"),
     re_path(r"^sessions/(?P<session_id>[^/]+)/steer/?$", views.steer, name="api-steer"),
     re_path(r"^runs/(?P<run_id>[^/]+)/?$", views.run, name="api-run"),

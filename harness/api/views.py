@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.views.decorators.csrf import csrf_exempt
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from harness import client_commands
 
@@ -48,6 +48,21 @@ def member(request: HttpRequest, session_id: str, kind: str, name: str) -> JsonR
         return _respond(client_commands.remove_member(request.user, {}, session_id=session_id, kind=kind, name=name))
     return _respond(client_commands.set_member(request.user, json_body(request), session_id=session_id, kind=kind,
                                                name=name))
+
+
+@api_view("GET")
+def export(request: HttpRequest, session_id: str) -> HttpResponse:
+    """A download of the session's whole record: `?format=json` (the default) or `?format=markdown`."""
+    query = {"format": request.GET["format"]} if "format" in request.GET else {}
+    _, body = client_commands.export_session(request.user, query, session_id=session_id)
+    if query.get("format") == "markdown":
+        response = HttpResponse(client_commands.export_markdown(body), content_type="text/markdown; charset=utf-8")
+        extension = "md"
+    else:
+        response = JsonResponse(body, json_dumps_params={"indent": 2, "ensure_ascii": False})
+        extension = "json"
+    response["Content-Disposition"] = f'attachment; filename="session-{body["session"]["id"]}.{extension}"'
+    return response
 
 
 @api_view("POST")
