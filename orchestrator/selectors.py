@@ -33,6 +33,11 @@ def session_for_user(*, session_id, user: AbstractBaseUser) -> Session | None:
     return permissions.visible_sessions(user).filter(pk=session_uuid).first() if session_uuid else None
 
 
+def user_can_act(session: Session, user: AbstractBaseUser) -> bool:
+    """Whether `user` may send, stop, steer and decide in `session` (a viewer only watches)."""
+    return permissions.allows(permissions.session_role(session, user), "act")
+
+
 def session_for_approval(*, approval_id, user: AbstractBaseUser) -> Session | None:
     approval_uuid = parse_uuid(approval_id)
     if approval_uuid is None:

@@ -31,6 +31,7 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
     session: Session | None = None
     oldest_sent: int | None = None  # the oldest message of the transcript page the snapshot sent
     answers: LiveAnswers | None = None  # (touched on the event loop only: it holds the loop's timers)
+    watching = False  # a viewer's tab: the composer shows the run's mode but offers no send or stop
 
     async def connect(self) -> None:
         await self.accept()  # before any close, so the client sees our close code, not a failed handshake
@@ -101,7 +102,8 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
         self.tracker.hold_all((m.id, m.text) for m in page[0])
         self.oldest_sent = page[0][0].id if page[0] else None
         streams = {}
-        return fragments.snapshot_html(self.session, page=page, streams=streams), streams
+        self.watching = not selectors.user_can_act(self.session, self.scope["user"])
+        return fragments.snapshot_html(self.session, page=page, streams=streams, watching=self.watching), streams
 
     def _fragments_for(self, event: dict) -> str:
         kind = event["type"]
@@ -111,7 +113,7 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
             return fragments.superseded_html(event["message_ids"])
         run = selectors.latest_run(self.session.id)
         if kind in ("run.state", "run.finished"):
-            parts = [fragments.composer_html(self.session, run, oob=True),
+            parts = [fragments.composer_html(self.session, run, oob=True, watching=self.watching),
                      fragments.run_status_html(self.session, run, oob=True),
                      # The steer form follows the run: it appears when a run starts and goes when it ends.
                      fragments.steering_html(self.session, run, oob=True)]

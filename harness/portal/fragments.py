@@ -66,12 +66,13 @@ def _render(template: str, context: dict, oob: bool) -> str:
 
 
 def composer_html(session: Session, run: Run | None, *, error: str = "", clear_draft: bool = False,
-                  oob: bool = False) -> str:
-    """The composer in the mode the run's status implies. `clear_draft` marks a successful send's response."""
+                  oob: bool = False, watching: bool = False) -> str:
+    """The composer in the mode the run's status implies. `clear_draft` marks a successful send's response;
+    `watching`: the reader is a viewer, who sees the run's mode but can neither send nor stop."""
     return _render(
         "portal/fragments/composer.html",
         {"session": session, "run": run, "mode": composer_mode(run), "rank": composer_rank(run), "error": error,
-         "clear_draft": clear_draft},
+         "clear_draft": clear_draft, "watching": watching},
         oob,
     )
 
@@ -190,14 +191,15 @@ def receipt_html(run: Run) -> str:
                             {"run": run, "receipt": run.receipt or {}, "calls": selectors.run_calls(run)})
 
 
-def snapshot_html(session: Session, *, page: tuple[list[Message], bool], streams: dict[int, MarkdownStream]) -> str:
+def snapshot_html(session: Session, *, page: tuple[list[Message], bool], streams: dict[int, MarkdownStream],
+                  watching: bool = False) -> str:
     """Everything live on the page, for a (re)connecting tab: it converges to the truth. `page` is the
     transcript's newest page (`selectors.transcript_page`), read once by the caller, who must know exactly
     which messages it sent; `streams` receives the renderers of the answers still streaming."""
     run = selectors.latest_run(session.id)
     return "".join(
         [
-            composer_html(session, run, oob=True),
+            composer_html(session, run, oob=True, watching=watching),
             run_status_html(session, run, oob=True),
             transcript_html(session, page=page, oob=True, streams=streams),
             approvals_html(session, oob=True),

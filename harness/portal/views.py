@@ -97,7 +97,8 @@ def session_page(request: HttpRequest, session_id) -> HttpResponse:
         "session": session,
         "fragments": {
             "model_picker": fragments.model_picker_html(session.id, session.model),
-            "composer": fragments.composer_html(session, run),
+            "composer": fragments.composer_html(session, run,
+                                                watching=not selectors.user_can_act(session, request.user)),
             "run_status": fragments.run_status_html(session, run),
             "transcript": fragments.transcript_html(session),
             "approvals": fragments.approvals_html(session),
