@@ -571,3 +571,21 @@
     touchPlaceholder();
   });
 })();
+
+// The tab's title says when the session waits for a decision ("(1) Needs approval · …"), so a person working
+// in another tab sees it.
+(function () {
+  "use strict";
+
+  function titleForApprovals() {
+    const heading = document.getElementById("session-title");
+    if (!heading) return;
+    const base = `${heading.textContent.trim()} · Agent harness`;
+    const pending = document.querySelectorAll('#approvals .approval[data-status="pending"]').length;
+    const wanted = pending ? `(${pending}) Needs approval · ${base}` : base;
+    if (document.title !== wanted) document.title = wanted;
+  }
+  document.addEventListener("htmx:oobAfterSwap", titleForApprovals);
+  document.addEventListener("htmx:afterSwap", titleForApprovals);
+  document.addEventListener("DOMContentLoaded", titleForApprovals);
+})();

@@ -146,3 +146,14 @@ def test_long_hostile_arguments_are_escaped_and_truncated_with_show_more(context
     expect(card(tab)).to_have_attribute("data-status", "denied")
     expect(tab.locator("#composer")).to_have_attribute("data-mode", "idle")
     assert dialogs == []
+
+
+def test_the_tab_title_says_when_the_session_needs_an_approval(page, server, api, session_id):
+    import re
+
+    open_session(page, server.base_url, session_id)
+    expect(page).to_have_title(re.compile(r"^the tab title .* · Agent harness$"))  # nothing pending yet
+    api.run_start(session_id, shell_script("echo title"))
+    expect(page).to_have_title(re.compile(r"^\(1\) Needs approval · the tab title"))
+    card(page).get_by_role("button", name=re.compile("^Approve")).click()
+    expect(page).to_have_title(re.compile(r"^the tab title .* · Agent harness$"))

@@ -53,3 +53,17 @@ def test_a_viewer_watches_a_run_and_its_stop_but_cannot_send_steer_or_stop(serve
     open_session(page, server.base_url, session_id)
     expect(page.get_by_label("Message")).to_be_editable()
     expect(page.get_by_role("button", name="Regenerate")).to_be_visible()
+
+
+def test_the_session_page_offers_its_export_to_a_viewer_as_downloads(server, page):
+    owner = Api(server.base_url, server.create_token("xena"))
+    session_id = owner.new_session("xena's notes")
+    assert owner.call("PUT", f"/api/sessions/{session_id}/members/users/alice", {"role": "viewer"})[0] == 200
+    open_session(page, server.base_url, session_id)
+    for name, kind, start in (("Export Markdown", "text/markdown", b"# xena's notes"), ("Export JSON", "application/json", b"{")):
+        with page.expect_download() as download:
+            page.get_by_role("link", name=name).click()
+        path = download.value.path()
+        with open(path, "rb") as exported:
+            assert exported.read().startswith(start), name
+        assert download.value.suggested_filename.startswith(f"session-{session_id}."), kind
