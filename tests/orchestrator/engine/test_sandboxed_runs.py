@@ -66,6 +66,21 @@ async def test_bobs_approved_shell_cannot_read_alices_files(worker, session, bob
     assert "No such file or directory" in call.result
 
 
+async def wait_no_sandbox_user_processes(timeout: float = 20.0) -> None:
+    import psutil
+
+    from orchestrator.sandbox import sandbox_uid
+
+    if sandbox_uid() is None:  # not root: the sandbox runs as the server's own user, whose processes these are
+        return
+    uid = sandbox_uid()[0]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while any(p.info["uids"] and p.info["uids"].real == uid for p in psutil.process_iter(["uids"])):
+        assert loop.time() < deadline, "processes of the sandbox's user are still running"
+        await asyncio.sleep(0.05)
+
+
 async def test_a_fork_bomb_and_yes_are_contained_while_another_run_streams(worker, session, user, bob,
                                                                            bob_session, settings):
     settings.HARNESS_SANDBOX_PROCESSES = 64
@@ -73,6 +88,9 @@ async def test_a_fork_bomb_and_yes_are_contained_while_another_run_streams(worke
     settings.HARNESS_SHELL_TIMEOUT_SECONDS = 5
     # `yes` first: once the bomb has taken every process the limit allows, nothing more can start.
     command = "yes & bomb() { bomb | bomb & }; bomb 2>/dev/null; wait"
+    # The process limit counts every process of the sandbox's user: processes of earlier tests' sandboxes
+    # still being reaped would leave `yes` no room to start. Begin once there are none.
+    await wait_no_sandbox_user_processes()
     baseline, peak = rss_bytes(), 0
 
     async def sample_memory() -> None:
