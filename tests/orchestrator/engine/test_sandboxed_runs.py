@@ -86,8 +86,10 @@ async def test_a_fork_bomb_and_yes_are_contained_while_another_run_streams(worke
     settings.HARNESS_SANDBOX_PROCESSES = 64
     settings.HARNESS_TOOL_OUTPUT_LIMIT_BYTES = 64 * 1024
     settings.HARNESS_SHELL_TIMEOUT_SECONDS = 5
-    # `yes` first: once the bomb has taken every process the limit allows, nothing more can start.
-    command = "yes & bomb() { bomb | bomb & }; bomb 2>/dev/null; wait"
+    # `yes` first: once the bomb has taken every process the limit allows, nothing more can start. The bomb
+    # goes off in a subshell: the top shell forks nothing after it, since a non-interactive sh whose own fork
+    # fails exits at once, which would end the sandbox (and `yes`) before the timeout.
+    command = "yes & (bomb() { bomb | bomb & }; bomb) 2>/dev/null; wait"
     # The process limit counts every process of the sandbox's user: processes of earlier tests' sandboxes
     # still being reaped would leave `yes` no room to start. Begin once there are none.
     await wait_no_sandbox_user_processes()
