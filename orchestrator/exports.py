@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_right
+from collections import defaultdict
 from datetime import datetime, timezone
 
-from .models import Message, Run, Session, SteeringMessage
-from .selectors import _iso, message_data, run_detail, session_snapshot, steering_data
+from .models import Approval, FunctionCall, Message, Run, Session, SteeringMessage
+from .selectors import iso, message_data, run_detail, session_snapshot, steering_data
 
 EXPORT_FORMAT = "harness-export/1"
 
@@ -23,17 +25,24 @@ def session_export(session: Session) -> dict:
                 .select_related("function_call", "author", "superseded_by").order_by("id"))
     runs = Run.objects.filter(session=session).select_related("stop_requested_by", "started_by").order_by("created_at")
     steering = SteeringMessage.objects.filter(session=session).select_related("created_by").order_by("created_at")
+    # Every run's calls and approvals in one query each (not two per run), in the orders run_detail uses.
+    calls, approvals = defaultdict(list), defaultdict(list)
+    for call in FunctionCall.objects.filter(run__session=session).order_by("created_at", "position"):
+        calls[call.run_id].append(call)
+    for approval in (Approval.objects.filter(run__session=session).select_related("function_call", "decided_by")
+                     .order_by("created_at")):
+        approvals[approval.run_id].append(approval)
     return {
         "format": EXPORT_FORMAT,
-        "exported_at": _iso(datetime.now(timezone.utc)),
+        "exported_at": iso(datetime.now(timezone.utc)),
         "owner": session.owner.get_username(),
         "session": session_snapshot(session),
         "messages": [
-            {**message_data(m), "superseded_at": _iso(m.superseded_at),
+            {**message_data(m), "superseded_at": iso(m.superseded_at),
              "superseded_by_run": str(m.superseded_by_id) if m.superseded_by_id else None}
             for m in messages
         ],
-        "runs": [run_detail(run) for run in runs],
+        "runs": [run_detail(run, calls=calls[run.id], approvals=approvals[run.id]) for run in runs],
         "steering": [steering_data(s) for s in steering],
     }
 
@@ -47,6 +56,7 @@ def export_markdown(export: dict) -> str:
     runs = {run["id"]: run for run in export["runs"]}
     calls = {(run["id"], call["call_id"]): call for run in export["runs"] for call in run["function_calls"]}
     current = [m for m in export["messages"] if m["superseded_at"] is None]
+    asked = _calls_by_asking_message(export["runs"], current)
     for index, message in enumerate(current):
         who = message["author"] or message["role"]
         lines += [f"## {who} · {message['role']} · {message['created_at']}", ""]
@@ -56,22 +66,30 @@ def export_markdown(export: dict) -> str:
                       indent=2, ensure_ascii=False), "json"), "", "Result:", "", *_fenced(message["text"]), ""]
         else:
             lines += [message["text"] or "_(no text)_", ""]
-            if message["role"] == "assistant":
-                for call in (c for (run_id, _), c in calls.items() if run_id == message["run_id"]):
-                    if call["call_id"] and _asked_in(call, message, current):
-                        lines += [f"Asked to run `{call['name']}` with:", "",
-                                  *_fenced(json.dumps(call["arguments"], indent=2, ensure_ascii=False), "json"), ""]
+            for call in asked.get(message["id"], ()):
+                lines += [f"Asked to run `{call['name']}` with:", "",
+                          *_fenced(json.dumps(call["arguments"], indent=2, ensure_ascii=False), "json"), ""]
         following = current[index + 1] if index + 1 < len(current) else None
         if message["run_id"] and (following is None or following["run_id"] != message["run_id"]):
             lines += _run_end(runs.get(message["run_id"]))
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _asked_in(call: dict, message: dict, current: list[dict]) -> bool:
-    """A call is listed under the last assistant message of its run written before the call was made."""
-    candidates = [m for m in current if m["run_id"] == message["run_id"] and m["role"] == "assistant"
-                  and m["created_at"] <= call["created_at"]]
-    return bool(candidates) and candidates[-1]["id"] == message["id"]
+def _calls_by_asking_message(runs: list[dict], current: list[dict]) -> dict[int, list[dict]]:
+    """Each call is listed under the last assistant message of its run written before the call was made."""
+    written: dict[str, list[dict]] = defaultdict(list)  # a run's assistant messages, oldest first
+    for message in current:
+        if message["role"] == "assistant" and message["run_id"]:
+            written[message["run_id"]].append(message)
+    asked: dict[int, list[dict]] = defaultdict(list)
+    for run in runs:
+        messages = written.get(run["id"], [])
+        times = [m["created_at"] for m in messages]
+        for call in run["function_calls"]:
+            before = bisect_right(times, call["created_at"])
+            if call["call_id"] and before:
+                asked[messages[before - 1]["id"]].append(call)
+    return asked
 
 
 def _run_end(run: dict | None) -> list[str]:

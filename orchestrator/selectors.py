@@ -23,7 +23,7 @@ from .providers.catalog import session_model
 from .services.ids import parse_uuid
 
 
-def _iso(value) -> str | None:
+def iso(value) -> str | None:
     return value.isoformat() if value else None
 
 
@@ -63,8 +63,8 @@ def session_summary(session: Session) -> dict:
         "id": str(session.id),
         "title": session.title,
         "model": session_model(session.model),  # the model the session's next run uses
-        "created_at": _iso(session.created_at),
-        "updated_at": _iso(session.updated_at),
+        "created_at": iso(session.created_at),
+        "updated_at": iso(session.updated_at),
     }
 
 
@@ -85,7 +85,7 @@ def message_data(message: Message) -> dict:
             if message.output_tokens is not None
             else None
         ),
-        "created_at": _iso(message.created_at),
+        "created_at": iso(message.created_at),
     }
 
 
@@ -98,9 +98,9 @@ def run_summary(run: Run) -> dict:
         "max_turns": run.max_turns,
         "stop_requested": run.stop_requested,
         "started_by": run.started_by.get_username() if run.started_by_id else None,
-        "created_at": _iso(run.created_at),
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
+        "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
     }
 
 
@@ -111,9 +111,9 @@ def call_data(call: FunctionCall) -> dict:
         "arguments": call.arguments,
         "status": call.status,
         "result": call.result if call.has_result else None,
-        "created_at": _iso(call.created_at),
-        "started_at": _iso(call.started_at),
-        "finished_at": _iso(call.finished_at),
+        "created_at": iso(call.created_at),
+        "started_at": iso(call.started_at),
+        "finished_at": iso(call.finished_at),
     }
 
 
@@ -128,8 +128,8 @@ def approval_data(approval: Approval) -> dict:
         "status": approval.status,
         "reason": approval.reason or None,
         "decided_by": approval.decided_by.get_username() if approval.decided_by_id else None,
-        "created_at": _iso(approval.created_at),
-        "expires_at": _iso(approval.expires_at),
+        "created_at": iso(approval.created_at),
+        "expires_at": iso(approval.expires_at),
     }
 
 
@@ -141,7 +141,7 @@ def steering_data(steering: SteeringMessage) -> dict:
         "status": steering.status,
         "reason": steering.reason or None,
         "created_by": steering.created_by.get_username() if steering.created_by_id else None,
-        "created_at": _iso(steering.created_at),
+        "created_at": iso(steering.created_at),
     }
 
 
@@ -239,9 +239,11 @@ def session_snapshot(session: Session) -> dict:
     }
 
 
-def run_detail(run: Run) -> dict:
-    calls = run_calls(run)
-    approvals = Approval.objects.filter(run=run).select_related("function_call", "decided_by").order_by("created_at")
+def run_detail(run: Run, *, calls: list[FunctionCall] | None = None, approvals: list[Approval] | None = None) -> dict:
+    """A run in full. `calls` and `approvals` (in the orders `run_calls` and `run_approvals` give) may be passed
+    by a caller that read them for many runs at once."""
+    calls = run_calls(run) if calls is None else calls
+    approvals = run_approvals(run) if approvals is None else approvals
     return {
         **run_summary(run),
         "session_id": str(run.session_id),
@@ -249,10 +251,10 @@ def run_detail(run: Run) -> dict:
         "error": run.error or None,
         "stop": {
             "requested": run.stop_requested,
-            "requested_at": _iso(run.stop_requested_at),
+            "requested_at": iso(run.stop_requested_at),
             "requested_by": run.stop_requested_by.get_username() if run.stop_requested_by else None,
             "reason": run.stop_reason or None,
-            "acknowledged_at": _iso(run.stop_acknowledged_at),
+            "acknowledged_at": iso(run.stop_acknowledged_at),
             "latency_ms": run.stop_latency_ms,
         },
         "usage": {"input_tokens": run.input_tokens, "output_tokens": run.output_tokens, "estimated": run.usage_estimated},

@@ -86,3 +86,27 @@ async def test_the_api_sends_a_download_in_either_format_to_anyone_who_can_view(
     stranger = await db(django_user_model.objects.create_user, username="mallory", password="mallory-pw-1")
     response = await db(client.get, base, HTTP_AUTHORIZATION=f"Bearer {await db(api_token_create, user=stranger)}")
     assert (response.status_code, response.json()["error"]) == (404, "not_found")  # as for a missing session
+
+
+@pytest.mark.django_db
+def test_an_export_reads_a_fixed_number_of_queries_however_many_runs(session):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.factories import add_calls, make_run
+
+    def queries() -> tuple[int, str]:
+        with CaptureQueriesContext(connection) as captured:
+            text = export_markdown(session_export(session))
+        return len(captured), text
+
+    def add_run(n: int) -> None:
+        add_calls(make_run(session), ("shell", {"command": f"echo {n}"}))
+
+    add_run(0)
+    one, text = queries()
+    for n in range(1, 6):
+        add_run(n)
+    six, text = queries()
+    assert one == six  # not two more per run
+    assert text.count("Asked to run `shell`") == 6 and '"command": "echo 5"' in text
