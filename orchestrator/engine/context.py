@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -21,10 +21,12 @@ from django.utils import timezone
 
 from .. import events, metrics
 from ..models import TERMINAL_STATES, Message, MessageRole, MessageStatus, Run
-from ..providers.base import Provider
+from ..providers.base import ModelRequest, Provider, ProviderEvent
+from ..providers.retry import stream_with_retries
 from ..tools.registry import ToolRegistry
 from .checkpoints import StreamCheckpoints
 from .dbthread import engine_db
+from .speculation import Speculation
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,14 @@ async def cancel_until_done(task: asyncio.Future, *, grace: float) -> bool:
         task.cancel()
 
 
+def model_stream(provider: Provider, request: ModelRequest) -> AsyncGenerator[ProviderEvent, None]:
+    """The model's answer to `request`, retried as configured while nothing has been streamed yet."""
+    return stream_with_retries(
+        provider, request, retries=settings.HARNESS_MODEL_RETRIES,
+        base_delay=settings.HARNESS_MODEL_RETRY_BASE_SECONDS, max_wait=settings.HARNESS_MODEL_RETRY_MAX_WAIT_SECONDS,
+    )
+
+
 class LeaseLost(Exception):
     """Another executor owns the run now (or it vanished); stop driving it at once, write nothing."""
 
@@ -108,6 +118,7 @@ class Tx:
     run: Run
     now: Any
     emitted: list[events.Event] = field(default_factory=list)
+    answer: Message | None = None  # the answer message a write opened (assistant_streaming's entry)
 
     def emit(self, *new: events.Event) -> None:
         self.emitted.extend(new)
@@ -142,6 +153,11 @@ class StepContext:
     checkpoints: StreamCheckpoints | None = None
     parked: bool = False
     base_tools: ToolRegistry | None = None  # the registry's tools, without MCP's (refresh_tools)
+    # The entry writes of states a transition runs straight into, in its own transaction (step.CHAINED; the
+    # executor's context has them, a state test's has none): fewer transactions before a model call.
+    chain: Mapping[str, Callable[[Tx], str]] = field(default_factory=dict)
+    opened_answer: Message | None = None  # opened by the last committed transition, for assistant_streaming
+    speculation: Speculation | None = None  # the run's first model request, already sent (speculation.py)
 
     def __post_init__(self) -> None:
         if self.checkpoints is None:
@@ -193,25 +209,45 @@ class StepContext:
                 # The first step this executor persists after the stop: the stop's "accepted" timing.
                 run.stop_acknowledged_at = tx.now
                 run.stop_acknowledged_now = True  # (not a field: for the metric, once committed)
-            previous = run.state
             next_state = write(tx)
-            if next_state == PARK:
-                run.executor_id, run.lease_channel, run.lease_expires_at = "", "", None
-                self.parked = True
-            elif next_state != previous:
-                run.prev_state, run.state = previous, next_state
+            while next_state != PARK and next_state != run.state:
+                run.prev_state, run.state = run.state, next_state
                 tx.emit(
                     events.run_state(
-                        run_id=run.id, state=run.state, prev_state=previous, turn_count=run.turn_count,
+                        run_id=run.id, state=run.state, prev_state=run.prev_state, turn_count=run.turn_count,
                         stop_requested=run.stop_requested,
                     )
                 )
+                entry = self.chain.get(next_state)
+                if entry is not None:
+                    next_state = entry(tx)  # the next state's own write, in this transaction
+            if next_state == PARK:
+                run.executor_id, run.lease_channel, run.lease_expires_at = "", "", None
+                self.parked = True
             if run.state in TERMINAL_STATES:
                 run.executor_id, run.lease_channel, run.lease_expires_at = "", "", None
             run.save()
             # Events are ordered as emitted; the terminal `run.finished` (emitted by tearing_down) goes last.
             tx.emitted.sort(key=lambda event: event["type"] == "run.finished")
-            return run, tx.emitted
+        self.opened_answer = tx.answer  # committed
+        return run, tx.emitted
+
+    def speculate(self, request: ModelRequest) -> None:
+        """Send the run's first model request now (speculation.py); assistant_streaming takes it over."""
+        self.speculation = Speculation.start(request, model_stream(self.provider, request))
+
+    def take_speculation(self, turn: int) -> Speculation | None:
+        """The speculated request if it is this turn's (the caller then owns it), else None."""
+        speculation, self.speculation = self.speculation, None
+        if speculation is not None and speculation.request.turn != turn:
+            self.speculation = speculation  # not ours: whoever discards it will
+            return None
+        return speculation
+
+    async def discard_speculation(self) -> None:
+        speculation, self.speculation = self.speculation, None
+        if speculation is not None:
+            await speculation.discard()
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await engine_db(fn)(*args, **kwargs)

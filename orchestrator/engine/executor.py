@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
 from ..models import TERMINAL_STATES, Run, RunState
+from ..providers.base import ModelRequest
 from ..providers.registry import provider_for
-from ..tools.registry import get_registry
+from ..tools.registry import ToolRegistry, get_registry
 from .context import Interrupt, LeaseLost, StepContext
 from .dbthread import engine_db
 from .lease import lease_acquire, lease_release
-from .step import HANDLERS, fail_write, force_fail
+from .step import CHAINED, HANDLERS, fail_write, force_fail
+from .transcript import build_model_request
 
 _CALL_STATES = (RunState.FUNCTION_PREPARE, RunState.AWAITING_APPROVAL, RunState.FUNCTION_EXECUTE)
 
@@ -43,12 +46,14 @@ class RunExecutor:
         self.interrupt.stop()
 
     async def drive(self) -> None:
-        run = await engine_db(self._take)(self.channel)
-        if run is None:
+        tools = get_registry()
+        taken = await engine_db(self._take)(self.channel, tools)
+        if taken is None:
             return
+        run, first_request = taken
         ctx = StepContext(
-            run_id=self.run_id, executor_id=self.executor_id, interrupt=self.interrupt, provider=None, tools=get_registry(),
-            checkpoints=self.pool.checkpoints if self.pool is not None else None,
+            run_id=self.run_id, executor_id=self.executor_id, interrupt=self.interrupt, provider=None, tools=tools,
+            checkpoints=self.pool.checkpoints if self.pool is not None else None, chain=CHAINED,
         )
         self.driving = True  # the pool's watcher now renews our lease and reads our stop flag
         release = True
@@ -63,27 +68,38 @@ class RunExecutor:
                 except ImproperlyConfigured as exc:
                     # Configuration changed since the run started (or this worker lacks a key): say so.
                     run = await ctx.advance(fail_write(f"the model cannot be used: {exc}"))
+                else:
+                    if first_request is not None and not self.interrupt.is_set:
+                        ctx.speculate(first_request)
             if run.state in _CALL_STATES and not run.stop_requested:
                 await ctx.refresh_tools(run)  # resumed between a model's tool calls and their results
             while run is not None and run.state not in TERMINAL_STATES and not ctx.parked:
                 run = await self._step(ctx, run)
+                if ctx.speculation is not None and (run is None or run.state != RunState.ASSISTANT_STREAMING):
+                    await ctx.discard_speculation()  # a stop (or the turn limit) came before the model call
             release = False  # terminal and parked transitions released the lease in their transaction
         except LeaseLost:
             release = False
             logger.warning("run %s: lease lost; this executor stops driving it", self.run_id)
         finally:
             self.driving = False
+            if ctx.speculation is not None:
+                await asyncio.shield(ctx.discard_speculation())
             if release:
                 # Cancelled (shutdown) or broken: let another executor take over without waiting for expiry.
                 await asyncio.shield(engine_db(lease_release)(run_id=self.run_id, executor_id=self.executor_id))
 
-    def _take(self, channel: str) -> Run | None:
+    def _take(self, channel: str, tools: ToolRegistry) -> tuple[Run, ModelRequest | None] | None:
         """Take the run's lease and read the run, in one trip to the database thread; None when another
-        executor holds it."""
+        executor holds it. For a fresh run, also its first model request (speculation.py)."""
         if not lease_acquire(run_id=self.run_id, executor_id=self.executor_id, channel=channel):
             return None
         try:
-            return Run.objects.get(pk=self.run_id)
+            run = Run.objects.get(pk=self.run_id)
+            first_request = None
+            if run.state == RunState.PROVISIONING and not run.stop_requested and not settings.HARNESS_MCP_CONFIG:
+                first_request = replace(build_model_request(run=run, tools=tools), turn=run.turn_count + 1)
+            return run, first_request
         except Exception:
             lease_release(run_id=self.run_id, executor_id=self.executor_id)  # as drive() would: don't hold it
             raise

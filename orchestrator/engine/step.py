@@ -3,6 +3,7 @@
     provisioning         → awaiting_assistant | steering_check (stop)
     awaiting_assistant   → assistant_streaming | steering_check (stop) | tearing_down (max turns)
     assistant_streaming  → assistant_finished | steering_check (stop) | tearing_down (model error)
+                           (its entry opens the answer: see CHAINED)
     assistant_finished   → function_prepare | steering_check
     function_prepare     → awaiting_approval | function_execute | steering_check (stop)
     awaiting_approval    → function_execute | steering_check (stop) | parked (nobody drives it)
@@ -46,6 +47,16 @@ HANDLERS: dict[RunState, Handler] = {
     RunState.FUNCTION_FINALIZE: function_finalize.handle,
     RunState.STEERING_CHECK: steering_check.handle,
     RunState.TEARING_DOWN: tearing_down.handle,
+}
+
+
+# States whose entry write runs in the transaction of the transition into them (StepContext.chain): the path
+# from any step to a model call commits once — provisioning → awaiting_assistant → assistant_streaming with its
+# answer opened is one transaction, and so is steering_check → … for the next turn. Each state still has its
+# run.state event, in order; a stop or the turn limit ends the chain where it is seen, as the steps would.
+CHAINED: dict[str, Callable[[Tx], str]] = {
+    RunState.AWAITING_ASSISTANT: awaiting_assistant.write,
+    RunState.ASSISTANT_STREAMING: assistant_streaming.open_turn,
 }
 
 

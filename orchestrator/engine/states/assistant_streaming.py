@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -19,9 +20,10 @@ from django.utils import timezone
 
 from ... import events, metrics
 from ...models import FunctionCall, Message, MessageRole, MessageStatus, Run, RunOutcome, RunState
-from ...providers.base import Finish, ModelRequest, ProviderError, TextDelta, ToolCall, Usage, estimate_tokens
-from ...providers.retry import stream_with_retries
-from ..context import LeaseLost, StepContext, Tx
+from ...providers.base import (
+    Finish, ModelRequest, ProviderError, ProviderEvent, TextDelta, ToolCall, Usage, estimate_tokens,
+)
+from ..context import LeaseLost, StepContext, Tx, model_stream
 from ..transcript import build_model_request
 
 
@@ -44,27 +46,41 @@ class StreamBuffer:
         self.length += len(text)
 
 
+def open_turn(tx: Tx) -> str:
+    """This state's entry: open the answer message (in the transaction that enters the state, see step.CHAINED,
+    or in one of its own when the run is resumed here)."""
+    # A message still `streaming` here was left by an executor that died mid-stream: keep its text (the user
+    # saw it), close it, and ask the model again.
+    for leftover in Message.objects.filter(run=tx.run, role=MessageRole.ASSISTANT, status=MessageStatus.STREAMING):
+        leftover.status = MessageStatus.ERROR
+        leftover.updated_at = tx.now
+        leftover.save(update_fields=["status", "updated_at"])
+        tx.emit(events.message_completed(message=leftover))
+        tx.add_notice("The worker streaming this answer stopped; the model was asked again.")
+    tx.answer = tx.add_message(role=MessageRole.ASSISTANT, text="", status=MessageStatus.STREAMING)
+    return RunState.ASSISTANT_STREAMING
+
+
 async def handle(ctx: StepContext, run: Run) -> Run:
-    opened: dict[str, Message] = {}
-
-    def open_turn(tx: Tx) -> str:
-        # A message still `streaming` here was left by an executor that died mid-stream: keep its text
-        # (the user saw it), close it, and ask the model again.
-        for leftover in Message.objects.filter(run=tx.run, role=MessageRole.ASSISTANT, status=MessageStatus.STREAMING):
-            leftover.status = MessageStatus.ERROR
-            leftover.updated_at = tx.now
-            leftover.save(update_fields=["status", "updated_at"])
-            tx.emit(events.message_completed(message=leftover))
-            tx.add_notice("The worker streaming this answer stopped; the model was asked again.")
-        opened["message"] = tx.add_message(role=MessageRole.ASSISTANT, text="", status=MessageStatus.STREAMING)
-        return RunState.ASSISTANT_STREAMING
-
     await ctx.refresh_tools(run)  # MCP servers' tools as they are now (a no-op without HARNESS_MCP_CONFIG)
-    # The model's input is read right after the message is opened, in the same trip to the database thread.
-    run, request = await ctx.advance_then_read(open_turn, lambda run: build_model_request(run=run, tools=ctx.tools))
-    buffer = StreamBuffer(message_id=opened["message"].id)
+    speculation = ctx.take_speculation(turn=run.turn_count)
     try:
-        interrupted, _ = await ctx.preemptible(_consume(ctx, run, request, buffer))
+        answer = ctx.opened_answer
+        if answer is None:  # resumed in this state, or entered without the chain: open the answer now
+            # The model's input is read right after the message is opened, in the same trip to the database.
+            run, request = await ctx.advance_then_read(open_turn, lambda run: _model_request(ctx, run, speculation))
+            answer = ctx.opened_answer
+        else:
+            request = speculation.request if speculation else await ctx.db(build_model_request, run=run, tools=ctx.tools)
+    except BaseException:
+        if speculation is not None:
+            await asyncio.shield(speculation.discard())
+        raise
+    ctx.opened_answer = None
+    buffer = StreamBuffer(message_id=answer.id)
+    stream = speculation.events() if speculation else model_stream(ctx.provider, request)
+    try:
+        interrupted, _ = await ctx.preemptible(_consume(ctx, run, stream, buffer))
     except ProviderError as exc:
         metrics.MODEL_ERRORS.labels(kind=str(exc.kind)).inc()
         return await ctx.advance(_failed(buffer, request, str(exc)))
@@ -72,17 +88,20 @@ async def handle(ctx: StepContext, run: Run) -> Run:
         # This process is shutting down: keep every word the user saw for whoever resumes the run.
         await asyncio.shield(ctx.db(_checkpoint_if_ours, ctx, buffer.message_id, buffer.text))
         raise
+    finally:
+        if speculation is not None:  # (a stream cancelled before its first step never ran its own cleanup)
+            await asyncio.shield(speculation.discard())
     if interrupted:
         return await ctx.advance(_stopped(buffer, request))
     return await ctx.advance(_finished(buffer, request))
 
 
-async def _consume(ctx: StepContext, run: Run, request: ModelRequest, buffer: StreamBuffer) -> None:
+def _model_request(ctx: StepContext, run: Run, speculation) -> ModelRequest:
+    return speculation.request if speculation else build_model_request(run=run, tools=ctx.tools)
+
+
+async def _consume(ctx: StepContext, run: Run, stream: AsyncIterator[ProviderEvent], buffer: StreamBuffer) -> None:
     last_publish = -math.inf  # the first delta goes out at once: only what follows it is coalesced
-    stream = stream_with_retries(
-        ctx.provider, request, retries=settings.HARNESS_MODEL_RETRIES,
-        base_delay=settings.HARNESS_MODEL_RETRY_BASE_SECONDS, max_wait=settings.HARNESS_MODEL_RETRY_MAX_WAIT_SECONDS,
-    )
     ctx.checkpoints.register(buffer)
     try:
         async with aclosing(stream):

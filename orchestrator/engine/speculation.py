@@ -1,0 +1,71 @@
+"""A run's first model request, sent while the steps before it are still committing.
+
+A fresh run's model input is known the moment its executor takes the lease: the session's transcript with the
+user's new message. The executor reads it in the same trip to the database (`RunExecutor._take`) and opens
+the model's stream at once; provisioning, awaiting_assistant and the opening of the answer (one transaction,
+see `step.CHAINED`) commit while the request is on the wire, so the first token waits for whichever is slower
+rather than for both in turn.
+
+Nothing the user sees changes: the answer's first delta is still published only after its message is
+committed (assistant_streaming takes the stream over), and a stop that lands first still means no turn is
+burnt, no answer is opened and the stream is closed (`discard`) as soon as the step that saw the stop has
+committed. What a stop in those first milliseconds costs is a request the model server already received.
+
+Only the first turn of a run that nobody asked to stop, without MCP servers (their tools are listed after the
+lease is taken), is speculated; every other model call is made by assistant_streaming as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+
+from ..providers.base import ModelRequest, ProviderEvent
+
+_ENDED = object()  # the stream ended before its first event
+
+
+async def _first(stream: AsyncGenerator[ProviderEvent, None]) -> object:
+    try:
+        return await anext(stream)
+    except StopAsyncIteration:
+        return _ENDED
+
+
+@dataclass
+class Speculation:
+    request: ModelRequest
+    stream: AsyncGenerator[ProviderEvent, None]
+    first: asyncio.Task
+
+    @classmethod
+    def start(cls, request: ModelRequest, stream: AsyncGenerator[ProviderEvent, None]) -> Speculation:
+        """Open `stream` now: its first event (or error) is awaited by a task of its own."""
+        return cls(request=request, stream=stream, first=asyncio.ensure_future(_first(stream)))
+
+    async def events(self) -> AsyncIterator[ProviderEvent]:
+        """The stream's events, the first one included, for the step that took the speculation over. Closing
+        this iterator (or cancelling its consumer) closes the stream."""
+        try:
+            event = await self.first
+            if event is _ENDED:
+                return
+            yield event
+            async for event in self.stream:
+                yield event
+        finally:
+            await self.discard()
+
+    async def discard(self) -> None:
+        """Cancel the request if it is still waiting for its first event, and close the stream."""
+        if not self.first.done():
+            self.first.cancel()
+            # The stream cannot be closed while the task is inside it; wait() neither raises nor swallows a
+            # cancellation of the caller.
+            await asyncio.wait({self.first})
+        if not self.first.cancelled():
+            self.first.exception()  # retrieved: an error of a request nobody uses is not logged as lost
+        with contextlib.suppress(RuntimeError):  # already closed, or closed by its own end
+            await self.stream.aclose()
