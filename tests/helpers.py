@@ -100,9 +100,9 @@ def members_formset(response):
                 "SessionMember")
 
 
-def admin_remove_member(client, member):
-    """Remove `member` (a SessionMember) on its session's admin page as staff do: the page's form posted back with
-    the member's row ticked for deletion. The POST's response."""
+def admin_member_removal(client, member) -> tuple[str, dict]:
+    """The URL and POST body that remove `member` (a SessionMember) on its session's admin page, as read by `client`
+    (staff who can see the page): the page's form with the member's row ticked for deletion."""
     from django.urls import reverse
 
     url = reverse("admin:orchestrator_session_change", args=[member.session_id])
@@ -111,4 +111,9 @@ def admin_remove_member(client, member):
     data = admin_form_data(page)
     [row] = [form for form in members_formset(page).forms if form.instance.pk == member.pk]
     data[row.add_prefix("DELETE")] = "on"
-    return client.post(url, data)
+    return url, data
+
+
+def admin_remove_member(client, member):
+    """Remove `member` on its session's admin page as staff do; the POST's response."""
+    return client.post(*admin_member_removal(client, member))
