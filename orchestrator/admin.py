@@ -17,6 +17,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.widgets import RelatedFieldWidgetWrapper
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Model, OuterRef, Q, QuerySet, Subquery
@@ -377,7 +378,7 @@ class RunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return stop_origin_text(requested=obj.stop_requested, requested_by=by, reason=obj.stop_reason,
                                 outcome=obj.outcome, terminal=obj.is_terminal)
 
-    @admin.display(description="receipt")
+    @admin.display(description="summary")
     def receipt_summary(self, obj: Run) -> str | None:
         """The receipt for people: the outcome, who stopped the run and from where (a user or the admin), the calls
         by what they may have done. The raw receipt (the API's) is below it."""
@@ -499,6 +500,13 @@ class MemberInline(admin.TabularInline):
     readonly_fields = ("created_at",)
     extra = 0
     verbose_name_plural = "members"
+
+    def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs: Any):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if field is not None and isinstance(field.widget, RelatedFieldWidgetWrapper):
+            # A member is chosen here, not created or edited: no links off to the users' and groups' pages.
+            field.widget.can_add_related = field.widget.can_change_related = field.widget.can_view_related = False
+        return field
 
 
 @admin.register(Session)
