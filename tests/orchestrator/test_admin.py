@@ -1,5 +1,8 @@
-"""The admin: a read-only view of sessions, runs and their records, plus the "Stop selected runs" action
-(which goes through `run_stop`, so it behaves exactly as a user's stop does)."""
+"""The admin: a read-only view of sessions, runs and their records (runs filterable by session owner and by
+member), plus its writes, each through the services: the "Stop selected runs" action and a live run's "Stop run"
+button (`run_stop`, so they behave exactly as a user's stop does, with the admin as the stop's origin, which the
+run's page and receipt show), and a session's members inline (`session_member_set`/`_remove`; that a removal
+closes the member's sockets is tested over real sockets in tests/harness/test_revocation.py)."""
 
 from __future__ import annotations
 
