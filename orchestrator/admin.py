@@ -1,9 +1,12 @@
 """The operators' view of sessions, runs and what they left behind.
 
 Every record here is history written by the services and the engine, so the admin is read-only: nothing
-can be added, changed or deleted by hand. The one write is the "Stop selected runs" action, and it goes
-through `run_stop`, the same implementation behind HTTP and WebSocket (run-scoped flag, approval sweep,
-executor wake-up), never a raw UPDATE.
+can be added, changed or deleted by hand. The writes are a run's stop (the "Stop selected runs" action and
+the "Stop run" button on a run's page) and a session's members (its inline), and they go through the services
+behind HTTP and WebSocket — `run_stop` (run-scoped flag, approval sweep, executor wake-up, the admin named as
+the stop's origin) and `session_member_set`/`_remove` (a removed member's sockets close at once) — never a raw
+write. Who may do them is Django's model permissions (`orchestrator.stop_run`; add/change/delete
+`sessionmember`), not a session role.
 """
 
 from __future__ import annotations
@@ -12,25 +15,36 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.utils import unquote
+from django.contrib.admin.widgets import RelatedFieldWidgetWrapper
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Model, OuterRef, Q, QuerySet, Subquery
+from django.forms import ModelForm
 from django.forms.models import BaseInlineFormSet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
+from . import permissions
 from .models import (
     TERMINAL_STATES,
     Approval,
     FunctionCall,
     Message,
     Run,
+    RunOutcome,
     Session,
     SessionMember,
     SteeringMessage,
 )
-from .services.runs import run_stop
+from .services.errors import ServiceError
+from .services.members import session_member_remove, session_member_set
+from .services.runs import StopResult, run_stop
 
 # Inlines render every row on the parent's page; a long run would make it slow, so they show this many
 # and the page links to the full, filtered changelist.
@@ -133,6 +147,82 @@ class LeaseExpiredFilter(admin.SimpleListFilter):
         return None
 
 
+class UserFilter(admin.SimpleListFilter):
+    """A filter whose value is a user's primary key; a malformed one is refused as Django refuses a bad lookup."""
+
+    def users(self) -> QuerySet:
+        raise NotImplementedError
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        username = get_user_model().USERNAME_FIELD
+        return [(str(pk), name) for pk, name in self.users().order_by(username).values_list("pk", username)]
+
+    def chosen_user(self):
+        model = get_user_model()
+        try:
+            pk = model._meta.pk.to_python(self.value())
+        except ValidationError as exc:
+            raise IncorrectLookupParameters(exc) from None
+        return model.objects.filter(pk=pk).first()
+
+
+class SessionOwnerFilter(UserFilter):
+    title = "session owner"
+    parameter_name = "owner"
+
+    def users(self) -> QuerySet:
+        return get_user_model().objects.filter(agent_sessions__isnull=False).distinct()
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Run]) -> QuerySet[Run] | None:
+        if self.value() is None:
+            return None
+        return queryset.filter(session__owner=self.chosen_user())
+
+
+class SessionMemberFilter(UserFilter):
+    """Runs of the sessions a user is a member of, by their own grant or through a group: the permission rule's
+    answer (`permissions.member_sessions`), so an inactive user is a member of nothing."""
+
+    title = "session member (own or group grant)"
+    parameter_name = "member"
+
+    def users(self) -> QuerySet:
+        return permissions.members()
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Run]) -> QuerySet[Run] | None:
+        if self.value() is None:
+            return None
+        user = self.chosen_user()
+        return queryset.filter(session__in=permissions.member_sessions(user)) if user else queryset.none()
+
+
+def stop_origin_text(*, requested: bool, requested_by: str | None, reason: str | None, outcome: str,
+                     terminal: bool) -> str | None:
+    """Who stopped a run and from where: "stopped by root (admin)", "stopped by alice (user)"; "stop requested by …"
+    while the run is live or when it ended otherwise. From a run's fields or its receipt (the same values: the
+    stop service records the origin as the reason, `admin` or `user`)."""
+    if reason == "max_turns":
+        return "stopped at the turn limit (max_turns)"
+    if not requested:
+        return None
+    who = f"{requested_by or 'a deleted user'} ({'admin' if reason == 'admin' else 'user'})"
+    if outcome == RunOutcome.STOPPED:
+        return f"stopped by {who}"
+    if not terminal:
+        return f"stop requested by {who}: stopping"
+    return f"stop requested by {who}; the run ended {outcome} first"
+
+
+def stop_result_text(run_id, result: StopResult) -> tuple[int, str]:
+    """The typed stop result {accepted, reason, prior_state} as an admin message and its level."""
+    text = f"run {run_id}: {'accepted' if result.accepted else 'not accepted'}"
+    text += f" ({result.reason})" if result.reason else ""
+    text += f", prior state {result.prior_state}" if result.prior_state else ""
+    if result.accepted:
+        return messages.SUCCESS, text
+    return (messages.ERROR if result.reason == "store_unavailable" else messages.WARNING), text
+
+
 class SupersededColumn:
     @admin.display(description="superseded", boolean=True)
     def superseded(self, obj: Message) -> bool:
@@ -224,7 +314,8 @@ class RunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     )
     # The changelist follows session → owner on every row; one JOIN instead of two queries per row.
     list_select_related = ("session", "session__owner")
-    list_filter = ("state", "outcome", LeaseExpiredFilter, "model", "created_at", "started_at")
+    list_filter = ("state", "outcome", LeaseExpiredFilter, SessionOwnerFilter, SessionMemberFilter, "model",
+                   "created_at", "started_at")
     # "=id" is an iexact match: safe for any search term, and hyphen-insensitive on SQLite's hex storage.
     search_fields = ("=id", "session__title", "session__owner__username")
     actions = ("stop_selected",)
@@ -233,12 +324,14 @@ class RunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         (None, {"fields": ("id", "session_link", "owner", "records")}),
         ("State", {"fields": ("state", "prev_state", "outcome", "turn_count", "max_turns", "model", "error")}),
         ("Timing", {"fields": ("created_at", "started_at", "finished_at", "duration")}),
-        ("Stop", {"fields": ("stop_requested_at", "stop_requested_by", "stop_reason", "stop_acknowledged_at",
-                             "stop_latency")}),
+        ("Stop", {"fields": ("stop_origin", "stop_requested_at", "stop_requested_by", "stop_reason",
+                             "stop_acknowledged_at", "stop_latency")}),
         ("Lease", {"fields": ("executor_id", "lease_channel", "lease_expires_at")}),
-        ("Usage", {"fields": ("input_tokens", "output_tokens", "usage_estimated", "receipt")}),
+        ("Usage", {"fields": ("input_tokens", "output_tokens", "usage_estimated")}),
+        ("Receipt", {"fields": ("receipt_summary", "receipt")}),
     )
-    readonly_fields = ("session_link", "owner", "records", "duration", "stop_latency")
+    readonly_fields = ("session_link", "owner", "records", "duration", "stop_latency", "stop_origin",
+                       "receipt_summary")
 
     @admin.display(description="session", ordering="session__title")
     def session_link(self, obj: Run) -> str:
@@ -279,6 +372,32 @@ class RunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def stop_latency(self, obj: Run) -> str | None:
         return format_ms(obj.stop_latency_ms)
 
+    @admin.display(description="stop")
+    def stop_origin(self, obj: Run) -> str | None:
+        by = obj.stop_requested_by.get_username() if obj.stop_requested_by else None
+        return stop_origin_text(requested=obj.stop_requested, requested_by=by, reason=obj.stop_reason,
+                                outcome=obj.outcome, terminal=obj.is_terminal)
+
+    @admin.display(description="summary")
+    def receipt_summary(self, obj: Run) -> str | None:
+        """The receipt for people: the outcome, who stopped the run and from where (a user or the admin), the calls
+        by what they may have done. The raw receipt (the API's) is below it."""
+        receipt = obj.receipt
+        if not receipt:
+            return None
+        stop = receipt.get("stop") or {}
+        lines = [("outcome", receipt.get("outcome")),
+                 ("stop", stop_origin_text(requested=bool(stop), requested_by=stop.get("requested_by"),
+                                           reason=receipt.get("stop_reason"), outcome=receipt.get("outcome"),
+                                           terminal=True)),
+                 ("stop latency", format_ms(stop.get("latency_ms")))]
+        for key, label in (("completed_calls", "completed calls"), ("cancelled_calls", "cancelled calls"),
+                           ("partly_run_calls", "may have partly run")):
+            if receipt.get(key):
+                lines.append((label, ", ".join(f"{c['name']} ({c['status']})" for c in receipt[key])))
+        lines.append(("error", receipt.get("error")))
+        return format_html_join(mark_safe("<br>"), "{}: {}", [line for line in lines if line[1]])
+
     @admin.display(description="records")
     def records(self, obj: Run) -> str:
         # The inlines stop at INLINE_LIMIT rows; these lead to everything the run wrote.
@@ -292,19 +411,44 @@ class RunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def has_stop_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.stop_run")
 
+    def _stop(self, request: HttpRequest, run_id, session_id) -> None:
+        """One run_stop (one transaction), the admin as requester and origin; its result reported as the service
+        gave it: never a false success."""
+        result = run_stop(session_id=session_id, requested_by=request.user, run_id=run_id, as_admin=True)
+        level, text = stop_result_text(run_id, result)
+        self.message_user(request, text, level)
+
     @admin.action(description="Stop selected runs", permissions=("stop",))
     def stop_selected(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
-        # One run_stop (one transaction) per run: a failure stops only its own run's request, and each
-        # result is reported as the service gave it: never a false success.
+        # A failure stops only its own run's request.
         for run_id, session_id in queryset.values_list("pk", "session_id"):
-            result = run_stop(session_id=session_id, requested_by=request.user, run_id=run_id, as_admin=True)
-            if result.accepted:
-                suffix = f" ({result.reason})" if result.reason else ""
-                self.message_user(request, f"run {run_id}: accepted{suffix}", messages.SUCCESS)
-            elif result.reason == "store_unavailable":
-                self.message_user(request, f"run {run_id}: not accepted ({result.reason})", messages.ERROR)
-            else:
-                self.message_user(request, f"run {run_id}: not accepted ({result.reason})", messages.WARNING)
+            self._stop(request, run_id, session_id)
+
+    def get_urls(self) -> list[URLPattern]:
+        # Before the defaults: their "<path:object_id>/" would take ".../stop/" too.
+        stop = path("<path:object_id>/stop/", self.admin_site.admin_view(self.stop_view),
+                    name=f"{self.opts.app_label}_{self.opts.model_name}_stop")
+        return [stop, *super().get_urls()]
+
+    def stop_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The run page's "Stop run" button: POST (with CSRF, `admin_view`), for staff who may view the run and
+        hold `stop_run`; back to the run's page with the result."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        run = self.get_object(request, unquote(object_id))
+        if run is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not (self.has_view_permission(request, run) and self.has_stop_permission(request)):
+            raise PermissionDenied
+        self._stop(request, run.pk, run.session_id)
+        return HttpResponseRedirect(reverse("admin:orchestrator_run_change", args=[run.pk]))
+
+    def render_change_form(self, request: HttpRequest, context: dict, add: bool = False, change: bool = False,
+                           form_url: str = "", obj: Run | None = None) -> HttpResponse:
+        # The button is offered for a live run only (a finished one would answer already_stopped).
+        if obj is not None and not obj.is_terminal and self.has_stop_permission(request):
+            context["stop_url"] = reverse("admin:orchestrator_run_stop", args=[obj.pk])
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
 
 # --- Sessions ----------------------------------------------------------------------------------------------
@@ -320,25 +464,106 @@ class RunInline(ReadOnlyInline):
         return super().get_queryset(request).order_by("-created_at")
 
 
-class MemberInline(ReadOnlyInline):
-    """Who the session is shared with (users and groups, with their roles): granted through the API."""
+MEMBER_PERMISSIONS = ("add", "change", "delete")
+
+
+def grantee(member: SessionMember) -> tuple[str, str]:
+    """A member as the members service names it: ("user", username) or ("group", name)."""
+    if member.user_id is not None:
+        return "user", member.user.get_username()
+    return "group", member.group.name
+
+
+class MemberFormSet(BaseInlineFormSet):
+    def clean(self) -> None:
+        super().clean()
+        seen: set[tuple[str, object]] = set()
+        for form in self.forms:
+            if self._should_delete_form(form) or not getattr(form, "cleaned_data", None):
+                continue
+            for kind in ("user", "group"):
+                # A row the staff member may not change keeps its initial values (the primary keys) as cleaned_data.
+                if (chosen := form.cleaned_data.get(kind)) is not None:
+                    key = (kind, getattr(chosen, "pk", chosen))
+                    if key in seen:
+                        raise ValidationError(f"{chosen} is listed twice: a {kind} has one role on a session.")
+                    seen.add(key)
+
+
+class MemberInline(admin.TabularInline):
+    """Who the session is shared with (users and groups, with their roles). Staff edit it with Django's
+    sessionmember permissions; `SessionAdmin.save_formset` writes through the members service."""
 
     model = SessionMember
+    formset = MemberFormSet
     fields = ("user", "group", "role", "created_at")
-    readonly_fields = fields
-    show_change_link = False
+    readonly_fields = ("created_at",)
+    extra = 0
     verbose_name_plural = "members"
+
+    def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs: Any):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if field is not None and isinstance(field.widget, RelatedFieldWidgetWrapper):
+            # A member is chosen here, not created or edited: no links off to the users' and groups' pages.
+            field.widget.can_add_related = field.widget.can_change_related = field.widget.can_view_related = False
+        return field
 
 
 @admin.register(Session)
 class SessionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Read-only but for its members: the page is "changed" only through its members inline."""
+
     list_display = ("title", "id", "owner", "created_at", "updated_at", "archived_at", "active_run")
     list_select_related = ("owner",)
     list_filter = ("created_at", "updated_at", ("archived_at", admin.EmptyFieldListFilter))
     search_fields = ("=id", "title", "owner__username")
     fields = ("id", "title", "owner", "model", "created_at", "updated_at", "archived_at", "all_runs")
-    readonly_fields = ("all_runs",)
+    readonly_fields = fields
     inlines = (MemberInline, RunInline)
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return any(request.user.has_perm(f"orchestrator.{p}_sessionmember") for p in MEMBER_PERMISSIONS)
+
+    def save_model(self, request: HttpRequest, obj: Session, form: ModelForm, change: bool) -> None:
+        pass  # every field is read-only: the session row is not written
+
+    def save_formset(self, request: HttpRequest, form: ModelForm, formset: BaseInlineFormSet, change: bool) -> None:
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        if formset.model is SessionMember:
+            self._save_members(request, form.instance, formset)
+
+    def _save_members(self, request: HttpRequest, session: Session, formset: BaseInlineFormSet) -> None:
+        """Through the members service, so a removal closes the sockets it leaves without a role (after the
+        admin's transaction commits). Removals first, so a grantee removed and added again in one save ends
+        granted."""
+        before = {m.pk: m for m in SessionMember.objects.filter(session=session).select_related("user", "group")}
+        kept = [f for f in formset.initial_forms if f not in formset.deleted_forms and f.has_changed()]
+        added = [f for f in formset.extra_forms if f.has_changed() and f not in formset.deleted_forms]
+        try:
+            for f in formset.deleted_forms:
+                if (old := before.get(f.instance.pk)) is not None:
+                    self._remove(request, session, old)
+                    formset.deleted_objects.append(old)
+            for f in kept:
+                old, new = before.get(f.instance.pk), f.instance
+                if old is not None and grantee(old) != grantee(new):
+                    self._remove(request, session, old)  # the row names someone else now
+                formset.changed_objects.append((self._set(request, session, new), f.changed_data))
+            for f in added:
+                formset.new_objects.append(self._set(request, session, f.instance))
+        except ServiceError as exc:  # a user or group renamed or deleted since the form was read
+            self.message_user(request, f"members not all saved: {exc.detail}", messages.ERROR)
+
+    @staticmethod
+    def _set(request: HttpRequest, session: Session, member: SessionMember) -> SessionMember:
+        kind, name = grantee(member)
+        return session_member_set(session_id=session.pk, user=request.user, kind=kind, name=name, role=member.role,
+                                  as_admin=True)
+
+    @staticmethod
+    def _remove(request: HttpRequest, session: Session, member: SessionMember) -> None:
+        kind, name = grantee(member)
+        session_member_remove(session_id=session.pk, user=request.user, kind=kind, name=name, as_admin=True)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Session]:
         # The live run (at most one per session) comes with each row, not from a query per row.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -134,6 +135,7 @@ class SessionMember(models.Model):
             models.CheckConstraint(
                 condition=(Q(user__isnull=False, group__isnull=True) | Q(user__isnull=True, group__isnull=False)),
                 name="member_is_user_or_group",
+                violation_error_message="A member is a user or a group: choose one of them, not both.",
             ),
             models.UniqueConstraint(fields=["session", "user"], condition=Q(user__isnull=False),
                                     name="one_grant_per_user"),
@@ -143,6 +145,12 @@ class SessionMember(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user or self.group} ({self.role}) on {self.session_id}"
+
+    def clean(self) -> None:
+        """Form validation (the admin's members inline): the owner already has every right. The services say the
+        same in the API's words (`owner_is_member`)."""
+        if self.user_id is not None and self.session_id is not None and self.user_id == self.session.owner_id:
+            raise ValidationError({"user": "The session's owner already has every right: they cannot be a member."})
 
 
 class RunQuerySet(models.QuerySet):

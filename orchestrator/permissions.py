@@ -49,6 +49,21 @@ def visible_sessions(user) -> QuerySet[Session]:
     return Session.objects.filter(Q(owner_id=user.pk) | Q(pk__in=_grants(user).values("session_id")))
 
 
+def member_sessions(user) -> QuerySet[Session]:
+    """The sessions `user` is a member of, by their own grant or a group's (not those they own; none for an
+    inactive user). The admin's "member" filter on runs."""
+    if not _active(user):
+        return Session.objects.none()
+    return Session.objects.filter(pk__in=_grants(user).values("session_id"))
+
+
+def members():
+    """Every active user who is a member of some session, by their own grant or a group's (the choices of the admin's
+    "member" filter)."""
+    granted = Q(session_grants__isnull=False) | Q(groups__session_grants__isnull=False)
+    return get_user_model().objects.filter(granted, is_active=True).distinct()
+
+
 def session_role(session: Session, user) -> Role | None:
     if not _active(user):
         return None

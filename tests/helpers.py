@@ -74,3 +74,46 @@ async def wait_for_state(run_id, *states: str, timeout: float = 10.0) -> Run:
 
 async def wait_terminal(run_id, timeout: float = 10.0) -> Run:
     return await wait_for_state(run_id, "completed", "stopped", "failed", timeout=timeout)
+
+
+# --- the admin -------------------------------------------------------------------------------------------------
+
+
+def admin_form_data(response) -> dict:
+    """What an admin change page posts back unchanged: its form's and every inline's fields (management forms
+    included), read from the page's context. A test then changes what it means to change."""
+    forms = [response.context["adminform"].form]
+    for inline in response.context["inline_admin_formsets"]:
+        forms += [inline.formset.management_form, *inline.formset.forms]
+    data = {}
+    for form in forms:
+        for name in form.fields:
+            value = form[name].value()
+            if value is not None and value is not False:
+                data[form.add_prefix(name)] = value
+    return data
+
+
+def members_formset(response):
+    """The members inline's formset of a session's admin page."""
+    return next(i.formset for i in response.context["inline_admin_formsets"] if i.formset.model.__name__ ==
+                "SessionMember")
+
+
+def admin_member_removal(client, member) -> tuple[str, dict]:
+    """The URL and POST body that remove `member` (a SessionMember) on its session's admin page, as read by `client`
+    (staff who can see the page): the page's form with the member's row ticked for deletion."""
+    from django.urls import reverse
+
+    url = reverse("admin:orchestrator_session_change", args=[member.session_id])
+    page = client.get(url)
+    assert page.status_code == 200, page
+    data = admin_form_data(page)
+    [row] = [form for form in members_formset(page).forms if form.instance.pk == member.pk]
+    data[row.add_prefix("DELETE")] = "on"
+    return url, data
+
+
+def admin_remove_member(client, member):
+    """Remove `member` on its session's admin page as staff do; the POST's response."""
+    return client.post(*admin_member_removal(client, member))

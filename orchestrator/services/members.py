@@ -12,6 +12,7 @@ from django.db import transaction
 from .. import events, permissions
 from ..models import MemberRole, Session, SessionMember
 from .errors import InvalidInput, NotFound
+from .ids import parse_uuid
 
 Kind = Literal["user", "group"]
 KINDS: tuple[Kind, ...] = ("user", "group")
@@ -34,13 +35,26 @@ def _grantee(kind: Kind, name) -> dict:
     return {kind: found}
 
 
-def session_member_set(*, session_id, user: AbstractBaseUser, kind: Kind, name: str, role: str) -> SessionMember:
+def _session_to_manage(session_id, user: AbstractBaseUser, as_admin: bool) -> Session:
+    """The session, locked, if `user` owns it (`permissions`). `as_admin`: the admin's staff, whose right comes from
+    Django's model permissions (checked by the admin), manage any session."""
+    if not as_admin:
+        return permissions.session_for(user=user, session_id=session_id, need="own", lock=True)
+    session_uuid = parse_uuid(session_id)
+    session = Session.objects.select_for_update().filter(pk=session_uuid).first() if session_uuid else None
+    if session is None:
+        raise NotFound("no such session")
+    return session
+
+
+def session_member_set(*, session_id, user: AbstractBaseUser, kind: Kind, name: str, role: str,
+                       as_admin: bool = False) -> SessionMember:
     """Grant `role` (viewer, collaborator) to the user or group `name`, or change its role. The owner cannot be a
-    member (400 `owner_is_member`)."""
+    member (400 `owner_is_member`). `as_admin`: no ownership check (the admin's members inline)."""
     if role not in MemberRole.values:
         raise InvalidInput("invalid_field", "'role' must be 'viewer' or 'collaborator'")
     with transaction.atomic():
-        session = permissions.session_for(user=user, session_id=session_id, need="own", lock=True)
+        session = _session_to_manage(session_id, user, as_admin)
         grantee = _grantee(kind, name)
         if kind == "user" and grantee["user"].pk == session.owner_id:
             raise InvalidInput("owner_is_member", "the owner already has every right: they cannot be a member")
@@ -48,11 +62,13 @@ def session_member_set(*, session_id, user: AbstractBaseUser, kind: Kind, name: 
     return member
 
 
-def session_member_remove(*, session_id, user: AbstractBaseUser, kind: Kind, name: str) -> Session:
+def session_member_remove(*, session_id, user: AbstractBaseUser, kind: Kind, name: str,
+                          as_admin: bool = False) -> Session:
     """Take the grant of the user or group `name` away (nothing to take is fine). Their sockets on the session
-    that are left without a role close at once (4403)."""
+    that are left without a role close at once (4403). `as_admin`: no ownership check (the admin's members
+    inline)."""
     with transaction.atomic():
-        session = permissions.session_for(user=user, session_id=session_id, need="own", lock=True)
+        session = _session_to_manage(session_id, user, as_admin)
         grantee = _grantee(kind, name)
         if SessionMember.objects.filter(session=session, **grantee).delete()[0]:
             events.access_changed_on_commit(session.id)

@@ -7,6 +7,10 @@ The one rule is `orchestrator/permissions.py`: view (read, watch) for every role
 decide, edit, regenerate) for collaborators and the owner, own (rename, model, archive, delete, members) for the
 owner. No role: the session does not exist (404 `not_found`, stop `no_record`, socket close 4404). A role too
 low: 403 `forbidden` (an error frame on the JSON socket, which stays open).
+
+The admin's writes (a run's "Stop run" button, a session's members inline) answer to Django's staff permissions
+instead, whatever the caller's role on the session: no staff flag is the admin's login page, staff without the
+permission 403.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from django.test import Client
 from harness.asgi import application
 from orchestrator.services.tokens import api_token_create
 from tests.factories import SHARED_ROLES, SharedWorld, session_state, shared_world
-from tests.helpers import db
+from tests.helpers import admin_member_removal, db
 
 CALLERS = [*SHARED_ROLES, "anonymous"]
 # What each caller may do: the role's reach ("view" < "act" < "own"); None: no role.
@@ -275,3 +279,59 @@ async def test_portal_socket(caller):
             assert 'id="approvals"' in snapshot and "list the files" in snapshot  # the live session, watched
     finally:
         await communicator.disconnect()
+
+
+# --- the admin -----------------------------------------------------------------------------------------------
+
+
+# Staff holding the view permissions only, and staff who may also stop runs and remove members.
+STAFF = {"staff_viewer": ("view_run", "view_session", "view_sessionmember"),
+         "staff": ("view_run", "view_session", "view_sessionmember", "stop_run", "delete_sessionmember")}
+
+
+def _admin_client(world: SharedWorld, caller: str) -> Client:
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    client = Client()
+    if caller in STAFF:
+        staff = get_user_model().objects.create_user(username=caller, password=f"{caller}-password-1", is_staff=True)
+        staff.user_permissions.set(Permission.objects.filter(content_type__app_label="orchestrator",
+                                                             codename__in=STAFF[caller]))
+        client.force_login(staff)
+    elif caller != "anonymous":
+        client.force_login(world.users[caller])
+    return client
+
+
+def _admin_request(world: SharedWorld, action: str) -> tuple[str, dict]:
+    from django.contrib.auth import get_user_model
+    from django.urls import reverse
+
+    from orchestrator.models import SessionMember
+
+    if action == "stop_button":
+        return reverse("admin:orchestrator_run_stop", args=[world.run.pk]), {}
+    reader = Client()  # the page as a superuser reads it; the caller posts it
+    reader.force_login(get_user_model().objects.create_superuser(username="root", password="root-password-1"))
+    return admin_member_removal(reader, SessionMember.objects.get(session=world.session, user=world.users["viewer"]))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("caller", [*CALLERS, *STAFF])
+@pytest.mark.parametrize("action", ["stop_button", "remove_member"])
+def test_admin(caller, action):
+    world = shared_world(live=True)
+    client = _admin_client(world, caller)
+    url, body = _admin_request(world, action)
+    before = session_state(world.session.id)
+    response = client.post(url, body)
+    if caller == "staff":
+        assert response.status_code == 302 and "/login/" not in response["Location"]
+        assert session_state(world.session.id) != before  # stopped, or carol's grant gone
+        return
+    if caller == "staff_viewer":
+        assert response.status_code == 403
+    else:  # a session's owner is no one in the admin
+        assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    assert session_state(world.session.id) == before

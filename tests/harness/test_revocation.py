@@ -1,6 +1,6 @@
-"""Taking access away takes effect at once (issue #12): removing a member, removing a user from a shared group
-(either side of the relation, or clearing it), deactivating a user and deleting the session close that user's
-open sockets on the session within 1 s — the JSON socket and the portal's socket alike, with 4403 — and their
+"""Taking access away takes effect at once (issue #12): removing a member (through the API's service or the
+admin's members inline), removing a user from a shared group (either side of the relation, or clearing it),
+deactivating a user and deleting the session close that user's open sockets on the session within 1 s — the JSON socket and the portal's socket alike, with 4403 — and their
 next request is refused. Sockets of users who keep their role stay open.
 
 Every wait is a receive with a deadline (the 1 s is the deadline); nothing sleeps.
@@ -24,11 +24,12 @@ from devtools.api import call
 
 from harness.asgi import application
 from harness.groups import CLOSE_REVOKED
+from orchestrator.models import SessionMember
 from orchestrator.services.members import session_member_remove, session_member_set
 from orchestrator.services.sessions import session_delete
 from orchestrator.services.tokens import api_token_create
 from tests.factories import TEAM, SharedWorld, shared_world
-from tests.helpers import db
+from tests.helpers import admin_remove_member, db
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -86,6 +87,24 @@ def _remove_member(world: SharedWorld) -> None:
     session_member_remove(session_id=world.session.id, user=world.users["owner"], kind="user", name="carol")
 
 
+def _staff_client() -> Client:
+    from django.contrib.auth import get_user_model
+
+    client = Client()
+    client.force_login(get_user_model().objects.create_superuser(username="root", password="root-password-1"))
+    return client
+
+
+def _remove_member_in_admin(world: SharedWorld) -> None:
+    member = SessionMember.objects.get(session=world.session, user=world.users["viewer"])
+    assert admin_remove_member(_staff_client(), member).status_code == 302
+
+
+def _unshare_group_in_admin(world: SharedWorld) -> None:
+    member = SessionMember.objects.get(session=world.session, group__name=TEAM)
+    assert admin_remove_member(_staff_client(), member).status_code == 302
+
+
 def _leave_group(world: SharedWorld) -> None:
     world.users["group_member"].groups.remove(world.users["group_member"].groups.get(name=TEAM))
 
@@ -118,6 +137,8 @@ def _user_deleted(world: SharedWorld) -> None:
 
 REVOCATIONS: list[tuple[str, Callable[[SharedWorld], None], str]] = [
     ("member removed", _remove_member, "viewer"),
+    ("member removed in the admin", _remove_member_in_admin, "viewer"),
+    ("group unshared in the admin", _unshare_group_in_admin, "group_member"),
     ("user leaves the group", _leave_group, "group_member"),
     ("group drops the user", _group_drops_user, "group_member"),
     ("user's groups cleared", _groups_cleared, "group_member"),

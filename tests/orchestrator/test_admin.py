@@ -1,5 +1,8 @@
-"""The admin: a read-only view of sessions, runs and their records, plus the "Stop selected runs" action
-(which goes through `run_stop`, so it behaves exactly as a user's stop does)."""
+"""The admin: a read-only view of sessions, runs and their records (runs filterable by session owner and by
+member), plus its writes, each through the services: the "Stop selected runs" action and a live run's "Stop run"
+button (`run_stop`, so they behave exactly as a user's stop does, with the admin as the stop's origin, which the
+run's page and receipt show), and a session's members inline (`session_member_set`/`_remove`; that a removal
+closes the member's sockets is tested over real sockets in tests/harness/test_revocation.py)."""
 
 from __future__ import annotations
 
@@ -26,10 +29,12 @@ from orchestrator.models import (
     RunOutcome,
     RunState,
     Session,
+    SessionMember,
     SteeringMessage,
 )
 from orchestrator.services.sessions import session_create
 from tests.factories import TEAM, make_run, park_on_approval, shared_world
+from tests.helpers import admin_form_data, admin_remove_member, members_formset
 
 pytestmark = pytest.mark.django_db
 
@@ -68,10 +73,12 @@ def su_client(client, superuser):
 
 @pytest.fixture
 def staff_with(django_user_model, client):
-    """A client logged in as a staff user holding exactly the given orchestrator permissions."""
+    """A client logged in as a staff user holding exactly the given orchestrator permissions (called again: the
+    same user, now with these)."""
 
     def make(*codenames: str):
-        staff = django_user_model.objects.create_user(username="staff", password="staff-password-1", is_staff=True)
+        staff = django_user_model.objects.filter(username="staff").first() or django_user_model.objects.create_user(
+            username="staff", password="staff-password-1", is_staff=True)
         staff.user_permissions.set(
             Permission.objects.filter(content_type__app_label="orchestrator", codename__in=codenames)
         )
@@ -235,14 +242,17 @@ def test_inline_shows_at_most_its_limit(su_client, user, monkeypatch):
 
 @pytest.mark.parametrize("model", [Session, Run, Message, FunctionCall, Approval, SteeringMessage])
 def test_every_registered_record_is_view_only_even_for_superusers(rf, superuser, model):
+    """History is read-only; a session's members are the one editable part (their own tests below)."""
     model_admin = django_admin.site._registry[model]
     request = rf.get("/")
     request.user = superuser
     assert model_admin.has_view_permission(request)
     assert not model_admin.has_add_permission(request)
-    assert not model_admin.has_change_permission(request)
+    assert model_admin.has_change_permission(request) is (model is Session)  # its members inline
     assert not model_admin.has_delete_permission(request)
     for inline in model_admin.get_inline_instances(request):
+        if inline.model is SessionMember:
+            continue
         assert not inline.has_add_permission(request, None)
         assert not inline.has_change_permission(request)
         assert not inline.has_delete_permission(request)
@@ -321,8 +331,8 @@ def test_stop_action_stops_a_live_run_and_reports_already_stopped_for_a_finished
     response = stop(su_client, live, finished)
     assert response.redirect_chain == [(RUNS_URL, 302)]
     assert sorted(reported(response)) == sorted([
-        (messages.SUCCESS, f"run {live.pk}: accepted"),
-        (messages.WARNING, f"run {finished.pk}: not accepted (already_stopped)"),
+        (messages.SUCCESS, f"run {live.pk}: accepted, prior state awaiting_approval"),
+        (messages.WARNING, f"run {finished.pk}: not accepted (already_stopped), prior state completed"),
     ])
     live.refresh_from_db()
     assert live.stop_requested_at is not None and live.stop_requested_by == superuser
@@ -333,7 +343,8 @@ def test_stop_action_stops_a_live_run_and_reports_already_stopped_for_a_finished
 
     # A second click: the run is already stopping; it is still accepted, and says so.
     flagged_at = live.stop_requested_at
-    assert reported(stop(su_client, live)) == [(messages.SUCCESS, f"run {live.pk}: accepted (already_stopping)")]
+    assert reported(stop(su_client, live)) == [
+        (messages.SUCCESS, f"run {live.pk}: accepted (already_stopping), prior state awaiting_approval")]
     live.refresh_from_db()
     assert live.stop_requested_at == flagged_at
 
@@ -353,7 +364,7 @@ def test_staff_with_view_and_stop_permissions_stops_another_users_run(staff_with
     run = make_run(owner=other_user, state=RunState.FUNCTION_EXECUTE)  # not the staff member's session
     client, staff = staff_with("view_run", "stop_run")
     assert "stop_selected" in client.get(RUNS_URL).content.decode()
-    assert reported(stop(client, run)) == [(messages.SUCCESS, f"run {run.pk}: accepted")]
+    assert reported(stop(client, run)) == [(messages.SUCCESS, f"run {run.pk}: accepted, prior state function_execute")]
     run.refresh_from_db()
     assert run.stop_requested_at is not None and run.stop_requested_by == staff
 
@@ -382,3 +393,281 @@ def test_session_page_shows_its_members(su_client):
         assert shown in html
     archived = su_client.get(reverse("admin:orchestrator_session_changelist") + "?archived_at__isempty=0")
     assert archived.status_code == 200 and "shared session" not in archived.content.decode()
+
+
+# --- Runs by session owner and by member -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shared_runs(make_user):
+    """alice's shared session (bob, carol and the team's dave are members) and mallory's own sessions: one private,
+    one shared with the team only."""
+    from django.contrib.auth.models import Group
+
+    world = shared_world(live=False)
+    mallory = world.users["non_member"]
+    private = make_run(owner=mallory, title="mallory's private")
+    team_session = session_create(owner=mallory, title="mallory's, shared with the team")
+    SessionMember.objects.create(session=team_session, group=Group.objects.get(name=TEAM), role="viewer")
+    return world, {"alice's": world.run, "mallory's private": private,
+                   "mallory's team": make_run(team_session, RunState.COMPLETED)}
+
+
+@pytest.mark.parametrize(("param", "who", "expected"), [
+    ("owner", "owner", {"alice's"}),
+    ("owner", "non_member", {"mallory's private", "mallory's team"}),
+    ("member", "collaborator", {"alice's"}),  # bob's own grant
+    ("member", "viewer", {"alice's"}),
+    ("member", "group_member", {"alice's", "mallory's team"}),  # dave, through the team
+    ("member", "owner", set()),  # alice owns her session: the owner filter finds it, not the member one
+    ("member", "non_member", set()),
+])
+def test_runs_filter_by_session_owner_and_by_member(su_client, shared_runs, param, who, expected):
+    world, runs = shared_runs
+    listed = listed_ids(su_client.get(RUNS_URL, {param: world.users[who].pk}))
+    assert listed == {runs[name].pk for name in expected}
+
+
+def test_member_filter_offers_members_and_follows_the_permission_rule(su_client, shared_runs):
+    world, runs = shared_runs
+    assert user_choices(su_client, "owner") == ["alice", "mallory"]
+    assert user_choices(su_client, "member") == ["bob", "carol", "dave"]
+    carol = world.users["viewer"]
+    assert listed_ids(su_client.get(RUNS_URL, {"member": carol.pk})) == {runs["alice's"].pk}
+    carol.is_active = False  # the rule: an inactive user has no role, so is a member of nothing
+    carol.save()
+    assert listed_ids(su_client.get(RUNS_URL, {"member": carol.pk})) == set()
+    assert user_choices(su_client, "member") == ["bob", "dave"]
+
+
+def user_choices(client, parameter: str) -> list[str]:
+    """The names a user filter of the runs changelist offers."""
+    [spec] = [s for s in client.get(RUNS_URL).context["cl"].filter_specs if getattr(s, "parameter_name", "") == parameter]
+    return [name for _, name in spec.lookup_choices]
+
+
+@pytest.mark.parametrize("param", ["owner", "member"])
+def test_user_filters_refuse_a_malformed_value_and_find_nothing_for_an_unknown_user(su_client, shared_runs, param):
+    response = su_client.get(RUNS_URL, {param: "not-a-user"})
+    assert response.status_code == 302 and response["Location"].endswith("?e=1")  # Django's "bad lookup" answer
+    assert listed_ids(su_client.get(RUNS_URL, {param: 10**9})) == set()
+
+
+# --- The "Stop run" button on a run's page ----------------------------------------------------------------------
+
+
+def stop_url(run: Run) -> str:
+    return reverse("admin:orchestrator_run_stop", args=[run.pk])
+
+
+def press_stop(client, run: Run):
+    return client.post(stop_url(run), follow=True)
+
+
+def stop_state(run: Run) -> tuple:
+    run.refresh_from_db()
+    return run.stop_requested_at, run.stop_requested_by_id, run.stop_reason
+
+
+def test_a_live_runs_page_offers_the_stop_button_and_a_finished_ones_does_not(su_client, user):
+    live = make_run(owner=user, state=RunState.FUNCTION_EXECUTE)
+    finished = make_run(owner=user, state=RunState.COMPLETED)
+    assert f'action="{stop_url(live)}"' in su_client.get(run_url(live)).content.decode()
+    assert 'id="run-stop-form"' not in su_client.get(run_url(finished)).content.decode()
+
+
+def test_the_stop_button_stops_as_the_admin_and_a_second_press_changes_nothing(staff_with, other_user):
+    run = make_run(owner=other_user, state=RunState.FUNCTION_EXECUTE)  # not the staff member's session
+    client, staff = staff_with("view_run", "stop_run")
+    page = client.get(run_url(run)).content.decode()
+    assert f'action="{stop_url(run)}"' in page and 'name="csrfmiddlewaretoken"' in page
+    response = press_stop(client, run)
+    assert response.redirect_chain == [(run_url(run), 302)]
+    assert reported(response) == [(messages.SUCCESS, f"run {run.pk}: accepted, prior state function_execute")]
+    stopped_at, by, reason = stop_state(run)
+    assert stopped_at is not None and (by, reason) == (staff.pk, "admin")  # the service names the origin
+    assert "stop requested by staff (admin): stopping" in response.content.decode()
+    # Pressed again: accepted, already stopping; nothing recorded twice.
+    assert reported(press_stop(client, run)) == [
+        (messages.SUCCESS, f"run {run.pk}: accepted (already_stopping), prior state function_execute")]
+    assert stop_state(run) == (stopped_at, staff.pk, "admin")
+
+
+def test_the_stop_button_on_a_run_that_ended_meanwhile_says_already_stopped(su_client, user):
+    run = make_run(owner=user, state=RunState.COMPLETED)  # the page was opened while it was live
+    assert reported(press_stop(su_client, run)) == [
+        (messages.WARNING, f"run {run.pk}: not accepted (already_stopped), prior state completed")]
+    assert stop_state(run) == (None, None, "")
+
+
+def test_the_stop_button_is_refused_without_the_stop_permission_to_non_staff_and_to_get(staff_with, client, user):
+    run = make_run(owner=user, state=RunState.FUNCTION_EXECUTE)
+    staff_client, _ = staff_with("view_run")
+    assert 'id="run-stop-form"' not in staff_client.get(run_url(run)).content.decode()
+    assert staff_client.post(stop_url(run)).status_code == 403
+    assert staff_client.get(stop_url(run)).status_code == 405
+    client.force_login(user)  # the session's owner, but not staff: the admin's login page
+    response = client.post(stop_url(run))
+    assert response.status_code == 302 and response["Location"].startswith(reverse("admin:login"))
+    assert stop_state(run) == (None, None, "")
+    # What could have happened: the same press by staff holding the permission.
+    staff_client, _ = staff_with("view_run", "stop_run")
+    assert press_stop(staff_client, run).status_code == 200 and stop_state(run)[0] is not None
+
+
+def test_the_stop_button_needs_the_csrf_token(superuser, user):
+    from django.test import Client
+
+    run = make_run(owner=user, state=RunState.FUNCTION_EXECUTE)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(superuser)
+    assert client.post(stop_url(run)).status_code == 403
+    assert stop_state(run) == (None, None, "")
+    token = client.get(run_url(run)).context["csrf_token"]
+    assert client.post(stop_url(run), {"csrfmiddlewaretoken": str(token)}).status_code == 302
+    assert stop_state(run)[0] is not None
+
+
+def test_the_stop_button_for_an_unknown_run_is_no_error(su_client):
+    for unknown in ("0b4a8d3e-0000-4000-8000-000000000000", "not-a-uuid"):
+        response = su_client.post(reverse("admin:orchestrator_run_stop", args=[unknown]), follow=True)
+        assert response.status_code == 200 and "doesn’t exist" in response.content.decode()
+
+
+# --- The receipt says who stopped the run, and from where ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("origin", "shown"), [("user", "stopped by alice (user)"), ("admin", "stopped by root (admin)")])
+def test_the_receipt_says_whether_a_user_or_the_admin_stopped_the_run(su_client, superuser, user, origin, shown):
+    from orchestrator.engine.states.tearing_down import build_receipt
+
+    now = timezone.now()
+    run = make_run(owner=user, state=RunState.STOPPED, stop_requested_at=now - timedelta(milliseconds=30),
+                   stop_requested_by=superuser if origin == "admin" else user, stop_reason=origin)
+    run.receipt = build_receipt(run)
+    run.save()
+    html = su_client.get(run_url(run)).content.decode()
+    assert html.count(shown) == 2  # the Stop section, and the receipt's summary
+    assert "outcome: stopped" in html
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_stop_button_on_a_streaming_run_driven_by_the_worker(worker, session, user, superuser):
+    from django.test import Client
+
+    from tests.helpers import db, script, start, wait_terminal, wait_until
+
+    run = await start(session, user, script({"words": 5000, "delay_ms": 5}))  # ~25 s unless stopped
+    await wait_until(lambda: Message.objects.filter(run_id=run.id, role="assistant").exclude(text="").exists(),
+                     what="streamed text")
+    client = Client()
+    await db(client.force_login, superuser)
+    response = await db(client.post, stop_url(run), follow=True)
+    assert reported(response) == [(messages.SUCCESS, f"run {run.pk}: accepted, prior state assistant_streaming")]
+    run = await wait_terminal(run.id, timeout=5)
+    assert run.outcome == "stopped"
+    assert (run.receipt["stop"]["requested_by"], run.receipt["stop_reason"]) == ("root", "admin")
+    page = (await db(client.get, run_url(run))).content.decode()
+    assert "stopped by root (admin)" in page and 'id="run-stop-form"' not in page
+    again = await db(client.post, stop_url(run), follow=True)
+    assert reported(again) == [(messages.WARNING, f"run {run.pk}: not accepted (already_stopped), prior state stopped")]
+
+
+# --- A session's members, edited through the members service ------------------------------------------------------
+
+
+def session_url(session) -> str:
+    return reverse("admin:orchestrator_session_change", args=[session.pk])
+
+
+def grants(session) -> set:
+    return {(m.user.username if m.user_id else f"@{m.group.name}", m.role)
+            for m in SessionMember.objects.filter(session=session).select_related("user", "group")}
+
+
+def row_of(page, username: str):
+    return next(f for f in members_formset(page).forms if f.instance.user_id and f.instance.user.username == username)
+
+
+def with_new_row(page, data: dict, **fields) -> dict:
+    total = int(data["members-TOTAL_FORMS"])
+    return {**data, "members-TOTAL_FORMS": str(total + 1), **{f"members-{total}-{k}": v for k, v in fields.items()}}
+
+
+@pytest.fixture
+def world():
+    return shared_world(live=False)
+
+
+ORIGINAL = {("bob", "collaborator"), ("carol", "viewer"), (f"@{TEAM}", "collaborator")}
+
+
+def test_staff_change_a_role_add_and_remove_members_on_the_session_page(su_client, world):
+    session = world.session
+    updated_at = Session.objects.get(pk=session.pk).updated_at
+    page = su_client.get(session_url(session))
+    data = admin_form_data(page)
+    data[row_of(page, "carol").add_prefix("role")] = "collaborator"
+    data[row_of(page, "bob").add_prefix("DELETE")] = "on"
+    data = with_new_row(page, data, user=world.users["non_member"].pk, role="viewer")
+    response = su_client.post(session_url(session), data)
+    assert response.status_code == 302, response.context and response.context["errors"]
+    assert grants(session) == {("carol", "collaborator"), ("mallory", "viewer"), (f"@{TEAM}", "collaborator")}
+    assert Session.objects.get(pk=session.pk).updated_at == updated_at  # the session row itself is not written
+    history = su_client.get(reverse("admin:orchestrator_session_history", args=[session.pk])).content.decode()
+    for logged in ("Added session member “mallory (viewer)", "Changed Role for session member “carol (collaborator)",
+                   "Deleted session member “bob (collaborator)"):
+        assert logged in history  # the admin's log says who did what
+
+
+def test_a_row_given_another_user_moves_the_grant(su_client, world):
+    page = su_client.get(session_url(world.session))
+    data = admin_form_data(page)
+    data[row_of(page, "carol").add_prefix("user")] = world.users["non_member"].pk
+    assert su_client.post(session_url(world.session), data).status_code == 302
+    assert grants(world.session) == {("bob", "collaborator"), ("mallory", "viewer"), (f"@{TEAM}", "collaborator")}
+
+
+@pytest.mark.parametrize(("row", "error"), [
+    ({"user": "owner", "role": "viewer"}, "owner already has every right"),
+    ({"user": "collaborator", "role": "viewer"}, "bob is listed twice"),
+    ({"user": "non_member", "group": TEAM, "role": "viewer"}, "A member is a user or a group"),
+    ({"role": "viewer"}, "A member is a user or a group"),
+    ({"user": "non_member", "role": "owner"}, "Select a valid choice"),
+])
+def test_a_bad_member_row_is_a_form_error_and_changes_nothing(su_client, world, row, error):
+    from django.contrib.auth.models import Group
+
+    values = {"role": row["role"]}
+    if "user" in row:
+        values["user"] = world.users[row["user"]].pk
+    if "group" in row:
+        values["group"] = Group.objects.get(name=row["group"]).pk
+    page = su_client.get(session_url(world.session))
+    response = su_client.post(session_url(world.session), with_new_row(page, admin_form_data(page), **values))
+    assert response.status_code == 200 and error in response.content.decode()
+    assert grants(world.session) == ORIGINAL
+
+
+def test_members_are_edited_with_the_sessionmember_permissions_only(staff_with, world):
+    client, _ = staff_with("view_session", "view_sessionmember")
+    page = client.get(session_url(world.session))
+    assert page.status_code == 200 and "carol" in page.content.decode()
+    assert 'name="members-0-role"' not in page.content.decode()  # shown, not editable
+    data = admin_form_data(page)
+    assert client.post(session_url(world.session), data).status_code == 403
+    assert grants(world.session) == ORIGINAL
+    client, _ = staff_with("view_session", "view_sessionmember", "delete_sessionmember")  # what could have happened
+    assert admin_remove_member(client, SessionMember.objects.get(user=world.users["viewer"])).status_code == 302
+    assert grants(world.session) == ORIGINAL - {("carol", "viewer")}
+
+
+def test_removing_a_member_goes_through_the_service_and_its_revocation(su_client, world, monkeypatch):
+    """The socket-level proof is tests/harness/test_revocation.py ("member removed in the admin"); here, that the
+    admin's removal publishes the revocation after its commit."""
+    from orchestrator import events
+
+    published = []
+    monkeypatch.setattr(events, "access_changed_on_commit", lambda *ids: published.append(ids))
+    assert admin_remove_member(su_client, SessionMember.objects.get(user=world.users["viewer"])).status_code == 302
+    assert published == [(world.session.id,)]

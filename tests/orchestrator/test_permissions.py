@@ -75,3 +75,20 @@ def test_visible_sessions_lists_each_session_once(world):
     assert list(permissions.visible_sessions(bob)) == [world.session]
     assert list(permissions.visible_sessions(world.users["non_member"])) == []
     assert permissions.session_roles([world.session], bob) == {world.session.pk: "collaborator"}
+
+
+def test_member_sessions_are_those_granted_to_the_user_or_their_groups_not_owned(world):
+    from orchestrator.services.sessions import session_create
+
+    theirs = session_create(owner=world.users["non_member"], title="mallory's")
+    SessionMember.objects.create(session=theirs, group=Group.objects.get(name=TEAM), role="viewer")
+    SessionMember.objects.create(session=theirs, user=world.users["group_member"], role="viewer")  # both ways: once
+    members = {key: list(permissions.member_sessions(user)) for key, user in world.users.items()}
+    assert members == {"owner": [], "collaborator": [world.session], "viewer": [world.session],
+                       "group_member": sorted([world.session, theirs], key=lambda s: s.updated_at, reverse=True),
+                       "non_member": []}
+    assert sorted(u.username for u in permissions.members()) == ["bob", "carol", "dave"]
+    world.users["viewer"].is_active = False
+    world.users["viewer"].save()
+    assert list(permissions.member_sessions(world.users["viewer"])) == []
+    assert sorted(u.username for u in permissions.members()) == ["bob", "dave"]
