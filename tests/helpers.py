@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -74,3 +75,23 @@ async def wait_for_state(run_id, *states: str, timeout: float = 10.0) -> Run:
 
 async def wait_terminal(run_id, timeout: float = 10.0) -> Run:
     return await wait_for_state(run_id, "completed", "stopped", "failed", timeout=timeout)
+
+
+PRESENCE = re.compile(r'<p id="presence"[^>]*>(.*?)</p>', re.S)
+
+
+def here_now(frame: str) -> list[str] | None:
+    """The users a portal socket frame's presence fragment ("Here now") lists, or None if it has none."""
+    found = PRESENCE.search(frame)
+    return re.findall(r'data-user="([^"]*)"', found.group(1)) if found else None
+
+
+async def presence_until(communicator, users: list[str], *, timeout: float = 5.0) -> list[str]:
+    """Receive a portal socket's frames until its presence lists exactly `users` (sorted); the frames received."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    frames = []
+    while True:
+        frames.append(await communicator.receive_from(timeout=max(0.0, deadline - loop.time())))
+        if here_now(frames[-1]) == sorted(users):
+            return frames
