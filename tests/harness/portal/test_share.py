@@ -121,7 +121,8 @@ def test_a_shared_session_shows_who_wrote_each_message_and_who_steered(world):
     page = as_user(world.users["viewer"]).get(f"/sessions/{world.session.id}/").content.decode()
     assert 'class="session" hx-ext="ws"' in page and "data-shared>" in page
     assert '<span class="author">alice</span>' in page and '<span class="author">bob</span>' in page
-    assert '<span class="author">bob:</span> shorter please' in page
+    assert ('<span class="author">bob</span><p class="steer steer-discarded">Not applied (the run had ended): '
+            'shorter please</p>') in page
 
 
 def test_an_unshared_session_marks_nothing_as_shared(user, session):
