@@ -72,11 +72,13 @@ def test_the_session_page_offers_its_export_to_a_viewer_as_downloads(server, pag
 # could miss "stopping…"). Each socket message is its own task, so the observer sees each swap's result.
 SEEN_BUTTONS = """
 window.__seen = [];
-new MutationObserver(() => {
+const note = () => {
   const button = document.querySelector("#composer .composer-send");
   const text = button ? button.textContent.trim() : null;
   if (text && window.__seen[window.__seen.length - 1] !== text) window.__seen.push(text);
-}).observe(document.getElementById("session-live"), {subtree: true, childList: true, characterData: true});
+};
+note();  // what it shows now
+new MutationObserver(note).observe(document.getElementById("session-live"), {subtree: true, childList: true, characterData: true});
 """
 
 
