@@ -89,6 +89,10 @@ class Cluster:
     def ws_url(self, web: str, session_id: str) -> str:
         return f"ws://127.0.0.1:{self.web[web][0]}/ws/api/sessions/{session_id}/"
 
+    def portal_ws_url(self, web: str, session_id: str) -> str:
+        """The session page's own socket on web process `web` (a `sessionid` cookie and our Origin)."""
+        return f"ws://127.0.0.1:{self.web[web][0]}/ws/sessions/{session_id}/"
+
     def call(self, web: str, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         return call(self.url(web, ""), self.token, method, path, body)
 

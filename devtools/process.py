@@ -32,6 +32,21 @@ def manage(env: dict, *args: str, timeout: float = 300) -> str:
     return done.stdout
 
 
+def login_cookie(env: dict, username: str) -> str:
+    """A logged-in portal session for `username` (no password needed) in the deployment `env` names: the
+    `sessionid` cookie's value."""
+    code = (
+        "from django.contrib.auth import get_user_model, login; from django.test import RequestFactory; "
+        "from importlib import import_module; from django.conf import settings; "
+        "request = RequestFactory().get('/'); "
+        "request.session = import_module(settings.SESSION_ENGINE).SessionStore(); "
+        f"login(request, get_user_model().objects.get(username={username!r}), "
+        "backend='django.contrib.auth.backends.ModelBackend'); request.session.save(); "
+        "print(request.session.session_key)"
+    )
+    return manage(env, "shell", "-c", code, timeout=120).strip().splitlines()[-1]
+
+
 def stop_process(process: subprocess.Popen, sig: int = signal.SIGINT, grace: float = 10.0) -> None:
     """Send `sig` (SIGINT: a clean shutdown), and SIGKILL if the process is still there after `grace`."""
     if process.poll() is not None:

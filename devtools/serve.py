@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .api import answers
-from .process import MANAGE, ServerProcess, manage
+from .process import MANAGE, ServerProcess, login_cookie, manage
 from .servers import free_port
 
 
@@ -34,16 +34,7 @@ class Serve(ServerProcess):
 
     def login_cookie(self, username: str) -> str:
         """A logged-in portal session for `username` (no password needed): the `sessionid` cookie's value."""
-        code = (
-            "from django.contrib.auth import get_user_model, login; from django.test import RequestFactory; "
-            "from importlib import import_module; from django.conf import settings; "
-            "request = RequestFactory().get('/'); "
-            "request.session = import_module(settings.SESSION_ENGINE).SessionStore(); "
-            f"login(request, get_user_model().objects.get(username={username!r}), "
-            "backend='django.contrib.auth.backends.ModelBackend'); request.session.save(); "
-            "print(request.session.session_key)"
-        )
-        return self.manage("shell", "-c", code).strip().splitlines()[-1]
+        return login_cookie(self.env, username)
 
     def start(self, timeout: float = 30) -> float:  # type: ignore[override]
         """Start and wait until the portal answers; the seconds that took."""

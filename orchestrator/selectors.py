@@ -211,7 +211,7 @@ def run_approvals(run: Run | None) -> list[Approval]:
 
 
 def run_steering(run: Run | None) -> list[SteeringMessage]:
-    return list(SteeringMessage.objects.filter(run=run).order_by("created_at")) if run else []
+    return list(SteeringMessage.objects.filter(run=run).select_related("created_by").order_by("created_at")) if run else []
 
 
 def session_snapshot(session: Session) -> dict:

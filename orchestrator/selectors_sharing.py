@@ -110,3 +110,8 @@ def session_members(session: Session) -> dict:
             for g in grants
         ],
     }
+
+
+def session_is_shared(session: Session) -> bool:
+    """Whether anyone but the owner has access (a user or a group granted a role)."""
+    return SessionMember.objects.filter(session=session).exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -117,3 +118,23 @@ def admin_member_removal(client, member) -> tuple[str, dict]:
 def admin_remove_member(client, member):
     """Remove `member` on its session's admin page as staff do; the POST's response."""
     return client.post(*admin_member_removal(client, member))
+
+
+PRESENCE = re.compile(r'<p id="presence"[^>]*>(.*?)</p>', re.S)
+
+
+def here_now(frame: str) -> list[str] | None:
+    """The users a portal socket frame's presence fragment ("Here now") lists, or None if it has none."""
+    found = PRESENCE.search(frame)
+    return re.findall(r'data-user="([^"]*)"', found.group(1)) if found else None
+
+
+async def presence_until(communicator, users: list[str], *, timeout: float = 5.0) -> list[str]:
+    """Receive a portal socket's frames until its presence lists exactly `users` (sorted); the frames received."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    frames = []
+    while True:
+        frames.append(await communicator.receive_from(timeout=max(0.0, deadline - loop.time())))
+        if here_now(frames[-1]) == sorted(users):
+            return frames

@@ -5,10 +5,13 @@ asleep, offline, the server restarted — reconnects and gets a fresh snapshot, 
 Streaming text is kept contiguous per tab by `harness.streaming.StreamTracker`: nothing is appended twice,
 and a tab that joins mid-stream has its gap filled from the checkpoint. It is shown as Markdown, rendered at
 a bounded rate by `LiveAnswers`; a finished answer is rendered whole, as a fresh page load shows it.
+Who else is on the page ("Here now") is kept by the sockets themselves over the channel layer (`presence.py`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from channels.db import database_sync_to_async
@@ -22,6 +25,7 @@ from harness.streaming import GAP, StreamTracker
 
 from . import fragments
 from .live_answers import LiveAnswers
+from .presence import BEAT_SECONDS, GONE, HERE, Presence, gone_message, here_message, presence_group
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +36,8 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
     oldest_sent: int | None = None  # the oldest message of the transcript page the snapshot sent
     answers: LiveAnswers | None = None  # (touched on the event loop only: it holds the loop's timers)
     watching = False  # a viewer's tab: the composer shows the run's mode but offers no send or stop
+    presence: Presence | None = None  # who else has the page open (harness/portal/presence.py)
+    _presence_beat: asyncio.Task | None = None
 
     async def connect(self) -> None:
         await self.accept()  # before any close, so the client sees our close code, not a failed handshake
@@ -47,14 +53,86 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
         self.tracker = StreamTracker()
         self.answers = LiveAnswers(self._send_quietly)
         await self.join_group(events.session_group(self.session.id), session_id=self.session.id, user=user)
+        await self._presence_join(user.get_username())
         html, streams = await database_sync_to_async(self._snapshot)()
         self.answers.watch(streams)
-        await self.send(text_data=html)
+        # Who is here goes with the snapshot; the others' answers to our announcement (handled once connect
+        # returns) update it.
+        await self.send(text_data=html + fragments.presence_html(self.presence.users(), oob=True))
 
     async def disconnect(self, code: int) -> None:
         if self.answers is not None:
             self.answers.close()
         await self.leave_group()
+
+    async def leave_group(self) -> None:
+        """Also when access is taken away (`SessionGroupMember.session_access`): the others see us go at once."""
+        await self._presence_leave()
+        await super().leave_group()
+
+    # --- presence: who has the page open -------------------------------------------------------------------
+    async def dispatch(self, message: dict) -> None:
+        # Presence messages touch no database: no per-message connection clean-up (a trip to the db thread).
+        if message.get("type") == HERE:
+            await self.presence_here(message)
+        elif message.get("type") == GONE:
+            await self.presence_gone(message)
+        else:
+            await super().dispatch(message)
+
+    async def _presence_join(self, username: str) -> None:
+        self.presence = Presence(channel=self.channel_name, user=username)
+        await self.channel_layer.group_add(presence_group(self.session.id), self.channel_name)
+        await self._announce(ask=True)  # the others record us and answer with themselves
+        self._presence_beat = asyncio.ensure_future(self._beat())
+
+    async def _presence_leave(self) -> None:
+        if self._presence_beat is not None:
+            self._presence_beat.cancel()
+            self._presence_beat = None
+        if self.presence is None:
+            return
+        self.presence, group = None, presence_group(self.session.id)
+        with contextlib.suppress(Exception):  # the layer may be the reason we are closing
+            await self.channel_layer.group_send(group, gone_message(channel=self.channel_name))
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def _announce(self, *, ask: bool) -> None:
+        await self.channel_layer.group_send(
+            presence_group(self.session.id),
+            here_message(channel=self.channel_name, user=self.presence.user, ask=ask),
+        )
+
+    async def _beat(self) -> None:
+        """Say we are still here (and stay in the group: channels-redis expires members); forget the silent."""
+        while True:
+            await asyncio.sleep(BEAT_SECONDS)
+            try:
+                await self.channel_layer.group_add(presence_group(self.session.id), self.channel_name)
+                await self._announce(ask=False)
+            except Exception:
+                logger.warning("could not announce presence on session %s", self.session.id, exc_info=True)
+            if self.presence is not None and self.presence.prune():
+                await self._send_presence()
+
+    async def presence_here(self, message: dict) -> None:
+        if self.presence is None or message["channel"] == self.channel_name:
+            return
+        changed = self.presence.here(message["channel"], message["user"])
+        if message.get("ask"):  # a page just opened: tell it we are here (to it alone)
+            with contextlib.suppress(Exception):
+                await self.channel_layer.send(
+                    message["channel"], here_message(channel=self.channel_name, user=self.presence.user, ask=False))
+        if changed:
+            await self._send_presence()
+
+    async def presence_gone(self, message: dict) -> None:
+        if self.presence is not None and self.presence.gone(message["channel"]):
+            await self._send_presence()
+
+    async def _send_presence(self) -> None:
+        if self.presence is not None:
+            await self._send_quietly(fragments.presence_html(self.presence.users(), oob=True))
 
     async def _send_quietly(self, html: str) -> None:
         """A send that may find the socket closed (the browser left while an event or a timer was on its way):

@@ -13,7 +13,7 @@ from typing import Literal
 
 from django.template.loader import render_to_string
 
-from orchestrator import selectors
+from orchestrator import selectors, selectors_sharing
 from orchestrator.models import TERMINAL_STATES, Approval, Message, Run, Session
 from orchestrator.providers.catalog import model_choices, session_model
 
@@ -206,4 +206,22 @@ def snapshot_html(session: Session, *, page: tuple[list[Message], bool], streams
             steering_html(session, run, oob=True),
             model_picker_html(session.id, session.model, oob=True),
         ]
+    )
+
+
+def presence_html(users: list[str], *, oob: bool = False) -> str:
+    """Who has the page open right now ("Here now: …"; `harness/portal/presence.py`), shown once it is more than
+    the reader."""
+    return _render("portal/fragments/presence.html", {"users": users}, oob)
+
+
+def share_html(session: Session, *, error: str = "", form: dict | None = None) -> str:
+    """The Share dialog's body: the owner, the members (role, remove) and the add form (`form`: what was posted,
+    kept when refused, with `error`)."""
+    members = selectors_sharing.session_members(session)
+    return _render(
+        "portal/fragments/share.html",
+        {"session_id": session.id, "owner": members["owner"], "members": members["members"],
+         "shared": bool(members["members"]), "error": error, "form": form or {}},
+        False,
     )

@@ -7,12 +7,13 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from orchestrator import permissions, selectors
+from orchestrator import permissions, selectors, selectors_sharing
 from orchestrator.models import Session
 from orchestrator.services.approvals import approval_decide
 from orchestrator.services.errors import Forbidden, InvalidInput, NotFound, ServiceError
+from orchestrator.services.members import session_member_remove, session_member_set
 from orchestrator.services.runs import run_start, run_steer, run_stop
 from orchestrator.services.sessions import session_create, session_delete, session_update
 
@@ -95,6 +96,8 @@ def session_page(request: HttpRequest, session_id) -> HttpResponse:
     run = selectors.latest_run(session.id)
     context = {
         "session": session,
+        "is_owner": session.owner_id == request.user.pk,
+        "shared": selectors_sharing.session_is_shared(session),
         "fragments": {
             "model_picker": fragments.model_picker_html(session.id, session.model),
             "composer": fragments.composer_html(session, run,
@@ -106,6 +109,35 @@ def session_page(request: HttpRequest, session_id) -> HttpResponse:
         },
     }
     return render(request, "portal/session.html", context)
+
+
+@portal_login_required
+@require_http_methods(["GET", "POST"])
+def share(request: HttpRequest, session_id) -> HttpResponse:
+    """The Share dialog (the owner's: 403 for a member, 404 for anyone else). GET: its body; POST `kind` (user |
+    group), `name`, `role`: share, or change a role. A refusal (an unknown user or group …) is shown inline."""
+    session = _session_or_404(request, session_id, "own")
+    if request.method == "GET":
+        return HttpResponse(fragments.share_html(session))
+    form = {key: request.POST.get(key, "").strip() for key in ("kind", "name", "role")}
+    try:
+        session_member_set(session_id=session.id, user=request.user, **form)
+    except ServiceError as error:
+        return HttpResponse(fragments.share_html(session, error=error.detail, form=form))
+    return HttpResponse(fragments.share_html(session))
+
+
+@portal_login_required
+@require_POST
+def share_remove(request: HttpRequest, session_id) -> HttpResponse:
+    """Stop sharing with the user or group `name` (`kind`); their open pages close at once."""
+    session = _session_or_404(request, session_id, "own")
+    try:
+        session_member_remove(session_id=session.id, user=request.user, kind=request.POST.get("kind", ""),
+                              name=request.POST.get("name", "").strip())
+    except ServiceError as error:
+        return HttpResponse(fragments.share_html(session, error=error.detail))
+    return HttpResponse(fragments.share_html(session))
 
 
 @portal_login_required

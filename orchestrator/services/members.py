@@ -26,6 +26,8 @@ def _grantee(kind: Kind, name) -> dict:
     """The filter naming the grantee: {"user": u} or {"group": g}; 404 `unknown_member` if there is none."""
     if kind not in KINDS:
         raise InvalidInput("invalid_field", "members are users or groups")
+    if not isinstance(name, str) or not name.strip() or "\x00" in name:  # (a NUL: PostgreSQL refuses it)
+        raise InvalidInput("invalid_field", f"enter the name of a {kind}")
     if kind == "user":
         found = get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: name}).first()
     else:

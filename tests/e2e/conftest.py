@@ -83,7 +83,7 @@ def auth_state(browser, server):
 
 
 def _context(browser, auth_state, **options):
-    context = browser.new_context(storage_state=auth_state, **{"viewport": VIEWPORT, **options})
+    context = browser.new_context(**{"storage_state": auth_state, "viewport": VIEWPORT, **options})
     context.add_init_script(WS_PROBE)
     errors: list[str] = []
     context.on("weberror", lambda web_error: errors.append(str(web_error.error)))
@@ -113,6 +113,19 @@ def make_context(browser, auth_state):
     for instance, errors in made:
         instance.close()
         assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def context_as(make_context, server):
+    """A browser context logged in as another (existing) user, e.g. a session's owner made by
+    `server.create_token`, while `page` is alice, a member."""
+
+    def make(username: str):
+        instance = make_context(storage_state=None)
+        instance.add_cookies([{"name": "sessionid", "value": server.login_cookie(username), "url": server.base_url}])
+        return instance
+
+    return make
 
 
 @pytest.fixture

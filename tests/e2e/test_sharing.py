@@ -1,11 +1,12 @@
 """A shared session in the browser: a viewer watches it live, and when the owner takes the access away the
-page says so at once and stops reconnecting (its socket is closed with 4403)."""
+page says so at once and stops reconnecting (its socket is closed with 4403); a collaborator's stop shows in
+every tab; the owner shares and unshares from the Share dialog and sees who is here."""
 
 from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from .support import Api, open_session
+from .support import LONG_STREAM, Api, open_session, session_id_from_url, wait_connected
 
 
 def test_a_viewer_whose_access_is_taken_away_is_told_and_the_page_stays_closed(server, page):
@@ -25,8 +26,6 @@ def test_a_viewer_whose_access_is_taken_away_is_told_and_the_page_stays_closed(s
 
 
 def test_a_viewer_watches_a_run_and_its_stop_but_cannot_send_steer_or_stop(server, page):
-    from .support import LONG_STREAM
-
     owner = Api(server.base_url, server.create_token("wanda"))
     session_id = owner.new_session("wanda's run")
     member = f"/api/sessions/{session_id}/members/users/alice"
@@ -67,3 +66,87 @@ def test_the_session_page_offers_its_export_to_a_viewer_as_downloads(server, pag
         with open(path, "rb") as exported:
             assert exported.read().startswith(start), name
         assert download.value.suggested_filename.startswith(f"session-{session_id}."), kind
+
+
+# Records every state the composer's button shows, however briefly (a stop can land in milliseconds: a poll
+# could miss "stopping…"). Each socket message is its own task, so the observer sees each swap's result.
+SEEN_BUTTONS = """
+window.__seen = [];
+const note = () => {
+  const button = document.querySelector("#composer .composer-send");
+  const text = button ? button.textContent.trim() : null;
+  if (text && window.__seen[window.__seen.length - 1] !== text) window.__seen.push(text);
+};
+note();  // what it shows now
+new MutationObserver(note).observe(document.getElementById("session-live"), {subtree: true, childList: true, characterData: true});
+"""
+
+
+def test_a_collaborators_stop_shows_stopping_in_every_tab_then_who_stopped(server, page, context_as):
+    owner = Api(server.base_url, server.create_token("olga"))
+    session_id = owner.new_session("olga's shared run")
+    assert owner.call("PUT", f"/api/sessions/{session_id}/members/users/alice", {"role": "collaborator"})[0] == 200
+    owner_page = context_as("olga").new_page()
+    open_session(owner_page, server.base_url, session_id)
+    open_session(page, server.base_url, session_id)  # alice, the collaborator
+    tabs = (owner_page, page)
+    for tab in tabs:  # both are here, and each sees the other
+        expect(tab.locator("#presence")).to_have_text("Here now: alice, olga")
+    expect(owner_page.locator("#share-open")).to_be_visible()
+    expect(page.locator("#share-open")).to_have_count(0)  # the Share button is the owner's
+
+    owner.run_start(session_id, LONG_STREAM)
+    for tab in tabs:
+        expect(tab.locator("#composer .composer-send")).to_have_text("stop")
+        tab.evaluate(SEEN_BUTTONS)
+        # In a shared session each message says who wrote it.
+        expect(tab.locator("#transcript .msg-user .author")).to_have_text("olga")
+    page.wait_for_function("document.querySelector('#transcript .msg-assistant .msg-text')?.textContent.length > 0")
+
+    page.locator("#composer .composer-send").click()  # alice stops olga's run
+    for tab in tabs:
+        expect(tab.locator("#composer")).to_have_attribute("data-mode", "idle", timeout=20_000)
+        assert tab.evaluate("window.__seen") == ["stop", "stopping…", "send"]
+        expect(tab.locator("#run-status .stopped-by")).to_have_text("stopped by alice")
+        tab.locator("#run-status").get_by_role("button", name="receipt").click()
+        stopped_by = tab.locator("#receipt").locator("xpath=.//dt[normalize-space()='Stopped by']/following-sibling::dd[1]")
+        expect(stopped_by).to_have_text("alice")
+
+
+def test_the_owner_shares_from_the_dialog_sees_who_is_here_and_unshares(server, page, context_as):
+    Api(server.base_url, server.create_token("pia"))  # (the user)
+    owner_page = context_as("pia").new_page()
+    owner_page.goto(f"{server.base_url}/")
+    owner_page.get_by_role("button", name="New session").click()
+    owner_page.wait_for_url(f"{server.base_url}/sessions/*/")
+    session_id = session_id_from_url(owner_page.url)
+    wait_connected(owner_page)
+    expect(owner_page.locator("#presence")).to_be_hidden()  # alone: nobody else to show
+
+    owner_page.get_by_role("button", name="Share").click()
+    dialog = owner_page.get_by_role("dialog", name="Share this session")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator(".share-member")).to_have_count(1)  # pia, the owner
+    dialog.get_by_label("User or group name").fill("nobody")
+    dialog.get_by_role("button", name="Add").click()
+    expect(dialog.get_by_role("alert")).to_have_text("No user named 'nobody'")
+    expect(dialog.get_by_label("User or group name")).to_have_value("nobody")  # kept, to correct
+    dialog.get_by_label("User or group name").fill("alice")
+    dialog.get_by_label("Role", exact=True).select_option("viewer")
+    dialog.get_by_role("button", name="Add").click()
+    expect(dialog.get_by_label("Role of alice")).to_have_value("viewer")
+    expect(dialog.locator(".share-error")).to_be_empty()  # the refusal is gone with its cause
+
+    open_session(page, server.base_url, session_id)  # alice opens it
+    expect(page.locator("#session-title")).to_be_visible()
+    expect(page.locator("#composer #composer-hint")).to_have_text("Watching — only collaborators can send or stop")
+    for tab in (owner_page, page):
+        expect(tab.locator("#presence")).to_have_text("Here now: alice, pia")
+    alice_row = dialog.locator('.share-member[data-user="alice"]')
+    expect(alice_row.locator(".viewing")).to_have_text("viewing now")
+
+    dialog.get_by_role("button", name="Remove alice").click()
+    expect(page.get_by_role("alert")).to_have_text("You no longer have access to this session")
+    expect(alice_row).to_have_count(0)
+    expect(owner_page.locator("#presence")).to_be_hidden()  # alice left
+    assert page.evaluate("window.__e2e.closes") == [4403]

@@ -29,7 +29,7 @@ from orchestrator.services.members import session_member_remove, session_member_
 from orchestrator.services.sessions import session_delete
 from orchestrator.services.tokens import api_token_create
 from tests.factories import TEAM, SharedWorld, shared_world
-from tests.helpers import admin_remove_member, db
+from tests.helpers import admin_remove_member, db, presence_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -159,6 +159,8 @@ async def test_revoked_users_sockets_close_within_a_second_and_the_next_request_
         assert await closed_within(revoked_json, DEADLINE) == CLOSE_REVOKED
         assert await closed_within(revoked_portal, DEADLINE) == CLOSE_REVOKED
         assert await still_open(kept_json)  # the others keep watching
+        # The owner's page stays open; who is here no longer counts the revoked user.
+        await presence_until(kept_portal, [world.users["owner"].get_username()], timeout=DEADLINE)
         assert await kept_portal.receive_nothing(timeout=0.1)
     response = await db(Client().get, f"/api/sessions/{world.session.id}", HTTP_AUTHORIZATION=f"Bearer {token}")
     # Refused: a deactivated (or deleted) user's token no longer authenticates; anyone else no longer sees the

@@ -62,6 +62,8 @@ def test_members_are_listed_granted_changed_and_removed(world, alice):
     ("DELETE", "users/nobody", None, (404, "unknown_member")),
     ("PUT", "users/alice", {"role": "viewer"}, (400, "owner_is_member")),
     ("PUT", "users/mallory", {"role": "owner"}, (400, "invalid_field")),
+    ("PUT", "users/a%00b", {"role": "viewer"}, (400, "invalid_field")),  # (PostgreSQL refuses a NUL)
+    ("DELETE", "groups/%20", None, (400, "invalid_field")),
     ("PUT", "users/mallory", {}, (400, "missing_field")),
     ("PUT", "users/mallory", None, (400, "invalid_json")),
     ("POST", "users/mallory", {"role": "viewer"}, (405, "method_not_allowed")),

@@ -65,7 +65,7 @@ async def test_connect_sends_a_snapshot_of_every_live_part(session, user):
     communicator, _ = await connect(session.id, user=user)
     snapshot = await communicator.receive_from(timeout=5)
     ids = re.findall(r'<\w+ id="([\w-]+)"[^>]*hx-swap-oob="true"', snapshot)
-    assert ids == ["composer", "run-status", "transcript", "approvals", "steering", "model-picker"]
+    assert ids == ["composer", "run-status", "transcript", "approvals", "steering", "model-picker", "presence"]
     assert 'data-mode="running"' in snapshot  # a run is in flight: the composer shows stop
     assert "hello &lt;b&gt;there&lt;/b&gt;" in snapshot and "<b>there</b>" not in snapshot
     await communicator.disconnect()
