@@ -1,0 +1,155 @@
+"""A session's workspace as files people see: what is in it (uploads and what the agent wrote), one file opened
+for download, and a file stored into it (for `services/uploads.py`).
+
+Path safety is the file tools' (`tools/builtin/files.py`: `confined_path`, `open_beneath`): nothing here
+follows a symlink that leads out of the workspace. The listing walks with directory descriptors and lists
+regular files only (symlinks are not listed, and a symlinked directory is not entered); a download opens the
+file one component at a time with O_NOFOLLOW, so a symlink swapped in after the check fails the download.
+"""
+
+from __future__ import annotations
+
+import errno
+import mimetypes
+import os
+import stat
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from .engine.workspace import session_workspace
+from .models import Session, WorkspaceUpload
+from .sandbox import sandbox_uid
+from .tools.builtin.files import CHUNK_BYTES, DIRECTORY_FLAGS, confined_path, open_beneath
+from .tools.registry import ToolError
+
+# A listing names at most this many files (the newest first); `truncated` says when there were more.
+MAX_LISTED = 1000
+
+# Types a browser may be handed as they are; anything else (HTML, SVG, scripts, XML…) is
+# application/octet-stream. Every download is an attachment too, and carries a sandboxing CSP.
+SAFE_TYPES = {
+    "text/plain", "text/csv", "text/markdown", "application/json", "application/pdf", "application/zip",
+    "application/gzip", "image/png", "image/jpeg", "image/gif", "image/webp",
+}
+
+
+class NoSuchFile(Exception):
+    """Not a regular file of the workspace (missing, a directory, a FIFO, a symlink out of it, a bad path)."""
+
+
+class StoreFailed(Exception):
+    """The upload could not be put in the workspace under its name (a directory of that name, say)."""
+
+
+def workspace_listing(session: Session) -> dict:
+    """`{"files": [{"name", "path", "size", "modified_at", "uploaded_by"}], "truncated"}`, newest first.
+    `uploaded_by` is the username of the latest upload of that path, if it was uploaded (else null)."""
+    root = session_workspace(session.id)
+    entries: list[tuple[float, str, int]] = []
+    try:
+        walker = os.fwalk(root, follow_symlinks=False)
+        for directory, _dirs, names, dir_fd in walker:
+            for name in names:
+                try:
+                    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                except OSError:
+                    continue  # gone since it was listed
+                if stat.S_ISREG(info.st_mode) and not _in_flight(name):
+                    relative = os.path.relpath(os.path.join(directory, name), root)
+                    entries.append((info.st_mtime, relative, info.st_size))
+    except OSError:  # no workspace yet, or it became unreadable
+        entries = []
+    entries.sort(key=lambda entry: (-entry[0], entry[1]))
+    listed = entries[:MAX_LISTED]
+    uploaders = dict(
+        WorkspaceUpload.objects.filter(session=session, name__in=[path for _, path, _ in listed])
+        .order_by("id").values_list("name", "uploaded_by__username")
+    )  # the latest upload of a name wins
+    files = [
+        {"name": os.path.basename(path), "path": path, "size": size,
+         "modified_at": datetime.fromtimestamp(mtime, tz=UTC).isoformat(), "uploaded_by": uploaders.get(path)}
+        for mtime, path, size in listed
+    ]
+    return {"files": files, "truncated": len(entries) > len(listed)}
+
+
+@dataclass
+class OpenedFile:
+    file: BinaryIO
+    name: str
+    size: int
+    content_type: str
+
+
+def workspace_file_open(session: Session, path: str) -> OpenedFile:
+    """The workspace's regular file at `path` (relative), opened for reading; NoSuchFile otherwise."""
+    workspace = session_workspace(session.id)
+    if not workspace.is_dir():
+        raise NoSuchFile(path)
+    try:
+        root, parts = confined_path(workspace, path)
+        if not parts:
+            raise NoSuchFile(path)
+        # O_NONBLOCK: a FIFO must not hang the request on open (it is refused just below).
+        fd = open_beneath(root, parts, os.O_RDONLY | os.O_NONBLOCK)
+    except (ToolError, OSError):
+        raise NoSuchFile(path) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise NoSuchFile(path)
+    os.set_blocking(fd, True)
+    name = parts[-1]
+    return OpenedFile(file=os.fdopen(fd, "rb"), name=name, size=info.st_size, content_type=safe_content_type(name))
+
+
+def safe_content_type(name: str) -> str:
+    guessed, _ = mimetypes.guess_type(name, strict=False)
+    if guessed not in SAFE_TYPES:
+        return "application/octet-stream"
+    return f"{guessed}; charset=utf-8" if guessed.startswith("text/") else guessed
+
+
+def _in_flight(name: str) -> bool:
+    return name.startswith(UPLOAD_PREFIX) and name.endswith(".part")
+
+
+UPLOAD_PREFIX = ".upload-"
+
+
+def workspace_file_store(workspace: Path, name: str, content: BinaryIO) -> int:
+    """Copy `content` into `workspace/name` (a single, already cleaned name) and return its size. Written under
+    a temporary name and renamed over: the agent never sees half a file, and a symlink of that name is
+    replaced, never followed. StoreFailed when a directory of that name is in the way."""
+    directory = os.open(workspace, DIRECTORY_FLAGS)
+    temporary = f"{UPLOAD_PREFIX}{uuid.uuid4().hex}.part"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                     dir_fd=directory)
+        size = 0
+        try:
+            if (sandbox_user := sandbox_uid()) is not None:
+                os.fchown(fd, *sandbox_user)
+            while chunk := content.read(CHUNK_BYTES):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+                size += len(chunk)
+        except BaseException:
+            os.unlink(temporary, dir_fd=directory)
+            raise
+        finally:
+            os.close(fd)
+        try:
+            os.rename(temporary, name, src_dir_fd=directory, dst_dir_fd=directory)
+        except OSError as exc:
+            os.unlink(temporary, dir_fd=directory)
+            if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise StoreFailed(f"a directory named {name!r} is in the workspace") from None
+            raise
+        return size
+    finally:
+        os.close(directory)
