@@ -57,6 +57,8 @@ HTTP_ACTIONS = [
     Action("steer", "act", "POST", "/api/sessions/{sid}/steer", {"text": "be brief"}, live=True, status=202),
     Action("approve", "act", "POST", "/api/approvals/{approval}", {"decision": "approve"}, live=True),
     Action("deny", "act", "POST", "/api/approvals/{approval}", {"decision": "deny"}, live=True),
+    Action("list_files", "view", "GET", "/api/sessions/{sid}/files"),
+    Action("upload", "act", "POST", "/api/sessions/{sid}/files?name=notes.json", {"a": 1}, status=201),
     Action("rename", "own", "PATCH", "/api/sessions/{sid}", {"title": "renamed"}),
     Action("choose_model", "own", "PATCH", "/api/sessions/{sid}", {"model": ""}),
     Action("archive", "own", "PATCH", "/api/sessions/{sid}", {"archived": True}),
