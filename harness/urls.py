@@ -5,6 +5,7 @@ from django.urls import include, path
 from harness import health
 from harness.metrics_view import metrics_view
 from harness.portal import views as portal
+from harness.portal.files import session_files
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -21,6 +22,7 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/model", portal.session_model, name="portal-session-model"),
     path("sessions/<uuid:session_id>/delete", portal.session_delete_view, name="portal-session-delete"),
     path("sessions/<uuid:session_id>/send", portal.send, name="portal-send"),
+    path("sessions/<uuid:session_id>/files", session_files, name="portal-session-files"),
     path("sessions/<uuid:session_id>/regenerate", portal.regenerate, name="portal-regenerate"),
     path("sessions/<uuid:session_id>/stop", portal.stop, name="portal-stop"),
     path("sessions/<uuid:session_id>/steer", portal.steer, name="portal-steer"),

@@ -143,6 +143,7 @@ def test_http_session_list(caller):
 PORTAL_ACTIONS = [
     Action("page", "view", "GET", "/sessions/{sid}/"),
     Action("receipt", "view", "GET", "/runs/{run}/receipt"),
+    Action("files", "view", "GET", "/sessions/{sid}/files"),
     Action("send", "act", "POST", "/sessions/{sid}/send", {"text": "hello"}),
     Action("edit", "act", "POST", "/sessions/{sid}/send",
            lambda w: {"text": "changed", "replace_from_message": w.latest_user_message.id}),
