@@ -58,3 +58,25 @@ def test_an_upload_the_server_refuses_is_explained_inline(server, page, api, ses
     expect(page.locator("#upload-status")).to_have_text(re.compile(r"^Could not upload \.\.: "))
     expect(page.locator("#upload-status")).to_have_attribute("data-state", "error")
     expect(page.locator("#transcript .msg-note")).to_have_count(0)
+
+
+def test_a_viewer_sees_and_downloads_the_files_but_has_no_upload(server, page):
+    from .support import Api
+
+    owner = Api(server.base_url, server.create_token("uma"))
+    session_id = owner.new_session("uma's files")
+    assert owner.call("PUT", f"/api/sessions/{session_id}/members/users/alice", {"role": "viewer"})[0] == 200
+    open_session(page, server.base_url, session_id)
+    expect(page.locator("#composer")).to_have_attribute("data-watching", "")
+    expect(page.get_by_role("button", name="Upload file")).to_be_hidden()
+    expect(page.locator("#files").get_by_text("No files yet")).to_be_visible()
+    status, answer = owner.call("POST", f"/api/sessions/{session_id}/files?name=plan.md", {"plan": "json is fine"})
+    assert status == 201, answer
+    # The owner's upload reaches the viewer's tab live: its note, then the refreshed Files panel.
+    expect(page.locator("#transcript .msg-note")).to_contain_text("uploaded plan.md")
+    link = page.locator("#files").get_by_role("link", name="plan.md")
+    expect(link).to_be_visible()
+    with page.expect_download() as download:
+        link.click()
+    with open(download.value.path(), "rb") as downloaded:
+        assert downloaded.read() == b'{"plan": "json is fine"}'
