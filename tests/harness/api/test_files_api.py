@@ -17,16 +17,13 @@ from harness.uploads import CHUNK_BYTES, read_upload
 from orchestrator import events
 from orchestrator.engine.workspace import session_workspace
 from orchestrator.models import Message, MessageRole, WorkspaceUpload
-from orchestrator.services.tokens import api_token_create
 from tests.factories import session_state, shared_world
+from tests.harness.api.test_sharing_api import Caller as JsonCaller, error
 
 pytestmark = pytest.mark.django_db
 
 
-class Caller:
-    def __init__(self, user) -> None:
-        self.client, self.auth = Client(), {"HTTP_AUTHORIZATION": f"Bearer {api_token_create(user=user)}"}
-
+class Caller(JsonCaller):
     def upload(self, session_id, name: str, content: bytes, *, field: str = "file"):
         """multipart/form-data, as a browser's FormData sends it."""
         handle = io.BytesIO(content)
@@ -49,10 +46,6 @@ def world():
 @pytest.fixture
 def alice(world):
     return Caller(world.users["owner"])
-
-
-def error(response) -> tuple[int, str]:
-    return response.status_code, response.json()["error"]
 
 
 def download(response) -> bytes:
