@@ -25,8 +25,10 @@ from .sandbox import sandbox_uid
 from .tools.builtin.files import CHUNK_BYTES, DIRECTORY_FLAGS, confined_path, open_beneath
 from .tools.registry import ToolError
 
-# A listing names at most this many files (the newest first); `truncated` says when there were more.
+# A listing names at most this many files (the newest first), of at most MAX_SCANNED found (a workspace with a
+# huge tree, node_modules say, is not walked to its end on every page load); `truncated` says when there were more.
 MAX_LISTED = 1000
+MAX_SCANNED = 10_000
 
 # Types a browser may be handed as they are; anything else (HTML, SVG, scripts, XML…) is
 # application/octet-stream. Every download is an attachment too, and carries a sandboxing CSP.
@@ -44,24 +46,47 @@ class StoreFailed(Exception):
     """The upload could not be put in the workspace under its name (a directory of that name, say)."""
 
 
+def _regular_files(root: Path) -> tuple[list[tuple[float, str, int]], bool]:
+    """(mtime, relative path, size) of the regular files below `root`, and whether all were found. Directories
+    are opened by descriptor with O_NOFOLLOW from their parent's, so a symlink is never followed, even one
+    swapped in for a directory during the walk."""
+    entries: list[tuple[float, str, int]] = []
+    try:
+        pending = [(os.open(root, DIRECTORY_FLAGS), "")]
+    except OSError:  # no workspace yet
+        return entries, True
+    try:
+        while pending:
+            directory, prefix = pending.pop()
+            try:
+                with os.scandir(directory) as listing:
+                    for entry in listing:
+                        try:
+                            if entry.is_dir(follow_symlinks=False):
+                                pending.append((os.open(entry.name, DIRECTORY_FLAGS, dir_fd=directory),
+                                                prefix + entry.name + "/"))
+                            elif entry.is_file(follow_symlinks=False) and not _in_flight(entry.name):
+                                info = entry.stat(follow_symlinks=False)
+                                entries.append((info.st_mtime, prefix + entry.name, info.st_size))
+                        except OSError:
+                            continue  # gone since it was listed, or unreadable
+                        if len(entries) >= MAX_SCANNED:
+                            return entries, False
+            except OSError:
+                continue
+            finally:
+                os.close(directory)
+    finally:
+        for directory, _ in pending:
+            os.close(directory)
+    return entries, True
+
+
 def workspace_listing(session: Session) -> dict:
     """`{"files": [{"name", "path", "size", "modified_at", "uploaded_by"}], "truncated"}`, newest first.
     `uploaded_by` is the username of the latest upload of that path, if it was uploaded (else null)."""
     root = session_workspace(session.id)
-    entries: list[tuple[float, str, int]] = []
-    try:
-        walker = os.fwalk(root, follow_symlinks=False)
-        for directory, _dirs, names, dir_fd in walker:
-            for name in names:
-                try:
-                    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                except OSError:
-                    continue  # gone since it was listed
-                if stat.S_ISREG(info.st_mode) and not _in_flight(name):
-                    relative = os.path.relpath(os.path.join(directory, name), root)
-                    entries.append((info.st_mtime, relative, info.st_size))
-    except OSError:  # no workspace yet, or it became unreadable
-        entries = []
+    entries, scanned_all = _regular_files(root)
     entries.sort(key=lambda entry: (-entry[0], entry[1]))
     listed = entries[:MAX_LISTED]
     uploaders = dict(
@@ -73,7 +98,7 @@ def workspace_listing(session: Session) -> dict:
          "modified_at": datetime.fromtimestamp(mtime, tz=UTC).isoformat(), "uploaded_by": uploaders.get(path)}
         for mtime, path, size in listed
     ]
-    return {"files": files, "truncated": len(entries) > len(listed)}
+    return {"files": files, "truncated": len(entries) > len(listed) or not scanned_all}
 
 
 @dataclass
