@@ -70,8 +70,8 @@ def _regular_files(root: Path) -> tuple[list[tuple[float, str, int]], bool]:
                                 entries.append((info.st_mtime, prefix + entry.name, info.st_size))
                         except OSError:
                             continue  # gone since it was listed, or unreadable
-                        if len(entries) >= MAX_SCANNED:
-                            return entries, False
+                        if len(entries) > MAX_SCANNED:
+                            return entries[:MAX_SCANNED], False
             except OSError:
                 continue
             finally:

@@ -21,9 +21,16 @@ from ..engine.workspace import session_workspace
 from ..models import Message, MessageRole, WorkspaceUpload
 from ..sandbox import workspace_prepare
 from ..workspace_files import StoreFailed, workspace_file_store
-from .errors import InvalidInput
+from .errors import InvalidInput, ServiceError
 
 MAX_NAME_BYTES = 255
+
+
+class WorkspaceUnavailable(ServiceError):
+    """The workspace cannot be written (its root unreachable, the disk full): nothing was recorded; retry."""
+
+    code = "workspace_unavailable"
+    status = 503
 
 
 def clean_upload_name(name: str) -> str:
@@ -68,11 +75,12 @@ def file_upload(*, session_id, user: AbstractBaseUser, name: str, content: Binar
     InvalidInput `invalid_name` for a name that cannot be made safe or is taken by a directory."""
     cleaned = clean_upload_name(name)
     session = permissions.session_for(user=user, session_id=session_id, need="act")
-    workspace = workspace_prepare(session_workspace(session.id))
     try:
-        size = workspace_file_store(workspace, cleaned, content)
+        size = workspace_file_store(workspace_prepare(session_workspace(session.id)), cleaned, content)
     except StoreFailed as exc:
         raise InvalidInput("invalid_name", str(exc)) from None
+    except OSError as exc:  # said without the server's paths
+        raise WorkspaceUnavailable(f"the file could not be written: {exc.strerror or type(exc).__name__}") from None
     with transaction.atomic():
         session = permissions.session_for(user=user, session_id=session_id, need="act", lock=True)
         now = timezone.now()

@@ -289,3 +289,35 @@ def test_the_note_is_published_after_commit(world, alice, django_capture_on_comm
     assert event == {"type": "message.completed", "message_id": response.json()["message_id"], "run_id": "",
                      "role": "note", "status": "complete", "text": "uploaded live.txt, 5 bytes", "author": "alice"}
     assert WorkspaceUpload.objects.get().message_id == event["message_id"]
+
+
+def test_a_workspace_that_cannot_be_written_is_a_503_and_nothing_is_recorded(world, alice, settings, tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    settings.HARNESS_WORKSPACE_ROOT = blocker
+    before = session_state(world.session.id)
+    response = alice.upload(world.session.id, "a.txt", b"x")
+    assert error(response) == (503, "workspace_unavailable")
+    assert str(tmp_path) not in response.json()["detail"]
+    assert session_state(world.session.id) == before
+    assert alice.get(f"/api/sessions/{world.session.id}/files").json() == {"files": [], "truncated": False}
+
+
+def test_a_long_listing_is_cut_newest_first_and_says_so(world, alice, monkeypatch):
+    from orchestrator import workspace_files
+
+    workspace = session_workspace(world.session.id)
+    (workspace / "d").mkdir(parents=True)
+    for index in range(4):
+        path = workspace / "d" / f"f{index}.txt"
+        path.write_text(str(index))
+        os.utime(path, (1_700_000_000 + index, 1_700_000_000 + index))
+    monkeypatch.setattr(workspace_files, "MAX_LISTED", 2)
+    listing = alice.get(f"/api/sessions/{world.session.id}/files").json()
+    assert ([f["path"] for f in listing["files"]], listing["truncated"]) == (["d/f3.txt", "d/f2.txt"], True)
+    monkeypatch.setattr(workspace_files, "MAX_LISTED", 10)
+    monkeypatch.setattr(workspace_files, "MAX_SCANNED", 3)
+    listing = alice.get(f"/api/sessions/{world.session.id}/files").json()
+    assert (len(listing["files"]), listing["truncated"]) == (3, True)
+    monkeypatch.setattr(workspace_files, "MAX_SCANNED", 4)
+    assert alice.get(f"/api/sessions/{world.session.id}/files").json()["truncated"] is False
