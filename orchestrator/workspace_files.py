@@ -29,6 +29,7 @@ from .tools.registry import ToolError
 # huge tree, node_modules say, is not walked to its end on every page load); `truncated` says when there were more.
 MAX_LISTED = 1000
 MAX_SCANNED = 10_000
+MAX_DEPTH = 64  # directories deeper than this are not looked into
 
 # Types a browser may be handed as they are; anything else (HTML, SVG, scripts, XML…) is
 # application/octet-stream. Every download is an attachment too, and carries a sandboxing CSP.
@@ -46,39 +47,56 @@ class StoreFailed(Exception):
     """The upload could not be put in the workspace under its name (a directory of that name, say)."""
 
 
+class _Enough(Exception):
+    pass
+
+
 def _regular_files(root: Path) -> tuple[list[tuple[float, str, int]], bool]:
-    """(mtime, relative path, size) of the regular files below `root`, and whether all were found. Directories
-    are opened by descriptor with O_NOFOLLOW from their parent's, so a symlink is never followed, even one
-    swapped in for a directory during the walk."""
+    """(mtime, relative path, size) of the regular files below `root`, and whether all were found. Each
+    directory is opened by descriptor with O_NOFOLLOW from its parent's, so a symlink is never followed, even
+    one swapped in for a directory during the walk; depth first, so at most MAX_DEPTH descriptors are open."""
     entries: list[tuple[float, str, int]] = []
+
+    def walk(directory: int, prefix: str, depth: int) -> None:
+        subdirectories = []
+        try:
+            listing = os.scandir(directory)
+        except OSError:
+            return  # unreadable: list what else there is
+        with listing:
+            for entry in listing:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        subdirectories.append(entry.name)
+                    elif entry.is_file(follow_symlinks=False) and not _in_flight(entry.name):
+                        info = entry.stat(follow_symlinks=False)
+                        entries.append((info.st_mtime, prefix + entry.name, info.st_size))
+                except OSError:
+                    continue  # gone since it was listed
+                if len(entries) > MAX_SCANNED:
+                    raise _Enough
+        if depth >= MAX_DEPTH:
+            return
+        for name in subdirectories:
+            try:
+                child = os.open(name, DIRECTORY_FLAGS, dir_fd=directory)
+            except OSError:
+                continue  # gone, replaced by a symlink, or unreadable
+            try:
+                walk(child, f"{prefix}{name}/", depth + 1)
+            finally:
+                os.close(child)
+
     try:
-        pending = [(os.open(root, DIRECTORY_FLAGS), "")]
+        top = os.open(root, DIRECTORY_FLAGS)
     except OSError:  # no workspace yet
         return entries, True
     try:
-        while pending:
-            directory, prefix = pending.pop()
-            try:
-                with os.scandir(directory) as listing:
-                    for entry in listing:
-                        try:
-                            if entry.is_dir(follow_symlinks=False):
-                                pending.append((os.open(entry.name, DIRECTORY_FLAGS, dir_fd=directory),
-                                                prefix + entry.name + "/"))
-                            elif entry.is_file(follow_symlinks=False) and not _in_flight(entry.name):
-                                info = entry.stat(follow_symlinks=False)
-                                entries.append((info.st_mtime, prefix + entry.name, info.st_size))
-                        except OSError:
-                            continue  # gone since it was listed, or unreadable
-                        if len(entries) > MAX_SCANNED:
-                            return entries[:MAX_SCANNED], False
-            except OSError:
-                continue
-            finally:
-                os.close(directory)
+        walk(top, "", 0)
+    except _Enough:
+        return entries[:MAX_SCANNED], False
     finally:
-        for directory, _ in pending:
-            os.close(directory)
+        os.close(top)
     return entries, True
 
 

@@ -321,3 +321,29 @@ def test_a_long_listing_is_cut_newest_first_and_says_so(world, alice, monkeypatc
     assert (len(listing["files"]), listing["truncated"]) == (3, True)
     monkeypatch.setattr(workspace_files, "MAX_SCANNED", 4)
     assert alice.get(f"/api/sessions/{world.session.id}/files").json()["truncated"] is False
+
+
+def test_a_deep_or_wide_tree_is_listed_without_running_out_of_descriptors(world, alice):
+    """Depth first: one descriptor open per level, whatever the width; nothing below MAX_DEPTH levels."""
+    from orchestrator import workspace_files
+
+    import resource
+
+    workspace = session_workspace(world.session.id)
+    headroom = 150
+    for index in range(2 * headroom):  # wider than the descriptors left to the process below
+        (workspace / f"w{index}" / "sub").mkdir(parents=True)
+        (workspace / f"w{index}" / "sub" / "inside.txt").write_text("wide")
+    deep = workspace.joinpath(*[f"d{level}" for level in range(workspace_files.MAX_DEPTH + 1)])
+    deep.mkdir(parents=True)
+    (deep.parent / "deepest-listed.txt").write_text("deep")
+    (deep / "too-deep.txt").write_text("deeper")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + headroom, hard))
+    try:
+        paths = {f["path"] for f in alice.get(f"/api/sessions/{world.session.id}/files").json()["files"]}
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert sum(path.endswith("/sub/inside.txt") for path in paths) == 2 * headroom
+    assert any(path.endswith("/deepest-listed.txt") for path in paths)
+    assert not any(path.endswith("/too-deep.txt") for path in paths)
