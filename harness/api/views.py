@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 from django.views.decorators.csrf import csrf_exempt
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.utils.http import content_disposition_header
 
 from harness import client_commands
 from harness.uploads import read_upload
@@ -92,10 +96,29 @@ def files(request: HttpRequest, session_id: str) -> JsonResponse:
 DOWNLOAD_CSP = "default-src 'none'; sandbox"
 
 
+DOWNLOAD_CHUNK_BYTES = 256 * 1024
+
+
+async def _file_chunks(opened) -> AsyncIterator[bytes]:
+    """The file's first `opened.size` bytes (its size when opened: the body matches Content-Length), read on a
+    worker thread. An async iterator: Django under ASGI would read a sync one (FileResponse) whole into memory
+    before sending a byte."""
+    remaining = opened.size
+    try:
+        while remaining > 0 and (chunk := await asyncio.to_thread(opened.file.read,
+                                                                   min(DOWNLOAD_CHUNK_BYTES, remaining))):
+            remaining -= len(chunk)
+            yield chunk
+    finally:
+        opened.file.close()
+
+
 @api_view("GET")
-def file(request: HttpRequest, session_id: str, path: str) -> FileResponse:
+def file(request: HttpRequest, session_id: str, path: str) -> StreamingHttpResponse:
     opened = client_commands.open_file(request.user, session_id=session_id, path=path)
-    response = FileResponse(opened.file, as_attachment=True, filename=opened.name, content_type=opened.content_type)
+    response = StreamingHttpResponse(_file_chunks(opened), content_type=opened.content_type)
+    response["Content-Length"] = str(opened.size)
+    response["Content-Disposition"] = content_disposition_header(True, opened.name)
     response["Content-Security-Policy"] = DOWNLOAD_CSP
     return response
 

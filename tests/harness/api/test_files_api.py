@@ -49,7 +49,14 @@ def alice(world):
 
 
 def download(response) -> bytes:
-    return b"".join(response.streaming_content)
+    """The body, read as the ASGI server reads it: through the async iterator (a sync one would be read whole
+    into memory before a byte is sent)."""
+    assert response.is_async
+
+    async def read() -> bytes:
+        return b"".join([part async for part in response])
+
+    return async_to_sync(read)()
 
 
 def notes(session_id) -> list[str]:
