@@ -11,13 +11,14 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 
-from orchestrator import exports, permissions, selectors, selectors_sharing
+from orchestrator import exports, permissions, selectors, selectors_sharing, workspace_files
 from orchestrator.providers.catalog import model_choices
 from orchestrator.services.approvals import approval_decide
 from orchestrator.services.errors import ServiceError
 from orchestrator.services.members import session_member_remove, session_member_set
 from orchestrator.services.runs import run_start, run_steer, run_stop
 from orchestrator.services.sessions import session_create, session_delete, session_update
+from orchestrator.services.uploads import file_upload
 
 Result = tuple[int, dict[str, Any]]
 
@@ -179,3 +180,28 @@ def set_member(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any,
 def remove_member(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any, kind: str, name: str) -> Result:
     session = _service(session_member_remove, session_id=session_id, user=user, kind=kind, name=name)
     return 200, selectors_sharing.session_members(session)
+
+
+def list_files(user: AbstractBaseUser, data: dict[str, Any], *, session_id: Any) -> Result:
+    """The session workspace's files (uploads and what the agent wrote), for anyone who can view it."""
+    session = _service(permissions.session_for, user=user, session_id=session_id, need="view")
+    return 200, workspace_files.workspace_listing(session)
+
+
+def open_file(user: AbstractBaseUser, *, session_id: Any, path: str) -> workspace_files.OpenedFile:
+    """One file of the session's workspace opened for download (404 not_found: no such regular file)."""
+    session = _service(permissions.session_for, user=user, session_id=session_id, need="view")
+    try:
+        return workspace_files.workspace_file_open(session, path)
+    except workspace_files.NoSuchFile:
+        raise not_found("file") from None
+
+
+def check_can_upload(user: AbstractBaseUser, *, session_id: Any) -> None:
+    """Refuse an upload before its body is read: 404 for no role, 403 for a viewer."""
+    _service(permissions.session_for, user=user, session_id=session_id, need="act")
+
+
+def upload_file(user: AbstractBaseUser, *, session_id: Any, name: str, content) -> Result:
+    upload = _service(file_upload, session_id=session_id, user=user, name=name, content=content)
+    return 201, selectors.upload_data(upload)

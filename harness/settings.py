@@ -291,6 +291,8 @@ HARNESS_DELTA_COALESCE_SECONDS = _env_float("HARNESS_DELTA_COALESCE_SECONDS", 0.
 HARNESS_MAX_DELTAS_PER_SECOND = _env_float("HARNESS_MAX_DELTAS_PER_SECOND", 2000)
 # Each session gets a workspace directory below this root (shell, read_file, write_file run there).
 HARNESS_WORKSPACE_ROOT = Path(os.environ.get("HARNESS_WORKSPACE_ROOT", VAR_DIR / "workspaces"))
+# A file uploaded into a session's workspace (POST /api/sessions/<id>/files) may be at most this big (413 past it).
+HARNESS_UPLOAD_LIMIT_BYTES = int(_env_float("HARNESS_UPLOAD_LIMIT_BYTES", 25 * 1024**2))
 # The shell tool is killed after this long.
 HARNESS_SHELL_TIMEOUT_SECONDS = _env_float("HARNESS_SHELL_TIMEOUT_SECONDS", 60)
 # Extra tools: comma-separated dotted paths to `orchestrator.tools.registry.Tool` instances.

@@ -44,6 +44,9 @@ class MessageRole(models.TextChoices):
     ASSISTANT = "assistant"
     TOOL = "tool"
     SYSTEM = "system"
+    # A note shown in the transcript AND sent to the model (as a user-role message in brackets): a file uploaded
+    # into the workspace ("uploaded report.csv, 12 KB"). Outside any run; `author` is who caused it.
+    NOTE = "note"
 
 
 class MessageStatus(models.TextChoices):
@@ -262,7 +265,8 @@ class Message(models.Model):
     role = models.CharField(max_length=16, choices=MessageRole.choices)
     text = models.TextField(blank=True, default="")
     status = models.CharField(max_length=16, choices=MessageStatus.choices, default=MessageStatus.COMPLETE)
-    # Who wrote a user message (a steering message's sender once applied); None for every other role.
+    # Who wrote a user message (a steering message's sender once applied) or caused a note (an uploader); None
+    # for every other role.
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -384,3 +388,25 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return self.executor_id
+
+
+class WorkspaceUpload(models.Model):
+    """A file a user uploaded into a session's workspace (`services/uploads.py`): who uploaded which name, so a
+    listing can say so. The file itself lives in the workspace; this row is only its record (the agent may
+    change or delete the file later)."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="uploads")
+    name = models.CharField(max_length=255)
+    size = models.PositiveBigIntegerField()
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    message = models.OneToOneField(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="upload")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["session", "name"], name="upload_session_name")]
+
+    def __str__(self) -> str:
+        return f"upload {self.name} ({self.size} bytes)"

@@ -18,6 +18,7 @@ from .models import (
     Session,
     SteeringMessage,
     SteeringStatus,
+    WorkspaceUpload,
 )
 from .providers.catalog import session_model
 from .services.ids import parse_uuid
@@ -86,6 +87,14 @@ def message_data(message: Message) -> dict:
             else None
         ),
         "created_at": iso(message.created_at),
+    }
+
+
+def upload_data(upload: WorkspaceUpload) -> dict:
+    return {
+        "name": upload.name, "path": upload.name, "size": upload.size, "message_id": upload.message_id,
+        "uploaded_by": upload.uploaded_by.get_username() if upload.uploaded_by_id else None,
+        "created_at": _iso(upload.created_at),
     }
 
 

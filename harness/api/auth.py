@@ -25,8 +25,12 @@ def _csrf_failure(request: HttpRequest) -> str | None:
     return None if response is None else "CSRF check failed"
 
 
-def api_view(*methods: str) -> Callable:
-    """Authenticate, allow only `methods`, and turn CommandError/ServiceError into JSON 4xx responses."""
+def api_view(*methods: str, prepare: Callable | None = None) -> Callable:
+    """Authenticate, allow only `methods`, and turn CommandError/ServiceError into JSON 4xx responses.
+
+    `prepare(request, *args, **kwargs)`, if given, runs once the caller is authenticated and before the CSRF
+    check (which reads `request.POST`): an upload checks the caller's role and reads its body there, within
+    its limit (`harness/uploads.py`)."""
 
     def decorator(view: Callable) -> Callable:
         @csrf_exempt
@@ -36,6 +40,14 @@ def api_view(*methods: str) -> Callable:
                 response = error_response(405, "method_not_allowed", f"use {' or '.join(methods)}")
                 response["Allow"] = ", ".join(methods)
                 return response
+            try:
+                return _authenticated(request, *args, **kwargs)
+            except CommandError as exc:
+                return error_response(exc.status, exc.code, exc.detail)
+            except ServiceError as exc:
+                return error_response(exc.status, exc.code, exc.detail)
+
+        def _authenticated(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             header = request.headers.get("Authorization", "")
             if header:
                 scheme, _, token = header.partition(" ")
@@ -47,17 +59,13 @@ def api_view(*methods: str) -> Callable:
                         return throttle.rate_limited_response()
                     return error_response(401, "unauthenticated", "invalid bearer token")
                 request.user = user
-            elif request.user.is_authenticated:
-                if request.method not in SAFE_METHODS and (failure := _csrf_failure(request)):
-                    return error_response(403, "csrf_failed", failure)
-            else:
+            elif not request.user.is_authenticated:
                 return error_response(401, "unauthenticated", "send Authorization: Bearer <token> or log in")
-            try:
-                return view(request, *args, **kwargs)
-            except CommandError as exc:
-                return error_response(exc.status, exc.code, exc.detail)
-            except ServiceError as exc:
-                return error_response(exc.status, exc.code, exc.detail)
+            if prepare is not None:
+                prepare(request, *args, **kwargs)
+            if not header and request.method not in SAFE_METHODS and (failure := _csrf_failure(request)):
+                return error_response(403, "csrf_failed", failure)
+            return view(request, *args, **kwargs)
 
         return wrapper
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 from django.views.decorators.csrf import csrf_exempt
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.utils.http import content_disposition_header
 
 from harness import client_commands
+from harness.uploads import read_upload
 
 from .auth import api_view
 from .responses import error_response, json_body
@@ -62,6 +67,59 @@ def export(request: HttpRequest, session_id: str) -> HttpResponse:
         response = JsonResponse(body, json_dumps_params={"indent": 2, "ensure_ascii": False})
         extension = "json"
     response["Content-Disposition"] = f'attachment; filename="session-{body["session"]["id"]}.{extension}"'
+    return response
+
+
+def _read_upload(request: HttpRequest, session_id: str) -> None:
+    """Before the CSRF check reads the body: refuse a caller who may not upload, then read the file within
+    the limit (harness/uploads.py)."""
+    if request.method == "POST":
+        client_commands.check_can_upload(request.user, session_id=session_id)
+        request.upload = read_upload(request)
+
+
+@api_view("GET", "POST", prepare=_read_upload)
+def files(request: HttpRequest, session_id: str) -> JsonResponse:
+    """GET: the workspace's files; POST: upload one (multipart/form-data, or a raw body with ?name=)."""
+    if request.method == "GET":
+        return _respond(client_commands.list_files(request.user, {}, session_id=session_id))
+    upload = request.upload
+    try:
+        return _respond(client_commands.upload_file(request.user, session_id=session_id, name=upload.name,
+                                                    content=upload.content))
+    finally:
+        upload.content.close()
+
+
+# Downloads are never rendered by the browser: attachments, a safe type (workspace_files.safe_content_type),
+# and a CSP that would sandbox the document even if a browser did.
+DOWNLOAD_CSP = "default-src 'none'; sandbox"
+
+
+DOWNLOAD_CHUNK_BYTES = 256 * 1024
+
+
+async def _file_chunks(opened) -> AsyncIterator[bytes]:
+    """The file's first `opened.size` bytes (its size when opened: the body matches Content-Length), read on a
+    worker thread. An async iterator: Django under ASGI would read a sync one (FileResponse) whole into memory
+    before sending a byte."""
+    remaining = opened.size
+    try:
+        while remaining > 0 and (chunk := await asyncio.to_thread(opened.file.read,
+                                                                   min(DOWNLOAD_CHUNK_BYTES, remaining))):
+            remaining -= len(chunk)
+            yield chunk
+    finally:
+        opened.file.close()
+
+
+@api_view("GET")
+def file(request: HttpRequest, session_id: str, path: str) -> StreamingHttpResponse:
+    opened = client_commands.open_file(request.user, session_id=session_id, path=path)
+    response = StreamingHttpResponse(_file_chunks(opened), content_type=opened.content_type)
+    response["Content-Length"] = str(opened.size)
+    response["Content-Disposition"] = content_disposition_header(True, opened.name)
+    response["Content-Security-Policy"] = DOWNLOAD_CSP
     return response
 
 

@@ -4,6 +4,9 @@
 - Every tool call has a result, because stop repair and crash repair write synthetic ones.
 - After a run that was stopped or failed, a short note tells the model it was interrupted.
 - System messages in the transcript are notices for people (errors, limits) and are not sent.
+- Notes (an upload: "uploaded report.csv, 12 KB") are sent as user messages in brackets. A note written while
+  a turn's tool calls were running waits until their results are sent: nothing may come between an
+  assistant's tool calls and their results.
 - Messages superseded by an edit or a regeneration are not sent (nor their runs' interruption notes).
 """
 
@@ -38,20 +41,34 @@ def build_model_request(*, run: Run, tools: ToolRegistry) -> ModelRequest:
         calls_by_message.setdefault(call.message_id, []).append(call)
     earlier_runs = {r.id: r for r in Run.objects.filter(session_id=run.session_id).exclude(pk=run.pk)}
 
+    # The next message that belongs to a run (notes belong to none), to find where each run's messages end.
+    next_in_a_run: list[Message | None] = [None] * len(messages)
+    for index in range(len(messages) - 2, -1, -1):
+        following = messages[index + 1]
+        next_in_a_run[index] = following if following.role != MessageRole.NOTE else next_in_a_run[index + 1]
     history: list[ModelMessage] = []
+    held_notes: list[ModelMessage] = []
     run_input = ""
     for index, message in enumerate(messages):
         if message.run_id == run.id and message.role == MessageRole.USER and not run_input:
             run_input = message.text
         converted = _convert(message, calls_by_message.get(message.id, []))
         if converted is not None:
+            if message.role == MessageRole.NOTE and history and (history[-1].role == "tool"
+                                                                 or history[-1].tool_calls):
+                held_notes.append(converted)  # inside a tool block: after its results
+                continue
+            if converted.role != "tool":
+                history.extend(held_notes)
+                held_notes.clear()
             history.append(converted)
-        following = messages[index + 1] if index + 1 < len(messages) else None
+        following = next_in_a_run[index]
         finished_run = earlier_runs.get(message.run_id)
         if finished_run and (following is None or following.run_id != message.run_id):
             note = interruption_note(finished_run)
             if note:
                 history.append(ModelMessage(role="system", text=note))
+    history.extend(held_notes)
     return ModelRequest(
         messages=tuple(history),
         tools=tuple(ToolSpec(name=t.name, description=t.description, parameters=t.parameters) for t in tools),
@@ -72,4 +89,6 @@ def _convert(message: Message, calls: list[FunctionCall]) -> ModelMessage | None
             role="assistant", text=message.text,
             tool_calls=tuple(ToolCallRequest(call_id=c.call_id, name=c.name, arguments=c.arguments) for c in calls),
         )
+    if message.role == MessageRole.NOTE:
+        return ModelMessage(role="user", text=f"[{message.text}]")
     return ModelMessage(role="user", text=message.text)

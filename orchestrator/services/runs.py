@@ -126,8 +126,10 @@ def _replaceable_message(session: Session, message_id) -> Message:
 
 
 def _supersede_from(message: Message, *, run: Run, now) -> list[int]:
-    """Mark `message` and every current message after it superseded by `run`; their ids, in order."""
-    later = Message.objects.current().filter(session_id=message.session_id, pk__gte=message.pk)
+    """Mark `message` and every current message after it superseded by `run`; their ids, in order. Notes (an
+    upload's) are kept: what they record happened (the file is in the workspace) whatever the edit."""
+    later = (Message.objects.current().filter(session_id=message.session_id, pk__gte=message.pk)
+             .exclude(role=MessageRole.NOTE))
     ids = list(later.order_by("id").values_list("id", flat=True))
     Message.objects.filter(pk__in=ids).update(superseded_at=now, superseded_by=run)
     return ids

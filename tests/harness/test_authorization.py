@@ -61,6 +61,8 @@ HTTP_ACTIONS = [
     Action("steer", "act", "POST", "/api/sessions/{sid}/steer", {"text": "be brief"}, live=True, status=202),
     Action("approve", "act", "POST", "/api/approvals/{approval}", {"decision": "approve"}, live=True),
     Action("deny", "act", "POST", "/api/approvals/{approval}", {"decision": "deny"}, live=True),
+    Action("list_files", "view", "GET", "/api/sessions/{sid}/files"),
+    Action("upload", "act", "POST", "/api/sessions/{sid}/files?name=notes.json", {"a": 1}, status=201),
     Action("rename", "own", "PATCH", "/api/sessions/{sid}", {"title": "renamed"}),
     Action("choose_model", "own", "PATCH", "/api/sessions/{sid}", {"model": ""}),
     Action("archive", "own", "PATCH", "/api/sessions/{sid}", {"archived": True}),
@@ -145,6 +147,7 @@ def test_http_session_list(caller):
 PORTAL_ACTIONS = [
     Action("page", "view", "GET", "/sessions/{sid}/"),
     Action("receipt", "view", "GET", "/runs/{run}/receipt"),
+    Action("files", "view", "GET", "/sessions/{sid}/files"),
     Action("send", "act", "POST", "/sessions/{sid}/send", {"text": "hello"}),
     Action("edit", "act", "POST", "/sessions/{sid}/send",
            lambda w: {"text": "changed", "replace_from_message": w.latest_user_message.id}),

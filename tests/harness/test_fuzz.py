@@ -30,7 +30,8 @@ BODIES = st.one_of(
 )
 PATHS = ("/api/models", "/api/sessions", "/api/sessions/{sid}", "/api/sessions/{sid}/runs",
          "/api/sessions/{sid}/stop", "/api/sessions/{sid}/steer", "/api/runs/{rid}", "/api/approvals/{aid}",
-         "/api/nowhere", "/api/sessions/{other}", "/api/sessions/{other}/runs")
+         "/api/nowhere", "/api/sessions/{other}", "/api/sessions/{other}/runs", "/api/sessions/{sid}/files",
+         "/api/sessions/{sid}/files?name={rid}", "/api/sessions/{sid}/files/{rid}", "/api/sessions/{other}/files")
 IDS = st.sampled_from(["not-a-uuid", "00000000-0000-0000-0000-000000000000", "", "%00", "x" * 300])
 
 

@@ -104,3 +104,43 @@ def test_a_body_declared_multipart_that_is_not_gets_the_json_error(served):
     assert refused.value.code == 400
     assert refused.value.headers["Content-Type"] == "application/json"
     assert json.loads(refused.value.read())["error"] == "invalid_json"
+
+
+def test_uploads_through_daphne_a_file_a_broken_body_and_one_over_the_limit(serve_server):
+    """Through the real server: a multipart upload lands and downloads; a broken multipart body and an
+    oversized one get their JSON errors (never Twisted's bare 400 or a 500)."""
+    import urllib.error
+    import urllib.request
+
+    serve_server.env["HARNESS_UPLOAD_LIMIT_BYTES"] = "100000"
+    token = serve_server.manage("create_api_token", "carol").strip()
+    serve_server.start()
+    base = serve_server.base_url
+    sid = call(base, token, "POST", "/api/sessions", {"title": "uploads"})[1]["id"]
+
+    def post(body: bytes, content_type: str, query: str = ""):
+        request = urllib.request.Request(f"{base}/api/sessions/{sid}/files{query}", method="POST", data=body,
+                                         headers={"Authorization": f"Bearer {token}", "Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.headers["Content-Type"], json.loads(response.read())
+        except urllib.error.HTTPError as refused:
+            return refused.code, refused.headers["Content-Type"], json.loads(refused.read())
+
+    content = b"col\n" + b"1\n" * 5000
+    form = (b"--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"data.csv\"\r\n"
+            b"Content-Type: text/csv\r\n\r\n" + content + b"\r\n--b0undary--\r\n")
+    status, _, answer = post(form, "multipart/form-data; boundary=b0undary")
+    assert (status, answer["name"], answer["size"]) == (201, "data.csv", len(content))
+    request = urllib.request.Request(f"{base}/api/sessions/{sid}/files/data.csv",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as download:
+        assert download.read() == content and download.headers["Content-Disposition"].startswith("attachment")
+
+    assert post(b"--not really multipart", "multipart/form-data; boundary=xyz")[:2] == (400, "application/json")
+    status, content_type, answer = post(b"x" * 100_001, "application/octet-stream", "?name=big.bin")
+    assert (status, content_type, answer["error"]) == (413, "application/json", "body_too_large")
+    status, _, answer = post(form.replace(content, b"x" * 100_001), "multipart/form-data; boundary=b0undary")
+    assert (status, answer["error"]) == (413, "body_too_large")
+    listed = call(base, token, "GET", f"/api/sessions/{sid}/files")[1]["files"]
+    assert [f["path"] for f in listed] == ["data.csv"]

@@ -23,7 +23,7 @@ from ...sandbox import sandbox_uid, workspace_prepare
 from ..registry import Tool, ToolContext, ToolError, truncated
 
 CHUNK_BYTES = 64 * 1024
-_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def confined_path(workspace: Path, relative: str) -> tuple[Path, tuple[str, ...]]:
@@ -38,10 +38,10 @@ def confined_path(workspace: Path, relative: str) -> tuple[Path, tuple[str, ...]
     return root, target.relative_to(root).parts
 
 
-def _open_beneath(root: Path, parts: tuple[str, ...], flags: int, *, make_parents: bool = False) -> int:
+def open_beneath(root: Path, parts: tuple[str, ...], flags: int, *, make_parents: bool = False) -> int:
     """Open root/parts[0]/…/parts[-1] following no symlink; with make_parents, create missing directories."""
     sandbox_user = sandbox_uid()
-    directory = os.open(root, _DIRECTORY_FLAGS)
+    directory = os.open(root, DIRECTORY_FLAGS)
     try:
         for part in parts[:-1]:
             if make_parents:
@@ -52,7 +52,7 @@ def _open_beneath(root: Path, parts: tuple[str, ...], flags: int, *, make_parent
                 except FileExistsError:
                     pass
             try:
-                child = os.open(part, _DIRECTORY_FLAGS, dir_fd=directory)
+                child = os.open(part, DIRECTORY_FLAGS, dir_fd=directory)
             except NotADirectoryError:
                 if stat.S_ISLNK(os.stat(part, dir_fd=directory, follow_symlinks=False).st_mode):
                     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP)) from None
@@ -67,7 +67,7 @@ def _open_beneath(root: Path, parts: tuple[str, ...], flags: int, *, make_parent
 def _read(root: Path, parts: tuple[str, ...], shown: str, limit: int) -> str:
     try:
         # O_NONBLOCK: a FIFO planted in the workspace must not hang the call on open.
-        fd = _open_beneath(root, parts, os.O_RDONLY | os.O_NONBLOCK) if parts else None
+        fd = open_beneath(root, parts, os.O_RDONLY | os.O_NONBLOCK) if parts else None
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             raise ToolError(f"no such file: {shown}") from None
@@ -92,7 +92,7 @@ def _write(root: Path, parts: tuple[str, ...], shown: str, content: bytes) -> No
     try:
         if not parts:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-        fd = _open_beneath(root, parts, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, make_parents=True)
+        fd = open_beneath(root, parts, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, make_parents=True)
         try:
             if (sandbox_user := sandbox_uid()) is not None:
                 os.fchown(fd, *sandbox_user)

@@ -316,3 +316,54 @@ def test_superseded_messages_and_their_runs_note_are_not_sent(session):
     assert roles_and_texts(build(run)) == [
         ("user", "first question"), ("assistant", "first answer"), ("user", "second question, edited"),
     ]  # neither the replaced turn nor the note that its run was stopped
+
+
+# --- notes (an upload): shown to people AND sent to the model -------------------------------------------------
+
+
+def note(session, text: str) -> Message:
+    """A note outside any run, as `services.uploads.file_upload` writes it."""
+    return message(session, None, MessageRole.NOTE, text)
+
+
+def test_a_note_is_sent_as_a_user_message_in_brackets(session):
+    earlier = finished_run(session, RunOutcome.COMPLETED)
+    exchange(session, earlier, "question", "answer")
+    note(session, "uploaded report.csv, 12 KB")
+    run = current_run(session)
+    message(session, run, MessageRole.USER, "summarise it")
+    assert roles_and_texts(build(run)) == [
+        ("user", "question"), ("assistant", "answer"), ("user", "[uploaded report.csv, 12 KB]"),
+        ("user", "summarise it"),
+    ]
+
+
+def test_a_note_written_while_tools_ran_follows_their_results(session):
+    """Nothing may come between an assistant's tool calls and their results (OpenAI refuses it): a note
+    uploaded mid-turn reaches the model after the results, at its next turn."""
+    run = current_run(session, turn_count=2)
+    message(session, run, MessageRole.USER, "what is 12 * 7?")
+    assistant = message(session, run, MessageRole.ASSISTANT, "")
+    call = FunctionCall.objects.create(run=run, message=assistant, call_id="call_t1_0", name="calculator",
+                                       arguments={"expression": "12 * 7"}, status=CallStatus.SUCCEEDED)
+    note(session, "uploaded data.csv, 3 bytes")
+    message(session, run, MessageRole.TOOL, "84", function_call=call)
+    request = build(run)
+    assert [(m.role, m.text, m.tool_call_id) for m in request.messages] == [
+        ("user", "what is 12 * 7?", ""), ("assistant", "", ""), ("tool", "84", "call_t1_0"),
+        ("user", "[uploaded data.csv, 3 bytes]", ""),
+    ]
+
+
+def test_a_note_during_a_stopped_run_does_not_repeat_its_interruption_note(session):
+    earlier = finished_run(session, RunOutcome.STOPPED, stop_reason="user")
+    message(session, earlier, MessageRole.USER, "question")
+    note(session, "uploaded a.txt, 1 byte")
+    message(session, earlier, MessageRole.ASSISTANT, "partial", status=MessageStatus.STOPPED)
+    run = current_run(session)
+    message(session, run, MessageRole.USER, "go on")
+    sent = roles_and_texts(build(run))
+    assert [(role, text[:len(INTERRUPTED)]) for role, text in sent] == [
+        ("user", "question"), ("user", "[uploaded a.txt, 1 byte]"), ("assistant", "partial"), ("system", INTERRUPTED),
+        ("user", "go on"),
+    ]

@@ -91,6 +91,21 @@ def current_texts(session) -> list[tuple[str, str]]:
     return [(m.role, m.text) for m in selectors.transcript_messages(session)]
 
 
+def test_an_edit_keeps_an_upload_note_made_after_the_replaced_message(user, session):
+    """The file is in the workspace whatever the edit: its note stays in the transcript and the model's input."""
+    import io
+
+    from orchestrator.services.uploads import file_upload
+
+    first = finished_turn(session, user, "look at this", answer="which file?")
+    upload = file_upload(session_id=session.id, user=user, name="data.csv", content=io.BytesIO(b"1,2\n"))
+    run = run_start(session_id=session.id, user=user, text="look at data.csv", replace_from_message=first[0].id)
+    assert current_texts(session) == [("note", "uploaded data.csv, 4 bytes"), ("user", "look at data.csv")]
+    assert Message.objects.get(pk=upload.message_id).superseded_at is None
+    sent = build_model_request(run=run, tools=get_registry()).messages
+    assert [(m.role, m.text) for m in sent] == [("user", "[uploaded data.csv, 4 bytes]"), ("user", "look at data.csv")]
+
+
 def test_an_edit_supersedes_the_latest_user_message_and_everything_after_it(user, session):
     first = finished_turn(session, user, "first question", answer="first answer")
     second = finished_turn(session, user, "second question", answer="second answer", tool=True)
