@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('orchestrator', '0009_teams_sharing'),
+        ('orchestrator', '0010_admin'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
