@@ -5,6 +5,7 @@ from django.urls import include, path
 from harness import health
 from harness.metrics_view import metrics_view
 from harness.portal import views as portal
+from harness.portal.tools_views import session_tools_view
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -20,6 +21,7 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/messages", portal.session_messages, name="portal-session-messages"),
     path("sessions/<uuid:session_id>/model", portal.session_model, name="portal-session-model"),
     path("sessions/<uuid:session_id>/delete", portal.session_delete_view, name="portal-session-delete"),
+    path("sessions/<uuid:session_id>/tools", session_tools_view, name="portal-session-tools"),
     path("sessions/<uuid:session_id>/send", portal.send, name="portal-send"),
     path("sessions/<uuid:session_id>/regenerate", portal.regenerate, name="portal-regenerate"),
     path("sessions/<uuid:session_id>/stop", portal.stop, name="portal-stop"),

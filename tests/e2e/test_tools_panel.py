@@ -1,0 +1,57 @@
+"""The session page's Tools panel: opened, it lists the built-in tools with their approval policies and an
+MCP server that cannot start as unavailable, saying why."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from playwright.sync_api import expect
+
+from .support import PASSWORD, USERNAME, VIEWPORT, WS_PROBE, Api, HarnessServer, login, open_session
+
+
+@pytest.fixture
+def mcp_server(tmp_path):
+    """A server of this test's own, with an MCP server configured whose command does not exist."""
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps({"mcpServers": {"broken": {"command": "/nonexistent/mcp-server", "approval": "ask"}}}))
+    instance = HarnessServer(tmp_path / "server")
+    instance.env["HARNESS_MCP_CONFIG"] = str(config)
+    instance.migrate()
+    instance.create_user(USERNAME, PASSWORD)
+    instance.token = instance.create_token(USERNAME)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+def test_the_tools_panel_lists_tools_with_their_policies_and_an_unavailable_server(browser, mcp_server):
+    api = Api(mcp_server.base_url, mcp_server.token)
+    context = browser.new_context(viewport=VIEWPORT)
+    context.add_init_script(WS_PROBE)
+    try:
+        page = context.new_page()
+        login(page, mcp_server.base_url, USERNAME, PASSWORD)
+        session_id = api.new_session("tools")
+        open_session(page, mcp_server.base_url, session_id)
+
+        panel = page.get_by_role("group", name="Tools")
+        rows = panel.locator("table.tools tbody tr")
+        expect(panel).to_be_visible()
+        expect(rows).to_have_count(0)  # closed: nothing fetched yet
+        panel.locator("summary").click()
+
+        clock = panel.locator('tr[data-tool="clock"]')
+        expect(clock).to_be_visible()
+        expect(clock.locator(".approval-policy")).to_have_text("auto")
+        expect(clock.locator(".availability")).to_have_text("available")
+        expect(panel.locator('tr[data-tool="shell"] .approval-policy')).to_have_text("ask")
+        broken = panel.locator('tr[data-tool="mcp__broken__*"]')
+        expect(broken).to_have_class("unavailable")
+        expect(broken).to_contain_text("MCP server broken (stdio)")
+        expect(broken.locator(".availability")).to_contain_text("unavailable: the server did not start")
+    finally:
+        context.close()
