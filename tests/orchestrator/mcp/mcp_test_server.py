@@ -3,7 +3,8 @@
 
 It records what happens to its calls as files in RECORD_DIR (default: the working directory's `/workspace`
 when there is one, else `.`): `started-<tag>` when `wait` begins, `cancelled-<tag>` when its handler is
-cancelled (the client's cancellation reached it), `finished-<tag>` when it completes.
+cancelled (the client's cancellation reached it), `finished-<tag>` when it completes. `hold` waits for a
+`release-<tag>` file there.
 """
 
 import os
@@ -34,6 +35,17 @@ async def wait(seconds: float, tag: str) -> str:
         raise
     mark(f"finished-{tag}")
     return f"waited {seconds:g} s"
+
+
+@server.tool()
+async def hold(tag: str, then: str) -> str:
+    """Wait until the file `release-<tag>` appears, then answer ("answer") or exit without one ("exit")."""
+    mark(f"started-{tag}")
+    while not (RECORD / f"release-{tag}").exists():
+        await anyio.sleep(0.005)
+    if then == "exit":
+        os._exit(3)
+    return "released"
 
 
 @server.tool()
