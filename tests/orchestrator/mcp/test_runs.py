@@ -18,7 +18,7 @@ from orchestrator.services.approvals import approval_decide
 from orchestrator.services.runs import run_stop
 from orchestrator.services.sessions import session_create
 from tests.helpers import db, pending_approval, script, start, wait_terminal, wait_until
-from tests.orchestrator.mcp.conftest import stdio_server
+from devtools.mcp_servers import stdio_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
