@@ -17,13 +17,17 @@ started, the bench stops the run (POST /api/sessions/<id>/stop on a warm connect
   bench/stop_latency.py reports it), and the client's stop sent → `stopped` seen (polling every --poll-ms).
 
 Each trial also checks that the receipt lists the call as cancelled with "server notified" and that the tool
-never finished. Targets (nearest-rank percentiles, pK = the ceil(K/100*n)-th smallest sample): stop → handler
+never finished. Then, to tell the MCP layer's share from the stop path's, the same servers are driven from
+this process through `orchestrator.mcp.connection.ServerConnection` alone (no server, no run, no database):
+the task awaiting `call` is cancelled, as a stop's preemption does, and the bench measures cancel → handler
+cancelled and cancel → the call ended (the SDK has sent its cancellation). Targets (nearest-rank percentiles, pK = the ceil(K/100*n)-th smallest sample): stop → handler
 cancelled p99 <= 50 ms and stop → stopped p99 <= 100 ms, per transport; a transport with a failed trial misses.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import os
 import sys
@@ -116,6 +120,52 @@ class Bench:
         return record
 
 
+async def connection_trials(config_path: Path, workspace_root: Path, http_record: Path, transports: list[str],
+                            count: int) -> dict[str, dict]:
+    """The MCP layer alone: per transport, `count` calls cancelled once their handler started (after one
+    warm-up call): cancel → handler cancelled, cancel → the call ended."""
+    from orchestrator.mcp.config import load_config
+    from orchestrator.mcp.connection import ServerConnection
+    from orchestrator.sandbox import workspace_prepare
+    from orchestrator.services.calls import SERVER_NOTIFIED
+    from orchestrator.tools.registry import CancelNote
+
+    servers = {server.name: server for server in load_config(config_path)}
+    results = {}
+    for transport in transports:
+        workspace = workspace_prepare(workspace_root / f"connection-{transport}")
+        record_dir = workspace if transport == "stdio" else http_record
+        connection = ServerConnection(servers[TRANSPORTS[transport]],
+                                      workspace=workspace if transport == "stdio" else None)
+        samples: dict[str, list[float]] = {"cancel_handler_ms": [], "cancel_ended_ms": []}
+        failures = []
+        try:
+            await connection.ready()
+            for i in range(count + 1):
+                tag, note = f"connection-{transport}-{i}", CancelNote()
+                call = asyncio.ensure_future(connection.call("wait", {"seconds": TOOL_SECONDS, "tag": tag}, note))
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + STARTED_DEADLINE_S
+                while not (record_dir / f"started-{tag}").exists() and loop.time() < deadline:
+                    await asyncio.sleep(0.001)
+                cancelled_at = now_ns()
+                call.cancel()
+                await asyncio.gather(call, return_exceptions=True)
+                ended_at = now_ns()
+                while (times := record_times(record_dir / f"cancelled-{tag}")) is None and loop.time() < deadline:
+                    await asyncio.sleep(0.001)
+                if times is None or note.note != SERVER_NOTIFIED:
+                    failures.append(f"{tag}: handler cancelled {times is not None}, note {note.note!r}")
+                elif i:  # the first call is the warm-up
+                    samples["cancel_handler_ms"].append(round((times[0] - cancelled_at) / 1e6, 3))
+                    samples["cancel_ended_ms"].append(round((ended_at - cancelled_at) / 1e6, 3))
+        finally:
+            await connection.close()
+        results[transport] = {"failures": failures, "raw": samples,
+                              "percentiles": {name: summary(values) for name, values in samples.items()}}
+    return results
+
+
 FIELDS = ("stop_cancelled_ms", "stop_terminal_ms", "client_stopped_ms", "stop_response_ms", "stop_ack_ms",
           "recorded_cancelled_ms", "ack_cancelled_ms", "ack_terminal_ms")
 TARGETS = (("stop_cancelled_p99_ms", "stop_cancelled_ms", TARGET_CANCELLED_P99_MS),
@@ -142,7 +192,7 @@ def triple(p: dict) -> str:
     return f"{fmt(p['p50'])} / {fmt(p['p95'])} / {fmt(p['p99'])}"
 
 
-def report(results: dict) -> str:
+def report(results: dict, layer: dict) -> str:
     labels = {"stop_cancelled_ms": "stop → handler cancelled", "stop_terminal_ms": "stop → stopped (run's latency_ms)",
               "client_stopped_ms": "stop sent → stopped seen (client)", "stop_response_ms": "stop → response",
               "stop_ack_ms": "stop recorded → acknowledged", "recorded_cancelled_ms": "stop recorded → handler cancelled",
@@ -150,6 +200,11 @@ def report(results: dict) -> str:
     rows = []
     for transport, res in results.items():
         for field, label in labels.items():
+            p = res["percentiles"][field]
+            rows.append([transport, label, str(p["n"]), triple(p), fmt(p["max"])])
+    for transport, res in layer.items():
+        for field, label in (("cancel_handler_ms", "MCP layer alone: cancel → handler cancelled"),
+                             ("cancel_ended_ms", "MCP layer alone: cancel → call ended")):
             p = res["percentiles"][field]
             rows.append([transport, label, str(p["n"]), triple(p), fmt(p["max"])])
     out = [table(["transport", "measure", "n", "p50 / p95 / p99 (ms)", "max (ms)"], rows), ""]
@@ -160,6 +215,9 @@ def report(results: dict) -> str:
                        f"(target ≤ {verdict['target']:g}){extra}")
         for detail in res["failure_details"][:5]:
             out.append(f"  failure in {transport}: {detail}")
+    for transport, res in layer.items():
+        for detail in res["failures"][:5]:
+            out.append(f"  failure in {transport} (MCP layer alone): {detail}")
     return "\n".join(out)
 
 
@@ -169,12 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="discarded warm-up trials per transport (default 3)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 10 trials per transport, 1 warm-up")
     parser.add_argument("--transports", default=",".join(TRANSPORTS), help="comma-separated subset: stdio,http")
+    parser.add_argument("--layer-trials", type=int, default=None,
+                        help="calls per transport through ServerConnection alone (default: as --trials; 0: none)")
     parser.add_argument("--poll-ms", type=float, default=1.0, help="client polling interval (default 1 ms)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"result file (default {DEFAULT_JSON})")
     parser.add_argument("--server-log", type=Path, default=None, help="keep the server's output in this file")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
     args = parser.parse_args(argv)
     trials, warmup = (10, 1) if args.quick else (args.trials, args.warmup)
+    layer_trials = trials if args.layer_trials is None else args.layer_trials
     transports = [t.strip() for t in args.transports.split(",") if t.strip()]
     if unknown := set(transports) - set(TRANSPORTS):
         parser.error(f"unknown transports: {', '.join(sorted(unknown))}")
@@ -183,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="harness-bench-mcp-") as tmp:
         tmpdir = Path(tmp)
         workspace_root = sandbox_reachable_dir("harness-bench-mcp-ws-")  # the sandbox's user must reach it
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "harness.settings")  # for the MCP layer alone
+        os.environ["HARNESS_WORKSPACE_ROOT"] = str(workspace_root)
+        import django
+
+        django.setup()
         python = sandbox_python()
         with HttpMcpServer(tmpdir / "http-record") as http:
             config = write_config(tmpdir / "mcp.json", {
@@ -209,16 +275,19 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 client.close()
                 server.stop()
+            layer = asyncio.run(connection_trials(config, workspace_root, http.record, transports, layer_trials)) \
+                if layer_trials else {}
 
-    text = report(results)
+    text = report(results, layer)
     print(text)
-    all_pass = all(v["pass"] for res in results.values() for v in res["targets"].values())
+    all_pass = all(v["pass"] for res in results.values() for v in res["targets"].values()) and \
+        not any(res["failures"] for res in layer.values())
     output = {
         "benchmark": "mcp_cancel",
         "began": began.isoformat(),
         "code": code_version(),
         "machine": machine_info(),
-        "config": {"trials": trials, "warmup": warmup, "poll_ms": args.poll_ms, "tool_seconds": TOOL_SECONDS,
+        "config": {"trials": trials, "layer_trials": layer_trials, "warmup": warmup, "poll_ms": args.poll_ms, "tool_seconds": TOOL_SECONDS,
                    "servers": {"stdio": "devtools/mcp_test_server.py in each session's sandbox (bubblewrap)",
                                "http": "devtools/mcp_test_server.py over Streamable HTTP on 127.0.0.1"},
                    "server": "manage.py serve (Daphne + orchestrator worker, SQLite, in-memory channel layer, "
@@ -228,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                     "all_pass": all_pass},
         "cpu": cpu,
         "transports": results,
+        "mcp_layer_alone": {"trials": layer_trials, "transports": layer},
     }
     return finish(args.json, output, text, all_pass=all_pass, strict=args.strict)
 
