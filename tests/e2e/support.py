@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from devtools.api import Api  # noqa: F401  (the tests' second client, imported from here)
@@ -95,6 +97,22 @@ class HarnessServer(Serve):
             "from orchestrator.models import Session; from tests.factories import add_messages; "
             f"add_messages(Session.objects.get(pk={session_id!r}), {count})",
         )
+
+
+@contextmanager
+def started_server(directory: Path, **env: str) -> Iterator[HarnessServer]:
+    """A HarnessServer in `directory` (with these extra environment variables), migrated, with USERNAME and
+    her API token (`.token`), started; stopped at the end."""
+    instance = HarnessServer(directory)
+    instance.env.update(env)
+    instance.migrate()
+    instance.create_user(USERNAME, PASSWORD)
+    instance.token = instance.create_token(USERNAME)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
 
 
 # --- page helpers ------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from .support import PASSWORD, SHORT_STREAM, USERNAME, VIEWPORT, WS_PROBE, Api, HarnessServer, login, open_session
+from .support import (
+    PASSWORD, SHORT_STREAM, USERNAME, VIEWPORT, WS_PROBE, Api, login, open_session, started_server,
+)
 
 # Long enough to be mid-stream when the server goes away, short enough to stream again in full after the
 # recovery (a resumed turn asks the model again from the start).
@@ -25,15 +27,8 @@ DOM_TRANSCRIPT = """
 @pytest.fixture
 def own_server(tmp_path):
     """A server of this test's own: it is killed and restarted, which the shared one must never be."""
-    instance = HarnessServer(tmp_path / "server")
-    instance.migrate()
-    instance.create_user(USERNAME, PASSWORD)
-    instance.token = instance.create_token(USERNAME)
-    instance.start()
-    try:
+    with started_server(tmp_path / "server") as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 @pytest.mark.timeout(180)

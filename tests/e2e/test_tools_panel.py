@@ -8,7 +8,7 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from .support import PASSWORD, USERNAME, VIEWPORT, WS_PROBE, Api, HarnessServer, login, open_session
+from .support import PASSWORD, USERNAME, VIEWPORT, WS_PROBE, Api, login, open_session, started_server
 
 
 @pytest.fixture
@@ -16,16 +16,8 @@ def mcp_server(tmp_path):
     """A server of this test's own, with an MCP server configured whose command does not exist."""
     config = tmp_path / "mcp.json"
     config.write_text(json.dumps({"mcpServers": {"broken": {"command": "/nonexistent/mcp-server", "approval": "ask"}}}))
-    instance = HarnessServer(tmp_path / "server")
-    instance.env["HARNESS_MCP_CONFIG"] = str(config)
-    instance.migrate()
-    instance.create_user(USERNAME, PASSWORD)
-    instance.token = instance.create_token(USERNAME)
-    instance.start()
-    try:
+    with started_server(tmp_path / "server", HARNESS_MCP_CONFIG=str(config)) as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 def test_the_tools_panel_lists_tools_with_their_policies_and_an_unavailable_server(browser, mcp_server):
