@@ -8,10 +8,11 @@ import html
 import re
 
 import pytest
-from django.test import AsyncClient
+from django.test import Client
 
 from orchestrator.mcp.manager import mcp_shutdown
 from orchestrator.services.members import session_member_set
+from tests.helpers import db
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,10 +25,12 @@ def rows(body: str) -> dict[str, tuple[str, str]]:
     return {name: (policy, html.unescape(availability)) for name, _, policy, availability in ROW.findall(body)}
 
 
-async def panel(user, session_id):
-    client = AsyncClient()
-    await client.aforce_login(user)
-    return await client.get(f"/sessions/{session_id}/tools", headers={"HX-Request": "true"})
+def panel(user, session_id):
+    """The panel as htmx fetches it (run through `db`: on a thread of the test's loop, whose MCP manager the
+    view then asks, as a request thread of Daphne's does)."""
+    client = Client()
+    client.force_login(user)
+    return client.get(f"/sessions/{session_id}/tools", headers={"HX-Request": "true"})
 
 
 async def test_the_panel_lists_builtin_and_mcp_tools_with_their_policies_and_an_unavailable_servers_reason(
@@ -37,7 +40,7 @@ async def test_the_panel_lists_builtin_and_mcp_tools_with_their_policies_and_an_
                            "tools": {"repeat": {"approval": "ask"}, "fail": {"approval": "deny"}}},
                 "broken": {"command": "/nonexistent/mcp-server", "approval": "ask"}})
     try:
-        response = await panel(user, session.id)
+        response = await db(panel, user, session.id)
     finally:
         await mcp_shutdown()
     assert response.status_code == 200
