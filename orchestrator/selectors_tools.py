@@ -32,8 +32,6 @@ class ToolEntry:
     approval: str  # auto | ask | deny
     available: bool
     reason: str = ""  # why it is unavailable
-    server: str = ""  # the MCP server's name, for MCP tools
-    mcp_tool: str = ""  # the tool's name on that server ("*": every tool of a server that is unavailable)
 
 
 def session_tools(session_id) -> list[ToolEntry]:
@@ -56,16 +54,13 @@ async def _mcp_tools(session_id: str) -> list[ToolEntry]:
         config = server.config
         source = f"MCP server {config.name} ({config.transport})"
         if server.reason:
+            # One row for all its tools: which it has is not known until it answers.
             entries.append(ToolEntry(name=tool_name(config.name, "") + "*", description="", source=source,
-                                     approval=config.approval, available=False, reason=server.reason,
-                                     server=config.name, mcp_tool="*"))
+                                     approval=config.approval, available=False, reason=server.reason))
             continue
-        prefix = tool_name(config.name, "")
         rows = [ToolEntry(name=tool.name, description=tool.description, source=source, approval=tool.approval,
-                          available=True, server=config.name, mcp_tool=tool.name.removeprefix(prefix))
-                for tool in server.tools]
+                          available=True) for tool in server.tools]
         rows += [ToolEntry(name=name, description="", source=source, approval=config.approval, available=False,
-                           reason=reason, server=config.name, mcp_tool=name.removeprefix(prefix))
-                 for name, reason in server.refused.items()]
+                           reason=reason) for name, reason in server.refused.items()]
         entries.extend(sorted(rows, key=lambda entry: entry.name))
     return entries
