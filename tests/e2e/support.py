@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from devtools.api import Api  # noqa: F401  (the tests' second client, imported from here)
 from devtools.serve import Serve
@@ -113,6 +114,20 @@ def started_server(directory: Path, **env: str) -> Iterator[HarnessServer]:
         yield instance
     finally:
         instance.stop()
+
+
+@contextmanager
+def logged_in_page(browser, server: HarnessServer) -> Iterator[tuple[Any, Api]]:
+    """A page of a new browser context (WS_PROBE installed) logged in to `server` (e.g. a `started_server`) as
+    USERNAME through the form, and her API client; the context is closed at the end."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.add_init_script(WS_PROBE)
+    try:
+        page = context.new_page()
+        login(page, server.base_url, USERNAME, PASSWORD)
+        yield page, Api(server.base_url, server.token)
+    finally:
+        context.close()
 
 
 # --- page helpers ------------------------------------------------------------------------------------------

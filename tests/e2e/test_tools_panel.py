@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 
 from devtools.mcp_servers import HttpMcpServer, write_config
 
-from .support import PASSWORD, USERNAME, VIEWPORT, WS_PROBE, Api, login, open_session, started_server
+from .support import logged_in_page, open_session, started_server
 
 
 @pytest.fixture
@@ -25,12 +25,7 @@ def mcp_server(tmp_path):
 
 
 def test_the_tools_panel_lists_tools_with_their_policies_and_an_unavailable_server(browser, mcp_server):
-    api = Api(mcp_server.base_url, mcp_server.token)
-    context = browser.new_context(viewport=VIEWPORT)
-    context.add_init_script(WS_PROBE)
-    try:
-        page = context.new_page()
-        login(page, mcp_server.base_url, USERNAME, PASSWORD)
+    with logged_in_page(browser, mcp_server) as (page, api):
         session_id = api.new_session("tools")
         open_session(page, mcp_server.base_url, session_id)
 
@@ -54,5 +49,3 @@ def test_the_tools_panel_lists_tools_with_their_policies_and_an_unavailable_serv
         expect(broken).to_have_class("unavailable")
         expect(broken).to_contain_text("MCP server broken (stdio)")
         expect(broken.locator(".availability")).to_contain_text("unavailable: the server did not start")
-    finally:
-        context.close()
