@@ -44,6 +44,7 @@ bench: install-test migrate
 	$(BIN)/python bench/scaleout.py
 	$(BIN)/python bench/sandbox.py
 	$(BIN)/python bench/uploads.py
+	$(BIN)/python bench/mcp_cancel.py
 
 clean:
 	rm -rf $(VENV) var

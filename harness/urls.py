@@ -6,6 +6,7 @@ from harness import health
 from harness.metrics_view import metrics_view
 from harness.portal import views as portal
 from harness.portal.files import session_files
+from harness.portal.tools_views import session_tools_view
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -23,6 +24,7 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/delete", portal.session_delete_view, name="portal-session-delete"),
     path("sessions/<uuid:session_id>/share", portal.share, name="portal-share"),
     path("sessions/<uuid:session_id>/share/remove", portal.share_remove, name="portal-share-remove"),
+    path("sessions/<uuid:session_id>/tools", session_tools_view, name="portal-session-tools"),
     path("sessions/<uuid:session_id>/send", portal.send, name="portal-send"),
     path("sessions/<uuid:session_id>/files", session_files, name="portal-session-files"),
     path("sessions/<uuid:session_id>/regenerate", portal.regenerate, name="portal-regenerate"),

@@ -14,6 +14,7 @@ from typing import Literal
 from django.template.loader import render_to_string
 
 from orchestrator import selectors, selectors_sharing
+from orchestrator.mcp.config import split_tool_name
 from orchestrator.models import TERMINAL_STATES, Approval, Message, Run, Session
 from orchestrator.providers.catalog import model_choices, session_model
 
@@ -151,9 +152,12 @@ def approvals_html(session: Session, *, oob: bool = False) -> str:
 
 def _card(approval: Approval) -> dict:
     arguments = json.dumps(approval.function_call.arguments, indent=2, ensure_ascii=False)
+    mcp = split_tool_name(approval.function_call.name)
     return {
         "approval": approval,
         "call": approval.function_call,
+        "mcp_server": mcp[0] if mcp else "",
+        "mcp_tool": mcp[1] if mcp else "",
         "preview": arguments[:ARGUMENTS_PREVIEW_CHARS],
         "rest": arguments[ARGUMENTS_PREVIEW_CHARS:],
     }

@@ -79,6 +79,24 @@ def tool_name(server: str, tool: str) -> str:
     return f"mcp__{sanitized(server)}__{sanitized(tool)}"[:NAME_LIMIT]
 
 
+def split_tool_name(name: str) -> tuple[str, str] | None:
+    """(server, tool) of a name `tool_name` made, for showing a call: the configured server whose prefix it has
+    (its name as configured), else split at the first "__" after "mcp__"; None if it is no MCP tool's name.
+    The tool part is as the model saw it (sanitised, ≤ 64 characters in all)."""
+    if not name.startswith("mcp__"):
+        return None
+    try:
+        servers = load_config()
+    except McpConfigError:
+        servers = []
+    for server in servers:
+        prefix = tool_name(server.name, "")
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return server.name, name[len(prefix):]
+    server_part, separator, tool = name.removeprefix("mcp__").partition("__")
+    return (server_part, tool) if separator and server_part and tool else None
+
+
 def load_config(path: str | os.PathLike | None = None) -> list[ServerConfig]:
     """The configured servers (none when HARNESS_MCP_CONFIG is empty); McpConfigError if it is unusable."""
     path = settings.HARNESS_MCP_CONFIG if path is None else path

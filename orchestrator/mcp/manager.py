@@ -18,6 +18,7 @@ import json
 import logging
 import time
 import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
 import mcp_types as types
@@ -35,6 +36,16 @@ from .connection import STATUS, McpCallFailed, McpUnavailable, ServerConnection
 logger = logging.getLogger(__name__)
 
 REAP_EVERY_SECONDS_MAX = 30.0
+
+
+@dataclass(frozen=True)
+class ServerTools:
+    """One server as a session sees it: its tools, or `reason` it is unavailable (and tools it refused)."""
+
+    config: ServerConfig
+    tools: list[Tool] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
+    reason: str = ""
 
 
 class McpManager:
@@ -75,6 +86,30 @@ class McpManager:
 
         lists = await asyncio.gather(*(server_tools(config) for config in self.servers.values()))
         return [tool for tools in lists for tool in tools]
+
+    async def servers_for_session(self, session_id, *, wait_seconds: float) -> list[ServerTools]:
+        """What each server offers a run of this session, as the Tools panel shows it: its tools (opening the
+        connection as a run would, waiting at most `wait_seconds`), those refused and why, or why it is
+        unavailable."""
+        async def describe(config: ServerConfig) -> ServerTools:
+            prefix = tool_name(config.name, "")
+            try:
+                connection = self.connection(config.name, session_id)
+                async with asyncio.timeout(wait_seconds):
+                    await connection.current_tools()
+            except McpUnavailable as exc:
+                return ServerTools(config, reason=str(exc))
+            except TimeoutError:
+                return ServerTools(config, reason=f"still starting: no answer within {wait_seconds:g} s")
+            except OSError as exc:
+                return ServerTools(config, reason=f"the session's workspace cannot be prepared: {exc.strerror or exc}")
+            tools = self._tools_of(connection)
+            offered = {tool.name for tool in tools}
+            refused = {name: reason for name, reason in self.refused.items()
+                       if name.startswith(prefix) and name not in offered}
+            return ServerTools(config, tools=tools, refused=refused)
+
+        return list(await asyncio.gather(*(describe(config) for config in self.servers.values())))
 
     def _tools_of(self, connection: ServerConnection) -> list[Tool]:
         listed = connection.tools or []

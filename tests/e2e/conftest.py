@@ -17,10 +17,10 @@ from .support import (
     VIEWPORT,
     WS_PROBE,
     Api,
-    HarnessServer,
     chromium_path,
     launch,
     login,
+    started_server,
 )
 
 # Generous: the server runs a real turn loop, and CI machines are slow. Every wait is on a condition.
@@ -29,15 +29,8 @@ expect.set_options(timeout=15_000)
 
 @pytest.fixture(scope="package")
 def server(tmp_path_factory):
-    instance = HarnessServer(tmp_path_factory.mktemp("e2e-server"))
-    instance.migrate()
-    instance.create_user(USERNAME, PASSWORD)
-    instance.token = instance.create_token(USERNAME)
-    instance.start()
-    try:
+    with started_server(tmp_path_factory.mktemp("e2e-server")) as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 @pytest.fixture(scope="package")

@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from devtools.api import Api  # noqa: F401  (the tests' second client, imported from here)
 from devtools.serve import Serve
@@ -95,6 +98,36 @@ class HarnessServer(Serve):
             "from orchestrator.models import Session; from tests.factories import add_messages; "
             f"add_messages(Session.objects.get(pk={session_id!r}), {count})",
         )
+
+
+@contextmanager
+def started_server(directory: Path, **env: str) -> Iterator[HarnessServer]:
+    """A HarnessServer in `directory` (with these extra environment variables), migrated, with USERNAME and
+    her API token (`.token`), started; stopped at the end."""
+    instance = HarnessServer(directory)
+    instance.env.update(env)
+    instance.migrate()
+    instance.create_user(USERNAME, PASSWORD)
+    instance.token = instance.create_token(USERNAME)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@contextmanager
+def logged_in_page(browser, server: HarnessServer) -> Iterator[tuple[Any, Api]]:
+    """A page of a new browser context (WS_PROBE installed) logged in to `server` (e.g. a `started_server`) as
+    USERNAME through the form, and her API client; the context is closed at the end."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.add_init_script(WS_PROBE)
+    try:
+        page = context.new_page()
+        login(page, server.base_url, USERNAME, PASSWORD)
+        yield page, Api(server.base_url, server.token)
+    finally:
+        context.close()
 
 
 # --- page helpers ------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from .support import PASSWORD, SHORT_STREAM, USERNAME, VIEWPORT, WS_PROBE, Api, HarnessServer, login, open_session
+from .support import SHORT_STREAM, logged_in_page, open_session, started_server
 
 # Long enough to be mid-stream when the server goes away, short enough to stream again in full after the
 # recovery (a resumed turn asks the model again from the start).
@@ -25,26 +25,14 @@ DOM_TRANSCRIPT = """
 @pytest.fixture
 def own_server(tmp_path):
     """A server of this test's own: it is killed and restarted, which the shared one must never be."""
-    instance = HarnessServer(tmp_path / "server")
-    instance.migrate()
-    instance.create_user(USERNAME, PASSWORD)
-    instance.token = instance.create_token(USERNAME)
-    instance.start()
-    try:
+    with started_server(tmp_path / "server") as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("how", ["crash", "graceful"])
 def test_after_a_server_restart_the_page_reconnects_by_itself_and_shows_the_truth(browser, own_server, how):
-    api = Api(own_server.base_url, own_server.token)
-    context = browser.new_context(viewport=VIEWPORT)
-    context.add_init_script(WS_PROBE)
-    try:
-        page = context.new_page()
-        login(page, own_server.base_url, USERNAME, PASSWORD)
+    with logged_in_page(browser, own_server) as (page, api):
         session_id = api.new_session("restart")
         open_session(page, own_server.base_url, session_id)
         run_id = api.run_start(session_id, STREAM)
@@ -89,8 +77,6 @@ def test_after_a_server_restart_the_page_reconnects_by_itself_and_shows_the_trut
         assert page.evaluate("window.__marker") == "set before the restart"
         assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
         assert page.evaluate("performance.getEntriesByType('navigation')[0].type") == "navigate"
-    finally:
-        context.close()
 
 
 def test_a_clean_close_is_reconnected_too_and_the_page_catches_up(page, server, api, session_id):

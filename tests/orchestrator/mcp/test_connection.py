@@ -13,7 +13,7 @@ from orchestrator.mcp.connection import McpCallFailed, McpUnavailable, ServerCon
 from orchestrator.sandbox import workspace_prepare
 from orchestrator.services.calls import SERVER_NOTIFIED
 from orchestrator.tools.registry import CancelNote
-from tests.orchestrator.mcp.conftest import stdio_server
+from devtools.mcp_servers import stdio_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

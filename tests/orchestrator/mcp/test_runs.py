@@ -10,6 +10,7 @@ import asyncio
 import pytest
 from django.test import Client
 
+from orchestrator.engine import context as context_module
 from orchestrator.engine.workspace import session_workspace
 from orchestrator.mcp.manager import get_manager
 from orchestrator.models import CallStatus, FunctionCall, Run
@@ -17,7 +18,7 @@ from orchestrator.services.approvals import approval_decide
 from orchestrator.services.runs import run_stop
 from orchestrator.services.sessions import session_create
 from tests.helpers import db, pending_approval, script, start, wait_terminal, wait_until
-from tests.orchestrator.mcp.conftest import stdio_server
+from devtools.mcp_servers import stdio_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -178,3 +179,49 @@ async def test_two_sessions_each_have_their_own_stdio_server_in_their_own_worksp
         assert loop.time() < deadline, "idle stdio servers were not stopped"
         await asyncio.sleep(0.05)
     assert all(server.retired for server in servers)
+
+
+@pytest.mark.parametrize("then", ["answer", "exit"])
+async def test_a_stop_that_crosses_the_servers_answer_or_end_says_the_call_may_have_partly_run(
+        worker, session, user, mcp_config, stdio_python, monkeypatch, then):
+    """`ServerConnection.call` says "server notified" when the stop's cancellation reaches a call still in
+    flight, and "may have partly run" when the server had already answered or was gone (the call's future
+    done, or the connection lost) as it came. To force the second branch, the engine's cancellation of the
+    tool (`cancel_until_done`, which a stop's preemption calls) is held until the real server has answered
+    (`then="answer"`) or exited mid-call (`"exit"`), and lands in the same loop iteration: from the done
+    callback of the task awaiting `call_tool` (or of the connection's owner, when the server's end closes
+    the connection first) — before the task awaiting the call has seen the answer."""
+    mcp_config({"files": stdio_server(stdio_python, approval="auto")})
+    workspace = session_workspace(session.id)
+    real_cancel_until_done = context_module.cancel_until_done
+    landed: list[str] = []
+
+    async def cancel_as_the_call_ends(task: asyncio.Future, *, grace: float) -> bool:
+        [call] = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "ClientSession.call_tool"]
+        owner = get_manager().per_session[(str(session.id), "files")]._owner
+        ended = asyncio.get_running_loop().create_future()
+
+        def cancel_now(what: str):
+            def callback(_) -> None:
+                if not ended.done():
+                    landed.append(what)
+                    task.cancel()
+                    ended.set_result(None)
+            return callback
+
+        call.add_done_callback(cancel_now("the call ended"))
+        owner.add_done_callback(cancel_now("the connection ended"))
+        (workspace / "release-p1").write_text("go")
+        await ended
+        return await real_cancel_until_done(task, grace=grace)
+
+    monkeypatch.setattr(context_module, "cancel_until_done", cancel_as_the_call_ends)
+    run = await stop_mid_call(session, user, workspace / "started-p1", "mcp__files__hold", {"tag": "p1", "then": then})
+    assert landed, "the cancellation was never forced"
+    assert run.outcome == "stopped"
+    [call] = await db(calls_of, run.id)
+    assert call.status == CallStatus.CANCELLED
+    assert call.result == "cancelled: run stopped by alice (may have partly run)"
+    assert run.receipt["cancelled_calls"] == []
+    assert run.receipt["partly_run_calls"] == [
+        {"call_id": "call_t1_0", "name": "mcp__files__hold", "status": "cancelled", "note": "may have partly run"}]

@@ -1,13 +1,18 @@
-"""A real MCP server for the tests, written with the official SDK: `python mcp_test_server.py` speaks stdio,
-`python mcp_test_server.py http PORT` Streamable HTTP on 127.0.0.1:PORT/mcp.
+"""A real MCP server for the tests and benchmarks (devtools/mcp_servers.py runs it), written with the official
+SDK: `python mcp_test_server.py` speaks stdio, `python mcp_test_server.py http PORT` Streamable HTTP on
+127.0.0.1:PORT/mcp. It imports nothing of the project: it runs in a sandbox with only its own packages.
 
 It records what happens to its calls as files in RECORD_DIR (default: the working directory's `/workspace`
 when there is one, else `.`): `started-<tag>` when `wait` begins, `cancelled-<tag>` when its handler is
-cancelled (the client's cancellation reached it), `finished-<tag>` when it completes.
+cancelled (the client's cancellation reached it), `finished-<tag>` when it completes. `hold` waits for a
+`release-<tag>` file there. Each record holds "<pid> <CLOCK_MONOTONIC ns> <wall clock ns>", written when it
+happened (CLOCK_MONOTONIC is one clock for every process of the machine, so a benchmark compares it with its
+own readings).
 """
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -20,7 +25,10 @@ server = MCPServer("harness-test")
 
 
 def mark(name: str) -> None:
-    (RECORD / name).write_text(str(os.getpid()), encoding="utf-8")
+    now = f"{os.getpid()} {time.clock_gettime_ns(time.CLOCK_MONOTONIC)} {time.time_ns()}"
+    partial = RECORD / f".{name}"
+    partial.write_text(now, encoding="utf-8")
+    partial.rename(RECORD / name)  # whole or absent: a reader never sees half a line
 
 
 @server.tool()
@@ -34,6 +42,17 @@ async def wait(seconds: float, tag: str) -> str:
         raise
     mark(f"finished-{tag}")
     return f"waited {seconds:g} s"
+
+
+@server.tool()
+async def hold(tag: str, then: str) -> str:
+    """Wait until the file `release-<tag>` appears, then answer ("answer") or exit without one ("exit")."""
+    mark(f"started-{tag}")
+    while not (RECORD / f"release-{tag}").exists():
+        await anyio.sleep(0.005)
+    if then == "exit":
+        os._exit(3)
+    return "released"
 
 
 @server.tool()
