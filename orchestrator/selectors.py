@@ -94,7 +94,7 @@ def upload_data(upload: WorkspaceUpload) -> dict:
     return {
         "name": upload.name, "path": upload.name, "size": upload.size, "message_id": upload.message_id,
         "uploaded_by": upload.uploaded_by.get_username() if upload.uploaded_by_id else None,
-        "created_at": _iso(upload.created_at),
+        "created_at": iso(upload.created_at),
     }
 
 
