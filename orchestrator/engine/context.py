@@ -211,7 +211,7 @@ class StepContext:
             run.save()
             # Events are ordered as emitted; the terminal `run.finished` (emitted by tearing_down) goes last.
             tx.emitted.sort(key=lambda event: event["type"] == "run.finished")
-            return run, tx.emitted
+            return run, events.with_activity(run.session_id, tx.emitted)  # session lists: last
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await engine_db(fn)(*args, **kwargs)
