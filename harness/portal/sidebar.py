@@ -14,6 +14,7 @@ from __future__ import annotations
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from channels.db import database_sync_to_async
@@ -130,6 +131,8 @@ def _owner_act(request: HttpRequest, session_id, service, **changes) -> HttpResp
         if listing is None:
             raise Http404("no such session") from None
         return HttpResponse(item_html(listing, current=current, error=error.detail))
+    if service is session_delete and current == str(session_id):
+        return HttpResponse("", headers={"HX-Redirect": reverse("home")})  # its page is gone: home
     if service is session_delete or "archived" in changes:
         return HttpResponse("")
     listing = selectors_sharing.session_listing_for(user=request.user, session_id=session_id)

@@ -185,6 +185,10 @@ def test_the_owner_renames_archives_unarchives_and_deletes(user):
     assert "stop the run before deleting its session" in busy and Session.objects.filter(pk=live.id).exists()
     assert client.post(f"/sidebar/{session.id}/delete").content == b""
     assert not Session.objects.filter(pk=session.id).exists()
+    # Deleting the session whose page is open takes the browser home.
+    page = make_run(owner=user, title="open here").session
+    response = client.post(f"/sidebar/{page.id}/delete", {"current": str(page.id)})
+    assert response.status_code == 200 and response["HX-Redirect"] == "/"
 
 
 def test_without_a_login_htmx_gets_401_and_a_page_load_the_login(db):
