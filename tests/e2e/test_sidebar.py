@@ -125,7 +125,7 @@ def test_the_archived_view_and_the_owners_actions(context, server, api):
 def test_on_a_phone_the_sidebar_is_collapsed_behind_its_button(make_context, server, session_id):
     page = make_context(viewport=PHONE, is_mobile=True, has_touch=True).new_page()
     open_session(page, server.base_url, session_id)
-    toggle = sidebar(page).get_by_role("button", name="Sessions")
+    toggle = sidebar(page).get_by_role("button", name="Sessions", exact=True)  # (its mark is not in its name)
     expect(toggle).to_have_attribute("aria-expanded", "false")
     search = sidebar(page).get_by_role("searchbox", name="Search sessions")
     expect(search).to_be_hidden()
