@@ -29,6 +29,7 @@ urlpatterns = [
     path("runs/<uuid:run_id>/receipt", portal.receipt, name="portal-receipt"),
     path("sidebar/", sidebar.sidebar, name="portal-sidebar"),
     path("sidebar/more", sidebar.sidebar_more, name="portal-sidebar-more"),
+    path("sidebar/item/<uuid:session_id>", sidebar.sidebar_item, name="portal-sidebar-item"),
     path("sidebar/<uuid:session_id>/rename", sidebar.sidebar_rename, name="portal-sidebar-rename"),
     path("sidebar/<uuid:session_id>/archive", sidebar.sidebar_archive, name="portal-sidebar-archive"),
     path("sidebar/<uuid:session_id>/delete", sidebar.sidebar_delete, name="portal-sidebar-delete"),

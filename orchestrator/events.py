@@ -137,10 +137,19 @@ def with_activity(session_id: Any, emitted: list[Event]) -> list[Event]:
     if one of them changes the session's listing. Call it inside the transaction that emits them."""
     if session_id is None or not any(_changes_listing(event) for event in emitted):
         return emitted
+    return [*emitted, _activity(session_id)]
+
+
+def activity_on_commit(session_id: Any) -> None:
+    """The session's listing changed with no event of its own (a member added): once the surrounding
+    transaction commits, its audience hears it."""
+    publish_on_commit(session_id, _activity(session_id))
+
+
+def _activity(session_id: Any) -> Event:
     from .permissions import session_audience  # (permissions → services → events)
 
-    users = session_audience(session_id)
-    return [*emitted, {"type": ACTIVITY_MESSAGE_TYPE, "session_id": str(session_id), "users": users}]
+    return {"type": ACTIVITY_MESSAGE_TYPE, "session_id": str(session_id), "users": session_audience(session_id)}
 
 
 async def publish(session_id: Any, *events: Event) -> None:

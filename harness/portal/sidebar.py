@@ -118,6 +118,20 @@ def sidebar_more(request: HttpRequest) -> HttpResponse:
     return HttpResponse(render_to_string("portal/sidebar/page.html", context))
 
 
+@portal_login_required
+@require_GET
+def sidebar_item(request: HttpRequest, session_id) -> HttpResponse:
+    """A session the page does not list (new, newly shared, or on a page not loaded yet), put first in its list
+    out of band if it belongs to the page's view (`archived`; none while searching); otherwise nothing."""
+    listing = selectors_sharing.session_listing_for(user=request.user, session_id=session_id)
+    archived = request.GET.get("archived") == "1"
+    if listing is None or request.GET.get("q", "").strip() or listing["archived"] != archived:
+        return HttpResponse("")
+    scope = "mine" if listing["role"] == "owner" else "shared"
+    item = item_html(listing, current=request.GET.get("current", ""))
+    return HttpResponse(f'<div hx-swap-oob="afterbegin:#sidebar-{scope}">{item}</div>')
+
+
 def _owner_act(request: HttpRequest, session_id, service, **changes) -> HttpResponse:
     """Run an owner's act on the session; answer with its item (with the refusal, if the service refused) or,
     once it leaves this view (archived, unarchived, deleted), with nothing: htmx swaps the item out."""

@@ -16,6 +16,29 @@
     opened = true;
   });
 
+  // News of a session this page does not list — new, newly shared with us, or on a page not loaded yet (a run
+  // starting makes it the newest): ask for its item, which comes first in its list if it belongs to this view.
+  const asked = new Set();
+  document.addEventListener("htmx:oobErrorNoTarget", (e) => {
+    const id = e.detail.content && e.detail.content.id;
+    const nav = document.getElementById("sidebar");
+    const search = document.getElementById("sidebar-search");
+    if (!id || !id.startsWith("sb-badge-") || !nav || !search) return;
+    const sessionId = id.slice("sb-badge-".length);
+    if (asked.has(sessionId)) return;
+    asked.add(sessionId);
+    htmx.ajax("GET", nav.dataset.itemUrl + sessionId, { source: search, swap: "none" })
+      .finally(() => asked.delete(sessionId));
+  });
+  // A session put first that a later page lists again stays where it was put.
+  document.addEventListener("htmx:afterSwap", () => {
+    const seen = new Set();
+    document.querySelectorAll("#sidebar li.sidebar-item").forEach((item) => {
+      if (seen.has(item.id)) item.remove();
+      else seen.add(item.id);
+    });
+  });
+
   // The sidebar's own socket (pages without one of their own): the ws extension gives up on clean closes and
   // on our codes; reconnect with a jittered backoff, unless the login expired (the next page asks for it).
   let attempts = 0;

@@ -59,6 +59,12 @@ def test_a_run_in_another_session_moves_its_badge_live_on_a_session_page_and_the
         for item in (shared, mine):
             expect(sidebar(page).locator(f"#sb-{item} .sidebar-badge")).to_have_attribute("data-badge", "")
 
+    # A session shared with alice while her pages are open joins their lists, newest first.
+    late = bob.new_session("bob's late share")
+    assert bob.call("PUT", f"/api/sessions/{late}/members/users/alice", {"role": "collaborator"})[0] == 200
+    for page in (session_page, home):
+        expect(sidebar(page).locator("#sidebar-shared > li.sidebar-item").first).to_have_id(f"sb-{late}")
+
 
 def many_sessions(server, username: str, count: int) -> None:
     """`count` sessions of `username` ("item 0" the newest), written straight to the server's database."""

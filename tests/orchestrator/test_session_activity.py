@@ -63,3 +63,18 @@ async def test_publish_sends_the_announcement_to_the_users_groups_only():
     # Nothing else reached the session's group (an event sent after it arrives next, not the announcement).
     await events.publish("s", state("provisioning", "awaiting_assistant"))
     assert (await layer.receive(session_channel))["event"]["state"] == "awaiting_assistant"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_new_member_hears_of_the_session_once_the_grant_commits(make_user):
+    from orchestrator.services.members import session_member_set
+    from orchestrator.services.sessions import session_create
+    from tests.helpers import db
+
+    owner, newcomer = await db(make_user, "olga"), await db(make_user, "nina")
+    session = await db(session_create, owner=owner, title="olga's")
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(events.user_group(newcomer.pk), channel)
+    await db(session_member_set, session_id=session.id, user=owner, kind="user", name="nina", role="viewer")
+    assert await layer.receive(channel) == {"type": events.ACTIVITY_MESSAGE_TYPE, "session_id": str(session.id)}

@@ -60,14 +60,15 @@ def walk(client: Client, first: str, scope: str, django_assert_max_num_queries) 
 
 def test_every_page_has_the_sidebar_a_named_landmark_with_both_lists(user, session):
     page = client_for(user).get("/").content.decode()
-    assert '<nav id="sidebar" class="sidebar" aria-label="Sessions" hx-ext="ws" ws-connect="/ws/sidebar/">' in page
+    assert ('<nav id="sidebar" class="sidebar" aria-label="Sessions" data-item-url="/sidebar/item/" hx-ext="ws" '
+            'ws-connect="/ws/sidebar/">') in page
     assert '<h2 id="sidebar-h-mine">My sessions</h2>' in page and ">Shared with me</h2>" in page
     assert '<label for="sidebar-q" class="visually-hidden">Search sessions</label>' in page
     assert listed(page, "mine") == [str(session.id)] and "Nothing shared with you" in page
     # The session page marks its session and opens no socket of its own for the sidebar (the page's joins the
     # user's group).
     page = client_for(user).get(f"/sessions/{session.id}/").content.decode()
-    assert '<nav id="sidebar" class="sidebar" aria-label="Sessions">' in page
+    assert '<nav id="sidebar" class="sidebar" aria-label="Sessions" data-item-url="/sidebar/item/">' in page
     assert f'href="/sessions/{session.id}/" aria-current="page"' in page
     assert 'id="sidebar"' not in Client().get("/login/").content.decode()  # nobody logged in: no sidebar
 
@@ -194,3 +195,16 @@ def test_the_owner_renames_archives_unarchives_and_deletes(user):
 def test_without_a_login_htmx_gets_401_and_a_page_load_the_login(db):
     assert Client().get("/sidebar/", headers={"HX-Request": "true"}).status_code == 401
     assert Client().get("/sidebar/")["Location"].startswith("/login/")
+
+
+def test_a_session_the_page_does_not_list_comes_first_in_its_list_if_it_belongs_to_the_view():
+    world = shared_world(live=False)
+    session_id = world.session.id
+    item = client_for(world.users["viewer"]).get(f"/sidebar/item/{session_id}", {"current": ""}).content.decode()
+    assert item.startswith('<div hx-swap-oob="afterbegin:#sidebar-shared">\n<li id="sb-')
+    own = client_for(world.users["owner"]).get(f"/sidebar/item/{session_id}").content.decode()
+    assert own.startswith('<div hx-swap-oob="afterbegin:#sidebar-mine">')
+    # Not in this view (archived, or a search the page shows), or not the caller's to see: nothing.
+    for who, query in (("owner", {"archived": "1"}), ("owner", {"q": "shared"}), ("non_member", {})):
+        response = client_for(world.users[who]).get(f"/sidebar/item/{session_id}", query)
+        assert response.status_code == 200 and response.content == b""
