@@ -39,6 +39,19 @@
     });
   });
 
+  // A run starting is the session's newest activity: its item moves to the top of its list.
+  let started = null;
+  document.addEventListener("htmx:oobBeforeSwap", (e) => {
+    const incoming = e.detail.fragment && e.detail.fragment.firstElementChild;
+    const target = e.detail.target;
+    started = target && target.id.startsWith("sb-badge-") && target.dataset.badge === "" && incoming
+      && incoming.dataset && incoming.dataset.badge ? target.closest("li.sidebar-item") : null;
+  });
+  document.addEventListener("htmx:oobAfterSwap", () => {
+    if (started && started.parentElement) started.parentElement.prepend(started);
+    started = null;
+  });
+
   // The sidebar's own socket (pages without one of their own): the ws extension gives up on clean closes and
   // on our codes; reconnect with a jittered backoff, unless the login expired (the next page asks for it).
   let attempts = 0;

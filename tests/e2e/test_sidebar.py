@@ -26,6 +26,7 @@ def test_a_run_in_another_session_moves_its_badge_live_on_a_session_page_and_the
     bob = Api(server.base_url, server.create_token("sidebar-bob"))
     shared = bob.new_session("bob's shared work")
     assert bob.call("PUT", f"/api/sessions/{shared}/members/users/alice", {"role": "viewer"})[0] == 200
+    older = api.new_session("alice's older session")
     mine = api.new_session("alice's other session")
 
     session_page = context.new_page()
@@ -58,6 +59,11 @@ def test_a_run_in_another_session_moves_its_badge_live_on_a_session_page_and_the
     for page in (session_page, home):
         for item in (shared, mine):
             expect(sidebar(page).locator(f"#sb-{item} .sidebar-badge")).to_have_attribute("data-badge", "")
+
+    # A run starting in an older session makes it the newest: it moves to the top of the list.
+    expect(sidebar(home).locator("#sidebar-mine > li.sidebar-item").first).not_to_have_id(f"sb-{older}")
+    api.run_start(older, 'script:{"turns":[{"text":"hello"}]}')
+    expect(sidebar(home).locator("#sidebar-mine > li.sidebar-item").first).to_have_id(f"sb-{older}")
 
     # A session shared with alice while her pages are open joins their lists, newest first.
     late = bob.new_session("bob's late share")
