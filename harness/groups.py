@@ -101,12 +101,15 @@ def _layer_watch() -> LayerWatch | None:
 class SessionGroupMember:
     """Mixed into a consumer: `await self.join_group(name, session_id=, user=)` on connect,
     `await self.leave_group()` on close; group events (`{"type": "session.event"}`) go to `session_event`.
+    `also`: more groups to join with it (the user's own, for the portal's sidebar); `session_id=None`: a socket
+    on no session (nothing to re-check).
 
     An access change on the session (`events.access_changed_on_commit`: a member removed, a user deactivated or
     leaving a shared group, the session deleted) makes the socket re-read its user's role
     (`permissions.current_role`) and close with `CLOSE_REVOKED` if none is left."""
 
     group: str | None = None
+    also: tuple[str, ...] = ()
     _access: tuple[str, object] | None = None  # (session id, user id) whose role keeps the socket open
     _group_refresh: asyncio.Task | None = None
     metrics_kind = "ws"  # the `kind` label of harness_ws_connections
@@ -117,10 +120,11 @@ class SessionGroupMember:
             return
         await super().dispatch(message)
 
-    async def join_group(self, group: str, *, session_id, user) -> None:
-        self.group = group
-        self._access = (str(session_id), user.pk)
-        await self.channel_layer.group_add(group, self.channel_name)
+    async def join_group(self, group: str, *, session_id, user, also: tuple[str, ...] = ()) -> None:
+        self.group, self.also = group, tuple(also)
+        self._access = (str(session_id), user.pk) if session_id is not None else None
+        for name in (group, *self.also):
+            await self.channel_layer.group_add(name, self.channel_name)
         self._group_refresh = asyncio.ensure_future(self._refresh_group())
         metrics.WS_CONNECTIONS.labels(kind=self.metrics_kind).inc()
         if (watch := _layer_watch()) is not None:
@@ -134,9 +138,10 @@ class SessionGroupMember:
             self._group_refresh = None
         if self.group is not None:
             metrics.WS_CONNECTIONS.labels(kind=self.metrics_kind).dec()
-            group, self.group = self.group, None
+            groups, self.group, self.also = (self.group, *self.also), None, ()
             with contextlib.suppress(Exception):  # the layer may be the reason we are closing
-                await self.channel_layer.group_discard(group, self.channel_name)
+                for group in groups:
+                    await self.channel_layer.group_discard(group, self.channel_name)
 
     async def session_access(self, message: dict) -> None:
         if self.group is None or self._access is None:
@@ -149,7 +154,8 @@ class SessionGroupMember:
     async def _refresh_group(self) -> None:
         while True:
             await asyncio.sleep(REFRESH_SECONDS)
-            try:
-                await self.channel_layer.group_add(self.group, self.channel_name)
-            except Exception:
-                logger.warning("could not refresh membership of %s", self.group, exc_info=True)
+            for group in (self.group, *self.also):
+                try:
+                    await self.channel_layer.group_add(group, self.channel_name)
+                except Exception:
+                    logger.warning("could not refresh membership of %s", group, exc_info=True)

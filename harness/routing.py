@@ -9,6 +9,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.urls import path, re_path
 
 from harness.portal.consumers import PortalConsumer
+from harness.portal.sidebar import SidebarConsumer
 from harness.ws_api.auth import TokenAuthMiddleware
 from harness.ws_api.consumers import ApiConsumer
 
@@ -27,5 +28,6 @@ websocket_urlpatterns = [
         "ws/sessions/<str:session_id>/",
         AllowedHostsOriginValidator(AuthMiddlewareStack(PortalConsumer.as_asgi())),
     ),
+    path("ws/sidebar/", AllowedHostsOriginValidator(AuthMiddlewareStack(SidebarConsumer.as_asgi()))),
     re_path(r"^.*$", UnknownPathConsumer.as_asgi()),
 ]

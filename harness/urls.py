@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from harness import health
 from harness.metrics_view import metrics_view
+from harness.portal import sidebar
 from harness.portal import views as portal
 from harness.portal.files import session_files
 from harness.portal.tools_views import session_tools_view
@@ -32,4 +33,10 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/steer", portal.steer, name="portal-steer"),
     path("approvals/<uuid:approval_id>/decide", portal.decide, name="portal-decide"),
     path("runs/<uuid:run_id>/receipt", portal.receipt, name="portal-receipt"),
+    path("sidebar/", sidebar.sidebar, name="portal-sidebar"),
+    path("sidebar/more", sidebar.sidebar_more, name="portal-sidebar-more"),
+    path("sidebar/item/<uuid:session_id>", sidebar.sidebar_item, name="portal-sidebar-item"),
+    path("sidebar/<uuid:session_id>/rename", sidebar.sidebar_rename, name="portal-sidebar-rename"),
+    path("sidebar/<uuid:session_id>/archive", sidebar.sidebar_archive, name="portal-sidebar-archive"),
+    path("sidebar/<uuid:session_id>/delete", sidebar.sidebar_delete, name="portal-sidebar-delete"),
 ]

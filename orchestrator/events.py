@@ -14,6 +14,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from .models import TERMINAL_STATES, RunState
 from .providers.catalog import session_model
 
 logger = logging.getLogger(__name__)
@@ -101,12 +102,67 @@ def run_finished(*, run: Any) -> Event:
     return {"type": "run.finished", "run_id": str(run.id), "outcome": run.outcome, "receipt": run.receipt}
 
 
+# --- session lists (the portal's sidebar) ------------------------------------------------------------------
+# When a session's listing changes (a run starts, parks on an approval, is being stopped or ends; a rename, an
+# archive), its owner and members hear it on their own group, `user.<id>`, whatever page they have open, as
+# `{"type": "sessions.activity", "session_id": ...}`. Portal-only: never sent to a session's group, so JSON
+# clients do not see it. The audience is read by the code that emits the events, inside their transaction
+# (`with_activity`), and published with them after the commit.
+ACTIVITY_MESSAGE_TYPE = "sessions.activity"
+
+
+def user_group(user_id: Any) -> str:
+    return f"user.{user_id}"
+
+
+def run_badge(state: str, stop_requested: bool) -> str:
+    """What a session list shows of a run: "" (no live run), "running", "approval" or "stopping"."""
+    if not state or state in TERMINAL_STATES:
+        return ""
+    if stop_requested:
+        return "stopping"
+    return "approval" if state == RunState.AWAITING_APPROVAL else "running"
+
+
+def _changes_listing(event: Event) -> bool:
+    if event["type"] == "run.state":
+        prev, stop = event["prev_state"], event["stop_requested"]
+        # A start, a stop recorded (state == prev_state), or a badge that differs.
+        return not prev or prev == event["state"] or run_badge(prev, stop) != run_badge(event["state"], stop)
+    return event["type"] in ("run.finished", "session.updated")
+
+
+def with_activity(session_id: Any, emitted: list[Event]) -> list[Event]:
+    """`emitted`, plus the announcement to the session's audience (`permissions.session_audience`, one query)
+    if one of them changes the session's listing. Call it inside the transaction that emits them."""
+    if session_id is None or not any(_changes_listing(event) for event in emitted):
+        return emitted
+    return [*emitted, _activity(session_id)]
+
+
+def activity_on_commit(session_id: Any) -> None:
+    """The session's listing changed with no event of its own (a member added): once the surrounding
+    transaction commits, its audience hears it."""
+    publish_on_commit(session_id, _activity(session_id))
+
+
+def _activity(session_id: Any) -> Event:
+    from .permissions import session_audience  # (permissions → services → events)
+
+    return {"type": ACTIVITY_MESSAGE_TYPE, "session_id": str(session_id), "users": session_audience(session_id)}
+
+
 async def publish(session_id: Any, *events: Event) -> None:
     layer = get_channel_layer()
     if layer is None or not events:
         return
     try:
         for event in events:
+            if event["type"] == ACTIVITY_MESSAGE_TYPE:  # (`with_activity`) to its users' groups only
+                for user_id in event["users"]:
+                    await layer.group_send(user_group(user_id),
+                                           {"type": ACTIVITY_MESSAGE_TYPE, "session_id": event["session_id"]})
+                continue
             await layer.group_send(session_group(session_id), {"type": CHANNEL_MESSAGE_TYPE, "event": event})
     except Exception:  # the layer is an optimisation; never let it fail a run
         logger.warning("could not publish %d event(s) for session %s", len(events), session_id, exc_info=True)
@@ -114,6 +170,7 @@ async def publish(session_id: Any, *events: Event) -> None:
 
 def publish_on_commit(session_id: Any, *events: Event) -> None:
     """From synchronous service code: publish once the surrounding transaction has committed."""
+    events = tuple(with_activity(session_id, list(events)))
     transaction.on_commit(lambda: async_to_sync(publish)(session_id, *events))
 
 

@@ -83,6 +83,19 @@ def session_roles(sessions: list[Session], user) -> dict:
     return roles
 
 
+def session_audience(session_id) -> list:
+    """The ids of the active users with a role on `session_id`: its owner, its user members and the members of
+    its groups (one query). Who hears that the session's listing changed (`events.with_activity`)."""
+    grants = SessionMember.objects.filter(session_id=session_id)
+    owner = Session.objects.filter(pk=session_id).values("owner_id")
+    users = get_user_model().objects.filter(
+        Q(pk__in=owner) | Q(pk__in=grants.filter(user__isnull=False).values("user_id"))
+        | Q(groups__in=grants.filter(group__isnull=False).values("group_id")),
+        is_active=True,
+    )
+    return sorted(set(users.values_list("pk", flat=True)))
+
+
 def allows(role: str | None, need: Need) -> bool:
     return role is not None and RANK[role] >= NEEDS[need]
 

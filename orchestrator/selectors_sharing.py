@@ -85,6 +85,17 @@ def session_list(
     )
 
 
+def session_listing_for(*, user: AbstractBaseUser, session_id) -> dict | None:
+    """One session's listing as `session_list` shows it, or None if `user` cannot see it (or it is gone)."""
+    session_uuid = parse_uuid(session_id)
+    session = (permissions.visible_sessions(user).select_related("owner").filter(pk=session_uuid).first()
+               if session_uuid else None)
+    if session is None:
+        return None
+    live_run = Run.objects.filter(session=session).exclude(state__in=TERMINAL_STATES).first()
+    return session_listing(session, role=permissions.session_roles([session], user)[session.pk], live_run=live_run)
+
+
 def session_listing(session: Session, *, role: str, live_run: Run | None) -> dict:
     return {
         **session_summary(session),

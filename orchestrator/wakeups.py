@@ -13,7 +13,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from .events import publish
+from .events import publish, with_activity
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ def wake_on_commit(kind: str, run_id, channel: str = "", *, session_id=None, eve
 
     The wake-up goes first: an executor waiting for it (a stop above all) should not wait for clients.
     """
+
+    events = with_activity(session_id, list(events)) if events else events
 
     async def deliver() -> None:
         await send_wakeup(kind, run_id, channel)

@@ -26,11 +26,12 @@ from harness.streaming import GAP, StreamTracker
 from . import fragments
 from .live_answers import LiveAnswers
 from .presence import BEAT_SECONDS, GONE, HERE, Presence, gone_message, here_message, presence_group
+from .sidebar import SidebarListener
 
 logger = logging.getLogger(__name__)
 
 
-class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
+class PortalConsumer(SidebarListener, SessionGroupMember, AsyncWebsocketConsumer):
     metrics_kind = "portal"
     session: Session | None = None
     oldest_sent: int | None = None  # the oldest message of the transcript page the snapshot sent
@@ -52,7 +53,9 @@ class PortalConsumer(SessionGroupMember, AsyncWebsocketConsumer):
             return
         self.tracker = StreamTracker()
         self.answers = LiveAnswers(self._send_quietly)
-        await self.join_group(events.session_group(self.session.id), session_id=self.session.id, user=user)
+        # The user's group too: the sidebar's badges (harness/portal/sidebar.py).
+        await self.join_group(events.session_group(self.session.id), session_id=self.session.id, user=user,
+                              also=(events.user_group(user.pk),))
         await self._presence_join(user.get_username())
         html, streams = await database_sync_to_async(self._snapshot)()
         self.answers.watch(streams)

@@ -229,8 +229,9 @@ class StepContext:
             run.save()
             # Events are ordered as emitted; the terminal `run.finished` (emitted by tearing_down) goes last.
             tx.emitted.sort(key=lambda event: event["type"] == "run.finished")
+            emitted = events.with_activity(run.session_id, tx.emitted)  # session lists: last
         self.opened_answer = tx.answer  # committed
-        return run, tx.emitted
+        return run, emitted
 
     def speculate(self, request: ModelRequest) -> None:
         """Send the run's first model request now (speculation.py); assistant_streaming takes it over."""

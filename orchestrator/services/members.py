@@ -61,6 +61,7 @@ def session_member_set(*, session_id, user: AbstractBaseUser, kind: Kind, name: 
         if kind == "user" and grantee["user"].pk == session.owner_id:
             raise InvalidInput("owner_is_member", "the owner already has every right: they cannot be a member")
         member, _ = SessionMember.objects.update_or_create(session=session, **grantee, defaults={"role": role})
+        events.activity_on_commit(session.id)  # the new member's sidebar lists it (harness/portal/sidebar.py)
     return member
 
 
