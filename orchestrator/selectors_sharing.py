@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q
+from django.contrib.postgres.search import SearchQuery, SearchVector
+from django.db import connection
+from django.db.models import Q, QuerySet
+from django.db.models.functions import Left
 
 from . import permissions
 from .models import TERMINAL_STATES, Message, Run, Session, SessionMember
@@ -19,6 +22,12 @@ from .services.ids import parse_uuid
 from .services.text import checked_text
 
 SCOPES = ("all", "mine", "shared")
+# PostgreSQL's full-text search: the `simple` configuration (lower-cased words, no stemming, no stop words, any
+# language) over a title and the first SEARCHED_CHARS characters of a message (a bound that keeps a tsvector
+# far below PostgreSQL's 1 MB limit). These expressions are the GIN indexes' of migration 0010_scale, to the
+# letter: the planner uses an expression index only for the same expression.
+SEARCH_CONFIG = "simple"
+SEARCHED_CHARS = 65536
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50
 
@@ -55,24 +64,12 @@ def session_list(
     limit: int = DEFAULT_LIMIT, cursor: str | None = None,
 ) -> SessionPage:
     """The sessions `user` can see, newest activity (`updated_at`) first, each with the caller's role. `q`: a
-    case-insensitive substring of the title or of a (current) message's text. `scope`: all, mine (owned),
-    shared (others'). `archived`: the archived ones instead of the others."""
-    if scope not in SCOPES:
-        raise InvalidInput("invalid_field", "'scope' must be 'all', 'mine' or 'shared'")
+    search (`matching`). `scope`: all, mine (owned), shared (others'). `archived`: the archived ones instead of the
+    others."""
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput("invalid_field", f"'limit' must be between 1 and {MAX_LIMIT}")
-    sessions = permissions.visible_sessions(user).filter(archived_at__isnull=not archived)
-    if scope == "mine":
-        sessions = sessions.filter(owner_id=user.pk)
-    elif scope == "shared":
-        sessions = sessions.exclude(owner_id=user.pk)
-    if q:
-        checked_text(q, name="q", code="invalid_field")  # a NUL would be a database error on PostgreSQL
-        matching = Message.objects.current().filter(text__icontains=q).values("session_id")
-        sessions = sessions.filter(Q(title__icontains=q) | Q(pk__in=matching))
-    if cursor:
-        sessions = sessions.filter(_after(cursor))
-    page = list(sessions.select_related("owner").order_by("-updated_at", "-id")[: limit + 1])
+    sessions = listed_sessions(user=user, q=q, scope=scope, archived=archived, cursor=cursor)
+    page = list(sessions.select_related("owner")[: limit + 1])
     more, page = len(page) > limit, page[:limit]
     roles = permissions.session_roles(page, user)
     live = {
@@ -83,6 +80,54 @@ def session_list(
         sessions=[session_listing(s, role=roles[s.pk], live_run=live.get(s.pk)) for s in page],
         next_cursor=_cursor(page[-1]) if more else None,
     )
+
+
+def listed_sessions(
+    *, user: AbstractBaseUser, q: str = "", scope: str = "all", archived: bool = False, cursor: str | None = None,
+) -> QuerySet[Session]:
+    """The query behind `session_list` (unsliced), in the list's order: the session activity index's
+    (`-updated_at, -id`), which a page walks from its cursor on."""
+    if scope not in SCOPES:
+        raise InvalidInput("invalid_field", "'scope' must be 'all', 'mine' or 'shared'")
+    sessions = permissions.visible_sessions(user).filter(archived_at__isnull=not archived)
+    if scope == "mine":
+        sessions = sessions.filter(owner_id=user.pk)
+    elif scope == "shared":
+        sessions = sessions.exclude(owner_id=user.pk)
+    if q:
+        checked_text(q, name="q", code="invalid_field")  # a NUL would be a database error on PostgreSQL
+        sessions = sessions.filter(matching(q))
+    if cursor:
+        sessions = sessions.filter(_after(cursor))
+    return sessions.order_by("-updated_at", "-id")
+
+
+def matching(q: str) -> Q:
+    """Sessions whose title, or one current (not superseded) message, holds every whitespace-separated word of
+    `q`, case-insensitively; the one place that decides how.
+
+    On PostgreSQL, full-text search served by GIN indexes: each word must begin a word of the text (`deplo`
+    finds "deployed"; words as PostgreSQL's parser splits them, so `foo-bar` finds "foo-bar" and `3.11` finds
+    "3.11" but not "python3.11"). Elsewhere (SQLite), and for a `q` without a letter or digit, each word is a
+    substring match (`icontains`)."""
+    words = q.split()
+    if connection.vendor == "postgresql" and any(ch.isalnum() for ch in q):
+        query = SearchQuery(" & ".join(map(_prefix_term, words)), search_type="raw", config=SEARCH_CONFIG)
+        titles = Session.objects.alias(words=SearchVector("title", config=SEARCH_CONFIG)).filter(words=query)
+        texts = Message.objects.current().alias(words=SearchVector(Left("text", SEARCHED_CHARS),
+                                                                   config=SEARCH_CONFIG))
+        return Q(pk__in=titles.values("pk")) | Q(pk__in=texts.filter(words=query).values("session_id"))
+    in_title, in_text = Q(), Q()
+    for word in words:
+        in_title &= Q(title__icontains=word)
+        in_text &= Q(text__icontains=word)
+    return in_title | Q(pk__in=Message.objects.current().filter(in_text).values("session_id"))
+
+
+def _prefix_term(word: str) -> str:
+    """One word of a search as a quoted tsquery term matching as a prefix (`'word':*`): quoted, no character
+    of the user's is an operator; PostgreSQL's parser splits it into words as it does the text."""
+    return "'" + word.replace("\\", "\\\\").replace("'", "''") + "':*"
 
 
 def session_listing(session: Session, *, role: str, live_run: Run | None) -> dict:
