@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import Left
 
 from . import permissions
@@ -28,6 +29,10 @@ SCOPES = ("all", "mine", "shared")
 # letter: the planner uses an expression index only for the same expression.
 SEARCH_CONFIG = "simple"
 SEARCHED_CHARS = 65536
+TEXT_INDEX = "message_text_search"
+# A search whose words PostgreSQL's statistics put in at least this share of the messages walks the list
+# instead of collecting every matching message (`matching`).
+WALK_SHARE = 0.02
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50
 
@@ -56,7 +61,9 @@ def _after(cursor: str) -> Q:
         session_uuid = None
     if session_uuid is None or updated_at.tzinfo is None:
         raise InvalidInput("invalid_cursor", "'cursor' must be a next_cursor this API returned")
-    return Q(updated_at__lt=updated_at) | Q(updated_at=updated_at, pk__lt=session_uuid)
+    # The first condition is implied by the others; it is the one an index range scan can start from.
+    later = Q(updated_at__lt=updated_at) | Q(updated_at=updated_at, pk__lt=session_uuid)
+    return Q(updated_at__lte=updated_at) & later
 
 
 def session_list(
@@ -106,22 +113,54 @@ def matching(q: str) -> Q:
     """Sessions whose title, or one current (not superseded) message, holds every whitespace-separated word of
     `q`, case-insensitively; the one place that decides how.
 
-    On PostgreSQL, full-text search served by GIN indexes: each word must begin a word of the text (`deplo`
-    finds "deployed"; words as PostgreSQL's parser splits them, so `foo-bar` finds "foo-bar" and `3.11` finds
-    "3.11" but not "python3.11"). Elsewhere (SQLite), and for a `q` without a letter or digit, each word is a
-    substring match (`icontains`)."""
+    On PostgreSQL, full-text search: each word must begin a word of the text (`deplo` finds "deployed"; words
+    as PostgreSQL's parser splits them, so `foo-bar` finds "foo-bar" and `3.11` finds "3.11" but not
+    "python3.11"). Elsewhere (SQLite), and for a `q` without a letter or digit, each word is a substring match
+    (`icontains`).
+
+    Two plans on PostgreSQL, both bounded, chosen by how common the words are (`_message_share`): rare words
+    collect the sessions of every matching message from the GIN index (few); common ones would make that
+    collection huge (a word in most of 200,000 messages: ~300 ms), so the list is walked in its order instead
+    and each session is asked whether one of its messages matches, which stops at the first page's end."""
     words = q.split()
-    if connection.vendor == "postgresql" and any(ch.isalnum() for ch in q):
-        query = SearchQuery(" & ".join(map(_prefix_term, words)), search_type="raw", config=SEARCH_CONFIG)
-        titles = Session.objects.alias(words=SearchVector("title", config=SEARCH_CONFIG)).filter(words=query)
-        texts = Message.objects.current().alias(words=SearchVector(Left("text", SEARCHED_CHARS),
-                                                                   config=SEARCH_CONFIG))
-        return Q(pk__in=titles.values("pk")) | Q(pk__in=texts.filter(words=query).values("session_id"))
-    in_title, in_text = Q(), Q()
-    for word in words:
-        in_title &= Q(title__icontains=word)
-        in_text &= Q(text__icontains=word)
-    return in_title | Q(pk__in=Message.objects.current().filter(in_text).values("session_id"))
+    if connection.vendor != "postgresql" or not any(ch.isalnum() for ch in q):
+        in_title, in_text = Q(), Q()
+        for word in words:
+            in_title &= Q(title__icontains=word)
+            in_text &= Q(text__icontains=word)
+        return in_title | Q(pk__in=Message.objects.current().filter(in_text).values("session_id"))
+    query = SearchQuery(" & ".join(map(_prefix_term, words)), search_type="raw", config=SEARCH_CONFIG)
+    titles = Session.objects.alias(words=SearchVector("title", config=SEARCH_CONFIG)).filter(words=query)
+    texts = (Message.objects.current().alias(words=SearchVector(Left("text", SEARCHED_CHARS), config=SEARCH_CONFIG))
+             .filter(words=query))
+    in_title = Q(pk__in=titles.values("pk"))
+    if (_message_share(words) or 0.0) < WALK_SHARE:
+        return in_title | Q(pk__in=texts.values("session_id"))
+    # The walk. Each word's letters and digits must be in the text (a cheap test, implied by the match, that
+    # spares computing most messages' words); the `>=` beside the `=` is always true and keeps PostgreSQL from
+    # turning the per-session question back into the collection of every match (it hashes only `=`).
+    for run in (run for word in words for run in _runs(word)):
+        texts = texts.filter(text__icontains=run)
+    return in_title | Q(Exists(texts.filter(session_id=OuterRef("pk"), session_id__gte=OuterRef("pk"))))
+
+
+def _runs(word: str) -> list[str]:
+    return re.findall(r"[^\W_]+", word)
+
+
+def _message_share(words: list[str]) -> float | None:
+    """At most what share of the messages holds every word (as a word's beginning), from the statistics
+    ANALYZE keeps of the message index's expression (its most common words and their shares); None without
+    statistics. A word missing from them is rarer than any in them."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats "
+                       "WHERE schemaname = current_schema() AND tablename = %s", [TEXT_INDEX])
+        row = cursor.fetchone()
+    if row is None or row[0] is None:
+        return None
+    common = list(zip(*row))
+    return min((sum(share for lexeme, share in common if lexeme.startswith(run.lower()))
+                for word in words for run in _runs(word)), default=None)
 
 
 def _prefix_term(word: str) -> str:

@@ -139,6 +139,26 @@ def test_search_is_full_text_on_postgresql_and_a_substring_match_elsewhere(many)
     assert "session_title_search" in plan and "message_text_search" in plan, plan
 
 
+def test_common_words_answer_alike_once_the_database_knows_they_are_common(many):
+    """With statistics (ANALYZE), PostgreSQL's search walks the list for words in many messages ("needle" is in
+    every 7th session's message here, and "where" in all of them) instead of collecting the matches; SQLite's
+    answers stay the same too."""
+    alice, _bob, sessions = many
+    Message.objects.filter(session=sessions[14]).update(text="where is the NEEDLE n14x. It is in the server room")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE orchestrator_message")
+    visible = lambda i, s: i < OWN + SHARED_TO_ME + SHARED_TO_TEAM and s.archived_at is None  # noqa: E731
+    assert [s["id"] for s in all_pages(alice, limit=9, q="needle")] == expected_ids(
+        sessions, lambda i, s: visible(i, s) and (i % 7 == 0 or i % 11 == 0))
+    assert [s["id"] for s in all_pages(alice, limit=9, q="where is")] == expected_ids(
+        sessions, lambda i, s: visible(i, s) and i % 7 == 0)
+    assert [s["id"] for s in all_pages(alice, limit=9, q="where serv")] == [str(sessions[14].id)]
+    assert all_pages(alice, limit=9, q="where xylophone") == []
+    if connection.vendor == "postgresql":
+        plan = listed_sessions(user=alice, q="where")[:10].explain()
+        assert "hashed SubPlan" in plan and "(SubPlan" in plan, plan  # visibility hashed, messages per session
+
+
 def test_superseded_messages_are_not_searched(many):
     alice, _bob, sessions = many
     Message.objects.filter(session=sessions[7]).update(superseded_at=timezone.now())
