@@ -43,6 +43,7 @@ bench: install-test migrate
 	$(BIN)/python bench/stream_fanout.py
 	$(BIN)/python bench/scaleout.py
 	$(BIN)/python bench/sandbox.py
+	$(BIN)/python bench/sessions_scale.py
 
 clean:
 	rm -rf $(VENV) var

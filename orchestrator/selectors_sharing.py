@@ -133,9 +133,10 @@ def matching(q: str) -> Q:
     titles = Session.objects.alias(words=SearchVector("title", config=SEARCH_CONFIG)).filter(words=query)
     texts = (Message.objects.current().alias(words=SearchVector(Left("text", SEARCHED_CHARS), config=SEARCH_CONFIG))
              .filter(words=query))
-    in_title = Q(pk__in=titles.values("pk"))
     if (_message_share(words) or 0.0) < WALK_SHARE:
-        return in_title | Q(pk__in=texts.values("session_id"))
+        # One IN of both sets (not an OR of two): PostgreSQL may then start from the few matches.
+        return Q(pk__in=titles.order_by().values("pk").union(texts.order_by().values("session_id")))
+    in_title = Q(pk__in=titles.values("pk"))
     # The walk. Each word's letters and digits must be in the text (a cheap test, implied by the match, that
     # spares computing most messages' words); the `>=` beside the `=` is always true and keeps PostgreSQL from
     # turning the per-session question back into the collection of every match (it hashes only `=`).
