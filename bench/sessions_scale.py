@@ -23,7 +23,9 @@ and neighbours hit them alike):
     home (info)     GET /                                  (the portal's home page; no target: informational)
 
 Reported per case: n, p50/p95/p99/max (nearest-rank, client-side: request sent → body read), the answer's
-size; target p95 ≤ 100 ms for every case but `home`. Then `EXPLAIN (ANALYZE, BUFFERS)` of the search's query
+size; target p95 ≤ 100 ms for every case but `home`. Then each case alone, back to back: the CPU the server
+and PostgreSQL spent per request (what a request costs, whoever else uses the machine). `--nice -10` (root)
+runs the server, PostgreSQL and the client ahead of other work on a shared machine. Then `EXPLAIN (ANALYZE, BUFFERS)` of the search's query
 (the selector's own queryset, `orchestrator/selectors_sharing.py:listed_sessions`) for the common and the rare
 word. `--sqlite` runs the same on SQLite (rows inserted with executemany; search is then a substring match).
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import random
 import sqlite3
 import sys
@@ -261,6 +264,34 @@ def measure(plan: dict, requests: int, warmup: int) -> dict:
     return {"samples": samples, "failures": dict(failures)}
 
 
+def cpu_per_request(plan: dict, readers: dict, requests: int) -> dict:
+    """Each case alone, `requests` times back to back: the CPU milliseconds the server and PostgreSQL spent per
+    request. What a request costs whoever else runs on the machine (the latency on an idle one is about this)."""
+    costs = {}
+    for name, (client, path, _judged) in plan.items():
+        before = CpuSample(readers)
+        for _ in range(requests):
+            client.request("GET", path())
+        window = before.until(CpuSample(readers))
+        costs[name] = {reader: None if seconds is None else round(seconds / requests * 1000, 2)
+                       for reader, seconds in window["seconds"].items()}
+    return costs
+
+
+def renice(pids: list[int], niceness: int) -> None:
+    """Give our processes (the server, PostgreSQL's postmaster and backends, this client) priority over the
+    rest of a shared machine (root only: a negative niceness)."""
+    import psutil
+
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            for each in (process, *process.children(recursive=True)):
+                each.nice(niceness)
+        except psutil.Error as error:
+            print(f"renice {pid}: {error}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=10_000)
@@ -273,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--server-log", type=Path, default=None)
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
+    parser.add_argument("--nice", type=int, default=None, metavar="N",
+                        help="run the server, PostgreSQL and this client at niceness N (e.g. -10, as root): our "
+                             "processes first on a machine shared with other work")
+    parser.add_argument("--cost-requests", type=int, default=50, help="requests per case of the CPU-cost pass")
     args = parser.parse_args(argv)
     if args.quick:
         args.sessions, args.messages, args.requests = 2_000, 40_000, 30
@@ -317,12 +352,15 @@ def main(argv: list[str] | None = None) -> int:
             assert status == 200, f"{name}: HTTP {status} {body}"
             answers[name] = (f"{len(body['sessions'])} sessions" if "sessions" in body
                              else f"{len(body['messages'])} messages" if "messages" in body else "page")
+        if args.nice is not None:
+            renice([server.pid, os.getpid(), *([postgres.pid] if postgres is not None else [])], args.nice)
         readers = {"server": lambda: process_seconds(server.pid)}
         if postgres is not None:
             readers["postgresql"] = lambda: tree_seconds(postgres.pid)
         before = CpuSample(readers)
         measured = measure(plan, args.requests, args.warmup)
         cpu = before.until(CpuSample(readers))
+        costs = cpu_per_request(plan, readers, args.cost_requests)
         plans = json.loads(server.manage("shell", "-c", EXPLAIN.format(me=ME, queries=[COMMON, RARE, NONE]))
                            .strip().splitlines()[-1])
     finally:
@@ -338,10 +376,11 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "-" if not judged else ("PASS" if s["p95"] is not None and s["p95"] <= TARGET_P95_MS
                                           and not failed else "MISS")
         all_pass &= verdict != "MISS"
+        cost = costs[name]
         rows_out.append([name, answers[name], str(s["n"]), fmt(s["p50"]), fmt(s["p95"]), fmt(s["p99"]),
-                         fmt(s["max"]), str(failed), verdict])
+                         fmt(s["max"]), str(failed), verdict, fmt(cost.get("server")), fmt(cost.get("postgresql"))])
     report = table(["case", "answer", "n", "p50 ms", "p95 ms", "p99 ms", "max ms", "failed",
-                    f"p95 ≤ {TARGET_P95_MS:g} ms"], rows_out)
+                    f"p95 ≤ {TARGET_P95_MS:g} ms", "CPU/req: server ms", "PostgreSQL ms"], rows_out)
     print()
     print(report)
     print(f"\nCPU over the measurement: server {cpu['cores'].get('server')} cores, PostgreSQL "
@@ -357,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": counts, "common_word": COMMON, "common_word_message_share": round(common_share, 4),
         "rare_word": RARE, "no_hit_word": NONE, "user": ME, "visible_sessions": me["visible"],
         "own_sessions": me["mine"], "target_p95_ms": TARGET_P95_MS, "answers": answers, "stats": stats,
-        "samples": measured["samples"], "failures": measured["failures"], "cpu": cpu, "explain": plans,
+        "samples": measured["samples"], "failures": measured["failures"], "cpu": cpu, "cpu_ms_per_request": costs,
+        "nice": args.nice, "explain": plans,
         "table": report, "percentiles": "nearest-rank",
     }
     return write_results(json_path, output, all_pass=all_pass, strict=args.strict)
