@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from orchestrator.models import Message, MessageRole, Session, SessionMember
@@ -157,6 +157,19 @@ def test_common_words_answer_alike_once_the_database_knows_they_are_common(many)
     if connection.vendor == "postgresql":
         plan = listed_sessions(user=alice, q="where")[:10].explain()
         assert "hashed SubPlan" in plan and "(SubPlan" in plan, plan  # visibility hashed, messages per session
+
+
+def test_a_megabyte_message_is_stored_and_its_beginning_searched(many):
+    """A tool's output may be a megabyte of text, whose words would overflow a tsvector (1 MB) on PostgreSQL:
+    the index and the search take a message's first 65,536 characters, so storing it never fails."""
+    alice, _bob, sessions = many
+    text = "kickoff " + " ".join(f"w{i}" for i in range(150_000))  # ~1.1 MB of distinct words
+    if connection.vendor == "postgresql":  # the whole text's words are beyond a tsvector
+        with pytest.raises(DatabaseError, match="too long for tsvector"), transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT to_tsvector('simple', %s)", [text])
+    Message.objects.create(session=sessions[1], role=MessageRole.TOOL, text=text)
+    assert [s["id"] for s in all_pages(alice, limit=5, q="kickoff")] == [str(sessions[1].id)]
 
 
 def test_superseded_messages_are_not_searched(many):
