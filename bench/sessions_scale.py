@@ -25,9 +25,9 @@ and neighbours hit them alike):
 Reported per case: n, p50/p95/p99/max (nearest-rank, client-side: request sent → body read), the answer's
 size; target p95 ≤ 100 ms for every case but `home`. Then each case alone, back to back: the CPU the server
 and PostgreSQL spent per request (what a request costs, whoever else uses the machine). `--nice -10` (root)
-runs the server, PostgreSQL and the client ahead of other work on a shared machine. Then `EXPLAIN (ANALYZE, BUFFERS)` of the search's query
-(the selector's own queryset, `orchestrator/selectors_sharing.py:listed_sessions`) for the common and the rare
-word. `--sqlite` runs the same on SQLite (rows inserted with executemany; search is then a substring match).
+runs the server, PostgreSQL and the client ahead of other work on a shared machine. Then `EXPLAIN (ANALYZE,
+BUFFERS)` of the search's query (the selector's own queryset, `orchestrator/selectors_sharing.py:
+listed_sessions`) for the common and the rare word. `--sqlite` runs the same on SQLite (rows inserted with executemany; search is then a substring match).
 
     .venv/bin/python bench/sessions_scale.py                    # 200 requests per case (~3 min)
     .venv/bin/python bench/sessions_scale.py --quick            # 30 per case, 2,000 sessions / 40,000 messages
