@@ -29,7 +29,7 @@ runs the server, PostgreSQL and the client ahead of other work on a shared machi
 BUFFERS)` of the search's query (the selector's own queryset, `orchestrator/selectors_sharing.py:
 listed_sessions`) for the common and the rare word. `--sqlite` runs the same on SQLite (rows inserted with executemany; search is then a substring match).
 
-    .venv/bin/python bench/sessions_scale.py                    # 200 requests per case (~3 min)
+    .venv/bin/python bench/sessions_scale.py                    # 200 requests per case (~8 min on 2 busy cores)
     .venv/bin/python bench/sessions_scale.py --quick            # 30 per case, 2,000 sessions / 40,000 messages
     .venv/bin/python bench/sessions_scale.py --sqlite
 """
