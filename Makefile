@@ -45,6 +45,7 @@ bench: install-test migrate
 	$(BIN)/python bench/sandbox.py
 	$(BIN)/python bench/uploads.py
 	$(BIN)/python bench/mcp_cancel.py
+	$(BIN)/python bench/sessions_scale.py
 
 clean:
 	rm -rf $(VENV) var

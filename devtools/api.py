@@ -69,10 +69,14 @@ class Api:
 
 
 class KeepAliveClient:
-    """JSON over one persistent keep-alive connection per thread, so timings never include a TCP connect."""
+    """JSON over one persistent keep-alive connection per thread, so timings never include a TCP connect.
+    With `cookie` (e.g. `sessionid=…`, and token None) it is a logged-in portal browser instead; a body that is
+    not JSON (a page) comes back as `{"non_json_body": its first 200 characters}`."""
 
-    def __init__(self, host: str, port: int, token: str, timeout: float = 30) -> None:
+    def __init__(self, host: str, port: int, token: str | None, timeout: float = 30, *,
+                 cookie: str | None = None) -> None:
         self.host, self.port, self.token, self.timeout = host, port, token, timeout
+        self.cookie = cookie
         self._local = threading.local()
         self.reconnects = 0
 
@@ -93,7 +97,11 @@ class KeepAliveClient:
 
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict, float, float]:
         """Return (status, json, elapsed_ms, t_received) — elapsed from sending to the body fully read."""
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if self.cookie:
+            headers["Cookie"] = self.cookie
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
