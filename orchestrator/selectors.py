@@ -54,11 +54,6 @@ def run_for_user(*, run_id, user: AbstractBaseUser) -> Run | None:
             .filter(pk=run_uuid, session__in=permissions.visible_sessions(user)).first())
 
 
-def sessions_for_user(*, user: AbstractBaseUser) -> list[dict]:
-    """Every session `user` can see, newest activity first (the portal's list)."""
-    return [session_summary(s) for s in permissions.visible_sessions(user).order_by("-updated_at")]
-
-
 def session_summary(session: Session) -> dict:
     return {
         "id": str(session.id),

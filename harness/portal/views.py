@@ -20,6 +20,8 @@ from orchestrator.services.sessions import session_create, session_delete, sessi
 from . import fragments
 from .auth import portal_login_required
 
+HOME_SESSIONS = 20  # the home page's list: the newest; the sidebar has them all
+
 # Stop answers that mean "the run is (being) stopped", as opposed to a stop that failed.
 STOP_SETTLED = {None, "already_stopping", "already_stopped", "no_record"}
 
@@ -38,7 +40,9 @@ def _session_or_404(request: HttpRequest, session_id, need: permissions.Need = "
 @portal_login_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "portal/home.html", {"sessions": selectors.sessions_for_user(user=request.user)})
+    """The newest sessions (HOME_SESSIONS of them: the sidebar pages and searches through them all)."""
+    page = selectors_sharing.session_list(user=request.user, limit=HOME_SESSIONS)
+    return render(request, "portal/home.html", {"sessions": page.sessions, "more": page.next_cursor is not None})
 
 
 @portal_login_required

@@ -61,17 +61,6 @@ def test_run_for_user_finds_only_a_run_of_the_users_sessions(session, user, othe
     assert selectors.run_for_user(run_id=bad_id, user=user) is None
 
 
-def test_sessions_for_user_lists_the_users_sessions_most_recently_updated_first(user, other_user):
-    older = session_create(owner=user, title="older")
-    newer = session_create(owner=user, title="newer")
-    Session.objects.filter(pk=older.pk).update(updated_at=timezone.now() - timedelta(hours=1))
-    session_create(owner=other_user, title="theirs")
-    listed = selectors.sessions_for_user(user=user)
-    assert [s["title"] for s in listed] == ["newer", "older"]
-    newer.refresh_from_db()
-    assert listed[0] == selectors.session_summary(newer)
-
-
 # --- records as clients see them ---------------------------------------------------------------------------
 
 

@@ -30,6 +30,27 @@ def test_home_lists_only_my_sessions(client, user, other_user):
     assert "mine" in body and "theirs" not in body
 
 
+def test_home_lists_the_newest_sessions_only_with_the_owners_actions_on_their_own(client, user, other_user,
+                                                                                  django_assert_max_num_queries):
+    from harness.portal.views import HOME_SESSIONS
+    from orchestrator.services.members import session_member_set
+
+    for n in range(HOME_SESSIONS + 5):
+        session_create(owner=user, title=f"plan {n:02d}")
+    shared = session_create(owner=other_user, title="their notes")
+    session_member_set(session_id=shared.id, user=other_user, kind="user", name=user.get_username(), role="viewer")
+    client.force_login(user)
+    with django_assert_max_num_queries(20):  # however many sessions there are
+        body = client.get("/").content.decode()
+    start = body.index('<ul class="sessions">')
+    home = body[start:body.index("</ul>", start) + 200]  # the list and what follows it, not the sidebar
+    assert "their notes" in home and f"{other_user.get_username()}'s · viewer" in home
+    assert f"plan {HOME_SESSIONS + 4 - (HOME_SESSIONS - 2):02d}" in home and "plan 00" not in home
+    assert home.count('class="session-row"') == HOME_SESSIONS
+    assert f"/sessions/{shared.id}/rename" not in home and home.count("/rename") == HOME_SESSIONS - 1
+    assert "Older sessions are in the sidebar" in home
+
+
 def test_session_page_shows_the_transcript_escaped_with_statuses(client, user, session, other_user):
     run = make_run(session, RunState.STOPPED)
     Message.objects.create(session=session, run=run, role="user", text="<script>alert(1)</script>")
