@@ -75,7 +75,7 @@ def read_upload(request: HttpRequest) -> Upload:
         declared = 0
     if request.content_type == "multipart/form-data":
         if declared > limit + MULTIPART_OVERHEAD_BYTES:
-            raise _too_large(limit)  # refused before reading it
+            raise _too_large(limit)  # refused before parsing it (the server has received it: docs/deploy.md)
         return _multipart(request, limit)
     if declared > limit:
         raise _too_large(limit)

@@ -522,7 +522,9 @@ class SessionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     inlines = (MemberInline, RunInline)
 
     def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return any(request.user.has_perm(f"orchestrator.{p}_sessionmember") for p in MEMBER_PERMISSIONS)
+        # Editing members is the only change; it needs seeing sessions too (change implies view in Django).
+        return request.user.has_perm("orchestrator.view_session") and any(
+            request.user.has_perm(f"orchestrator.{p}_sessionmember") for p in MEMBER_PERMISSIONS)
 
     def save_model(self, request: HttpRequest, obj: Session, form: ModelForm, change: bool) -> None:
         pass  # every field is read-only: the session row is not written

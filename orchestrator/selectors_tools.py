@@ -34,8 +34,9 @@ class ToolEntry:
     reason: str = ""  # why it is unavailable
 
 
-def session_tools(session_id) -> list[ToolEntry]:
-    """The session's tools: built-in first (registry order), then each configured MCP server's, by name."""
+def session_tools(session_id, *, start_servers: bool = True) -> list[ToolEntry]:
+    """The session's tools: built-in first (registry order), then each configured MCP server's, by name.
+    `start_servers=False`: a session's stdio servers are not started to list them (for a viewer)."""
     entries = []
     for tool in get_registry():
         reason = ""
@@ -44,13 +45,13 @@ def session_tools(session_id) -> list[ToolEntry]:
         entries.append(ToolEntry(name=tool.name, description=tool.description, source="built-in",
                                  approval=tool.approval, available=not reason, reason=reason))
     if settings.HARNESS_MCP_CONFIG:
-        entries.extend(async_to_sync(_mcp_tools)(str(session_id)))
+        entries.extend(async_to_sync(_mcp_tools)(str(session_id), start_servers))
     return entries
 
 
-async def _mcp_tools(session_id: str) -> list[ToolEntry]:
+async def _mcp_tools(session_id: str, start: bool) -> list[ToolEntry]:
     entries = []
-    for server in await get_manager().servers_for_session(session_id, wait_seconds=MCP_WAIT_SECONDS):
+    for server in await get_manager().servers_for_session(session_id, wait_seconds=MCP_WAIT_SECONDS, start=start):
         config = server.config
         source = f"MCP server {config.name} ({config.transport})"
         if server.reason:

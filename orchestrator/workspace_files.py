@@ -56,8 +56,10 @@ def _regular_files(root: Path) -> tuple[list[tuple[float, str, int]], bool]:
     directory is opened by descriptor with O_NOFOLLOW from its parent's, so a symlink is never followed, even
     one swapped in for a directory during the walk; depth first, so at most MAX_DEPTH descriptors are open."""
     entries: list[tuple[float, str, int]] = []
+    unlisted = False  # names no URL or JSON can carry (not UTF-8, control characters): left out, and said so
 
     def walk(directory: int, prefix: str, depth: int) -> None:
+        nonlocal unlisted
         subdirectories = []
         try:
             listing = os.scandir(directory)
@@ -65,10 +67,13 @@ def _regular_files(root: Path) -> tuple[list[tuple[float, str, int]], bool]:
             return  # unreadable: list what else there is
         with listing:
             for entry in listing:
+                if not listable(entry.name):
+                    unlisted = True
+                    continue
                 try:
                     if entry.is_dir(follow_symlinks=False):
                         subdirectories.append(entry.name)
-                    elif entry.is_file(follow_symlinks=False) and not _in_flight(entry.name):
+                    elif entry.is_file(follow_symlinks=False) and not in_flight(entry.name):
                         info = entry.stat(follow_symlinks=False)
                         entries.append((info.st_mtime, prefix + entry.name, info.st_size))
                 except OSError:
@@ -97,7 +102,17 @@ def _regular_files(root: Path) -> tuple[list[tuple[float, str, int]], bool]:
         return entries[:MAX_SCANNED], False
     finally:
         os.close(top)
-    return entries, True
+    return entries, not unlisted
+
+
+def listable(name: str) -> bool:
+    """Whether a file name can be listed and downloaded: valid UTF-8 (os.scandir hands undecodable bytes back
+    as surrogates) with no control character (a newline, say)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return all(character.isprintable() or character == " " for character in name)
 
 
 def workspace_listing(session: Session) -> dict:
@@ -156,7 +171,8 @@ def safe_content_type(name: str) -> str:
     return f"{guessed}; charset=utf-8" if guessed.startswith("text/") else guessed
 
 
-def _in_flight(name: str) -> bool:
+def in_flight(name: str) -> bool:
+    """An upload being written (workspace_file_store's temporary name): never listed."""
     return name.startswith(UPLOAD_PREFIX) and name.endswith(".part")
 
 

@@ -96,13 +96,23 @@ class RunExecutor:
             return None
         try:
             run = Run.objects.get(pk=self.run_id)
-            first_request = None
-            if run.state == RunState.PROVISIONING and not run.stop_requested and not settings.HARNESS_MCP_CONFIG:
-                first_request = replace(build_model_request(run=run, tools=tools), turn=run.turn_count + 1)
-            return run, first_request
+            return run, self._first_request(run, tools)
         except Exception:
             lease_release(run_id=self.run_id, executor_id=self.executor_id)  # as drive() would: don't hold it
             raise
+
+    def _first_request(self, run: Run, tools: ToolRegistry) -> ModelRequest | None:
+        """A fresh run's first model request, to send at once (speculation.py); None for any other run, or
+        if it cannot be read (only an optimisation: assistant_streaming reads it again, and fails properly)."""
+        if run.state != RunState.PROVISIONING or run.stop_requested or settings.HARNESS_MCP_CONFIG:
+            return None
+        try:
+            return replace(build_model_request(run=run, tools=tools), turn=run.turn_count + 1)
+        except DatabaseError:
+            raise
+        except Exception:
+            logger.exception("run %s: its first model request could not be read ahead", self.run_id)
+            return None
 
     async def _give_up(self, ctx: StepContext, run: Run) -> Run | None:
         error = f"the run was interrupted {run.resume_count} times (its worker kept stopping); not resuming it again"

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from ..providers.base import ModelRequest, ProviderEvent
+
+logger = logging.getLogger(__name__)
 
 _ENDED = object()  # the stream ended before its first event
 
@@ -59,12 +62,13 @@ class Speculation:
             await self.discard()
 
     async def discard(self) -> None:
-        """Cancel the request if it is still waiting for its first event, and close the stream."""
-        if not self.first.done():
-            self.first.cancel()
-            # The stream cannot be closed while the task is inside it; wait() neither raises nor swallows a
-            # cancellation of the caller.
-            await asyncio.wait({self.first})
+        """Cancel the request if it is still waiting for its first event, and close the stream. Bounded: a
+        request that ignores its cancellation is left behind after the stop's grace, as preempted work is."""
+        from .context import CANCEL_GRACE_SECONDS, cancel_until_done
+
+        if not self.first.done() and not await cancel_until_done(self.first, grace=CANCEL_GRACE_SECONDS):
+            logger.error("a speculated model request ignored its cancellation; leaving it behind")
+            return  # (its stream cannot be closed while the task is inside it)
         if not self.first.cancelled():
             self.first.exception()  # retrieved: an error of a request nobody uses is not logged as lost
         with contextlib.suppress(RuntimeError):  # already closed, or closed by its own end

@@ -17,6 +17,7 @@ A tool is offered to the model as `mcp__<server>__<tool>` (see `tool_name`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -85,16 +86,30 @@ def split_tool_name(name: str) -> tuple[str, str] | None:
     The tool part is as the model saw it (sanitised, ≤ 64 characters in all)."""
     if not name.startswith("mcp__"):
         return None
-    try:
-        servers = load_config()
-    except McpConfigError:
-        servers = []
-    for server in servers:
+    for server in _configured_names():
         prefix = tool_name(server.name, "")
         if name.startswith(prefix) and len(name) > len(prefix):
             return server.name, name[len(prefix):]
     server_part, separator, tool = name.removeprefix("mcp__").partition("__")
     return (server_part, tool) if separator and server_part and tool else None
+
+
+def _configured_names() -> list[ServerConfig]:
+    """load_config() for showing calls (every approval card asks): read again only when the file changes."""
+    path = settings.HARNESS_MCP_CONFIG
+    try:
+        changed = os.stat(path).st_mtime_ns if path else None
+    except OSError:
+        return []
+    return _config_as_of(str(path), changed)
+
+
+@functools.lru_cache(maxsize=4)
+def _config_as_of(path: str, changed: int | None) -> list[ServerConfig]:
+    try:
+        return load_config(path) if path else []
+    except McpConfigError:
+        return []
 
 
 def load_config(path: str | os.PathLike | None = None) -> list[ServerConfig]:

@@ -87,12 +87,15 @@ class McpManager:
         lists = await asyncio.gather(*(server_tools(config) for config in self.servers.values()))
         return [tool for tools in lists for tool in tools]
 
-    async def servers_for_session(self, session_id, *, wait_seconds: float) -> list[ServerTools]:
+    async def servers_for_session(self, session_id, *, wait_seconds: float, start: bool = True) -> list[ServerTools]:
         """What each server offers a run of this session, as the Tools panel shows it: its tools (opening the
         connection as a run would, waiting at most `wait_seconds`), those refused and why, or why it is
-        unavailable."""
+        unavailable. `start=False` (a reader who cannot start runs): a session's stdio server not running yet is
+        not started for them."""
         async def describe(config: ServerConfig) -> ServerTools:
             prefix = tool_name(config.name, "")
+            if not start and config.transport != "http" and (str(session_id), config.name) not in self.per_session:
+                return ServerTools(config, reason="not running: it starts with this session's next run")
             try:
                 connection = self.connection(config.name, session_id)
                 async with asyncio.timeout(wait_seconds):

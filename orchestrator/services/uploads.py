@@ -20,7 +20,7 @@ from .. import events, permissions
 from ..engine.workspace import session_workspace
 from ..models import Message, MessageRole, WorkspaceUpload
 from ..sandbox import workspace_prepare
-from ..workspace_files import StoreFailed, workspace_file_store
+from ..workspace_files import StoreFailed, in_flight, workspace_file_store
 from .errors import InvalidInput, ServiceError
 
 MAX_NAME_BYTES = 255
@@ -44,6 +44,8 @@ def clean_upload_name(name: str) -> str:
     base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
     if base in ("", ".", ".."):
         raise InvalidInput("invalid_name", f"{name!r} does not name a file")
+    if in_flight(base):
+        raise InvalidInput("invalid_name", f"{base!r} is the name an upload has while it is written")
     try:
         encoded = base.encode("utf-8")
     except UnicodeEncodeError:

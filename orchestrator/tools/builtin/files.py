@@ -31,7 +31,7 @@ def confined_path(workspace: Path, relative: str) -> tuple[Path, tuple[str, ...]
     root = workspace.resolve()
     try:
         target = (root / relative).resolve()
-    except (OSError, ValueError):  # a NUL byte, a symlink loop
+    except (OSError, ValueError, RuntimeError):  # a NUL byte; a symlink loop (RuntimeError on Python 3.11)
         raise ToolError(f"invalid path {relative!r}") from None
     if not relative or Path(relative).is_absolute() or (target != root and root not in target.parents):
         raise ToolError(f"path {relative!r} is outside the session workspace")

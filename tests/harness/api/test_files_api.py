@@ -144,7 +144,7 @@ def test_the_limit_holds_while_streaming_a_body_of_unknown_length(settings):
         read_upload(request)
     assert (refused.value.status, refused.value.code) == (413, "body_too_large")
     assert body.read_bytes <= 100_000 + 2 * CHUNK_BYTES + io.DEFAULT_BUFFER_SIZE
-    # A declared length over the limit is refused before a byte is read.
+    # A declared length over the limit is refused before the body is parsed.
     body = Trickle()
     request = RequestFactory().generic("POST", "/api/sessions/x/files?name=a", b"",
                                        content_type="application/octet-stream")
@@ -176,7 +176,7 @@ def _quote(name: str) -> str:
 
 
 @pytest.mark.parametrize("name", ["a\x00b.txt", "\x00", "line\nbreak", "..", ".", "/", "dir/", "x" * 256,
-                                  "é" * 128])
+                                  "é" * 128, ".upload-0a1b.part"])
 def test_names_that_cannot_be_made_safe_are_refused(world, alice, name):
     sid = world.session.id
     before = session_state(sid)
@@ -354,3 +354,26 @@ def test_a_deep_or_wide_tree_is_listed_without_running_out_of_descriptors(world,
     assert sum(path.endswith("/sub/inside.txt") for path in paths) == 2 * headroom
     assert any(path.endswith("/deepest-listed.txt") for path in paths)
     assert not any(path.endswith("/too-deep.txt") for path in paths)
+
+
+def test_names_no_url_can_carry_are_left_out_of_the_listing_and_a_symlink_loop_is_not_found(world, alice, client):
+    """What the agent may write: a name that is not UTF-8 or holds a newline is not listed (the listing says it
+    is incomplete) instead of breaking the listing and the Files panel; a symlink loop is a 404, not a 500."""
+    sid = world.session.id
+    workspace = session_workspace(sid)
+    workspace.mkdir(parents=True)
+    (workspace / "fine.txt").write_text("ok")
+    assert alice.get(f"/api/sessions/{sid}/files").json()["truncated"] is False  # (all listed: it can say so)
+    with open(os.path.join(os.fsencode(workspace), b"bad\xff.txt"), "wb") as bad:
+        bad.write(b"x")
+    (workspace / "line\nbreak.txt").write_text("x")
+    os.symlink("loop-b", workspace / "loop-a")
+    os.symlink("loop-a", workspace / "loop-b")
+
+    listing = alice.get(f"/api/sessions/{sid}/files")
+    assert listing.status_code == 200
+    assert [f["path"] for f in listing.json()["files"]] == ["fine.txt"] and listing.json()["truncated"] is True
+    client.force_login(world.users["owner"])
+    panel = client.get(f"/sessions/{sid}/files")
+    assert panel.status_code == 200 and "fine.txt" in panel.content.decode()
+    assert error(alice.get(f"/api/sessions/{sid}/files/loop-a")) == (404, "not_found")

@@ -81,5 +81,19 @@ def test_the_session_page_has_the_panel_closed_fetching_its_list_when_opened(cli
     client.force_login(user)
     body = client.get(f"/sessions/{session.id}/").content.decode()
     assert re.search(r'<details id="tools" class="tools-panel" aria-label="Tools"\s+'
-                     rf'hx-get="/sessions/{session.id}/tools" hx-trigger="toggle"', body)
+                     rf'hx-get="/sessions/{session.id}/tools" hx-trigger="toggle\[this\.open\]"', body)
     assert "<summary>Tools</summary>" in body
+
+
+async def test_a_viewer_opening_the_panel_starts_no_server(user, make_user, session, mcp_config):
+    """Listing starts a session's stdio server as a run would — for those who can start runs only."""
+    mcp_config({"broken": {"command": "/nonexistent/mcp-server"}})
+    viewer = await db(make_user, "vera")
+    await db(session_member_set, session_id=session.id, user=user, kind="user", name="vera", role="viewer")
+    try:
+        as_viewer = rows((await db(panel, viewer, session.id)).content.decode())
+        as_owner = rows((await db(panel, user, session.id)).content.decode())
+    finally:
+        await mcp_shutdown()
+    assert as_viewer["mcp__broken__*"][1] == "unavailable: not running: it starts with this session's next run"
+    assert as_owner["mcp__broken__*"][1].startswith("unavailable: the server did not start")  # the owner's started it
