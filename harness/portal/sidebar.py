@@ -124,8 +124,10 @@ def sidebar_item(request: HttpRequest, session_id) -> HttpResponse:
     """A session the page does not list (new, newly shared, or on a page not loaded yet), put first in its list
     out of band if it belongs to the page's view (`archived`; none while searching); otherwise nothing."""
     listing = selectors_sharing.session_listing_for(user=request.user, session_id=session_id)
+    if listing is None:
+        raise Http404("no such session")  # the rule's answer without a role (gone, or never theirs)
     archived = request.GET.get("archived") == "1"
-    if listing is None or request.GET.get("q", "").strip() or listing["archived"] != archived:
+    if request.GET.get("q", "").strip() or listing["archived"] != archived:
         return HttpResponse("")
     scope = "mine" if listing["role"] == "owner" else "shared"
     item = item_html(listing, current=request.GET.get("current", ""))

@@ -5,6 +5,8 @@ permission rule says (403 for a member, 404 for anyone else)."""
 
 from __future__ import annotations
 
+import uuid
+
 import html
 import re
 
@@ -204,7 +206,10 @@ def test_a_session_the_page_does_not_list_comes_first_in_its_list_if_it_belongs_
     assert item.startswith('<div hx-swap-oob="afterbegin:#sidebar-shared">\n<li id="sb-')
     own = client_for(world.users["owner"]).get(f"/sidebar/item/{session_id}").content.decode()
     assert own.startswith('<div hx-swap-oob="afterbegin:#sidebar-mine">')
-    # Not in this view (archived, or a search the page shows), or not the caller's to see: nothing.
-    for who, query in (("owner", {"archived": "1"}), ("owner", {"q": "shared"}), ("non_member", {})):
+    # Not in this view (archived, or a search the page shows): nothing.
+    for who, query in (("owner", {"archived": "1"}), ("owner", {"q": "shared"})):
         response = client_for(world.users[who]).get(f"/sidebar/item/{session_id}", query)
         assert response.status_code == 200 and response.content == b""
+    # Not the caller's to see: the rule's 404, as for an id that does not exist.
+    assert client_for(world.users["non_member"]).get(f"/sidebar/item/{session_id}").status_code == 404
+    assert client_for(world.users["owner"]).get(f"/sidebar/item/{uuid.uuid4()}").status_code == 404
