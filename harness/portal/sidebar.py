@@ -59,10 +59,10 @@ def results_html(user, *, q: str = "", archived: bool = False, current: str = ""
     return render_to_string("portal/sidebar/results.html", {"sections": sections, "q": q, "archived": archived})
 
 
-def sidebar_context(user, *, current: str = "", socket: bool = True) -> dict:
-    """The whole sidebar, for the page's first render (`templatetags/sidebar.py`). `socket`: the sidebar opens
-    its own (pages without one of their own)."""
-    return {"results": results_html(user, current=current), "current": current, "socket": socket}
+def sidebar_context(*, current: str = "", socket: bool = True) -> dict:
+    """The sidebar's frame, for the page's first render (`templatetags/sidebar.py`); its lists are fetched
+    (`GET /sidebar/`) once the page is shown. `socket`: the sidebar opens its own (pages without one)."""
+    return {"current": current, "socket": socket}
 
 
 def item_html(listing: dict, *, current: str = "", error: str = "") -> str:

@@ -13,4 +13,4 @@ register = template.Library()
 def sidebar(context, current: str = "", socket: bool = True) -> dict:
     """`current`: the open session's id (marked as the current page); `socket`: open the sidebar's own socket
     (a page whose socket joins the user's group already passes False)."""
-    return {**sidebar_context(context["request"].user, current=str(current or ""), socket=socket)}
+    return sidebar_context(current=str(current or ""), socket=socket)
