@@ -1,7 +1,5 @@
 """The end-to-end suite's machinery: the real one-process server (`manage.py serve`, devtools.serve) as a
 subprocess, the JSON API as a second client (devtools.api), Chromium's launch options, and small page helpers.
-
-Also used by docs/screenshots/take.py, so it imports nothing from pytest.
 """
 
 from __future__ import annotations
