@@ -7,13 +7,10 @@ layer is logged and the database stays the truth.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import logging
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
 
@@ -109,11 +106,9 @@ def run_finished(*, run: Any) -> Event:
 # When a session's listing changes (a run starts, parks on an approval, is being stopped or ends; a rename, an
 # archive), its owner and members hear it on their own group, `user.<id>`, whatever page they have open, as
 # `{"type": "sessions.activity", "session_id": ...}`. Portal-only: never sent to a session's group, so JSON
-# clients do not see it. The code that emits the events adds the announcement (`with_activity`); `publish`
-# reads its audience and sends it after everything else, in a task of its own: a badge may lag a little, but
-# no stop, start or answer waits for the query.
+# clients do not see it. The audience is read by the code that emits the events, inside their transaction
+# (`with_activity`), and published with them after the commit.
 ACTIVITY_MESSAGE_TYPE = "sessions.activity"
-_announcing: set[asyncio.Task] = set()  # (held until done: the loop keeps only weak references to tasks)
 
 
 def user_group(user_id: Any) -> str:
@@ -138,7 +133,8 @@ def _changes_listing(event: Event) -> bool:
 
 
 def with_activity(session_id: Any, emitted: list[Event]) -> list[Event]:
-    """`emitted`, plus the announcement to the session's audience if one of them changes its listing."""
+    """`emitted`, plus the announcement to the session's audience (`permissions.session_audience`, one query)
+    if one of them changes the session's listing. Call it inside the transaction that emits them."""
     if session_id is None or not any(_changes_listing(event) for event in emitted):
         return emitted
     return [*emitted, _activity(session_id)]
@@ -151,7 +147,9 @@ def activity_on_commit(session_id: Any) -> None:
 
 
 def _activity(session_id: Any) -> Event:
-    return {"type": ACTIVITY_MESSAGE_TYPE, "session_id": str(session_id)}
+    from .permissions import session_audience  # (permissions → services → events)
+
+    return {"type": ACTIVITY_MESSAGE_TYPE, "session_id": str(session_id), "users": session_audience(session_id)}
 
 
 async def publish(session_id: Any, *events: Event) -> None:
@@ -160,28 +158,14 @@ async def publish(session_id: Any, *events: Event) -> None:
         return
     try:
         for event in events:
-            if event["type"] == ACTIVITY_MESSAGE_TYPE:  # (`with_activity`) to its users' groups only, later
-                # A context of its own: when publishing from a service (async_to_sync inside a request's
-                # thread), the caller's would route the query to that thread, gone by the time it runs.
-                task = asyncio.get_running_loop().create_task(_announce(layer, event), context=contextvars.Context())
-                _announcing.add(task)
-                task.add_done_callback(_announcing.discard)
+            if event["type"] == ACTIVITY_MESSAGE_TYPE:  # (`with_activity`) to its users' groups only
+                for user_id in event["users"]:
+                    await layer.group_send(user_group(user_id),
+                                           {"type": ACTIVITY_MESSAGE_TYPE, "session_id": event["session_id"]})
                 continue
             await layer.group_send(session_group(session_id), {"type": CHANNEL_MESSAGE_TYPE, "event": event})
     except Exception:  # the layer is an optimisation; never let it fail a run
         logger.warning("could not publish %d event(s) for session %s", len(events), session_id, exc_info=True)
-
-
-async def _announce(layer: Any, event: Event) -> None:
-    """The session's listing changed: tell its audience (`permissions.session_audience`, one query)."""
-    from .permissions import session_audience  # (permissions → services → events)
-
-    try:
-        users = await database_sync_to_async(session_audience)(event["session_id"])
-        for user_id in users:
-            await layer.group_send(user_group(user_id), event)
-    except Exception:  # a badge that does not move until the next change or reload; never an error
-        logger.warning("could not announce activity of session %s", event["session_id"], exc_info=True)
 
 
 def publish_on_commit(session_id: Any, *events: Event) -> None:
