@@ -15,9 +15,11 @@ with a role too low for the action it is `Forbidden` (403 `forbidden`).
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import Q, QuerySet
 
 from .models import MemberRole, Session, SessionMember
@@ -86,14 +88,41 @@ def session_roles(sessions: list[Session], user) -> dict:
 def session_audience(session_id) -> list:
     """The ids of the active users with a role on `session_id`: its owner, its user members and the members of
     its groups (one query). Who hears that the session's listing changed (`events.with_activity`)."""
-    grants = SessionMember.objects.filter(session_id=session_id)
-    owner = Session.objects.filter(pk=session_id).values("owner_id")
-    users = get_user_model().objects.filter(
-        Q(pk__in=owner) | Q(pk__in=grants.filter(user__isnull=False).values("user_id"))
-        | Q(groups__in=grants.filter(group__isnull=False).values("group_id")),
-        is_active=True,
+    session_pk = Session._meta.pk.get_db_prep_value(Session._meta.pk.to_python(session_id), connection)
+    with connection.cursor() as cursor:
+        cursor.execute(_audience_sql(), [True, session_pk, session_pk, session_pk])
+        return [user_id for (user_id,) in cursor.fetchall()]
+
+
+@functools.cache
+def _audience_sql() -> str:
+    """The audience query in SQL. Written out because it runs inside every transaction that starts or ends a
+    run, on the path to the first token: the ORM's compilation of the same query (three subqueries) took ~1 ms
+    of CPU there, its execution a tenth of that. Table and column names come from the models."""
+    quote = connection.ops.quote_name
+    user_model = get_user_model()
+    user_groups = user_model.groups.through
+    session, member = Session._meta, SessionMember._meta
+
+    def column(meta, field: str) -> str:
+        return quote(meta.get_field(field).column)
+
+    user, user_pk = quote(user_model._meta.db_table), quote(user_model._meta.pk.column)
+    groups = quote(user_groups._meta.db_table)
+    groups_user = quote(user_groups._meta.get_field(user_model._meta.model_name).column)
+    groups_group = quote(user_groups._meta.get_field("group").column)
+    members, member_session = quote(member.db_table), column(member, "session")
+    member_user, member_group = column(member, "user"), column(member, "group")
+    return (
+        f"SELECT u.{user_pk} FROM {user} u WHERE u.{column(user_model._meta, 'is_active')} = %s AND ("
+        f"u.{user_pk} IN (SELECT s.{column(session, 'owner')} FROM {quote(session.db_table)} s"
+        f" WHERE s.{quote(session.pk.column)} = %s)"
+        f" OR u.{user_pk} IN (SELECT m.{member_user} FROM {members} m"
+        f" WHERE m.{member_session} = %s AND m.{member_user} IS NOT NULL)"
+        f" OR u.{user_pk} IN (SELECT ug.{groups_user} FROM {groups} ug"
+        f" JOIN {members} m ON m.{member_group} = ug.{groups_group} WHERE m.{member_session} = %s)"
+        f") ORDER BY u.{user_pk}"
     )
-    return sorted(set(users.values_list("pk", flat=True)))
 
 
 def allows(role: str | None, need: Need) -> bool:

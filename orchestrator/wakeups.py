@@ -35,17 +35,30 @@ async def send_wakeup(kind: str, run_id, channel: str = "") -> None:
                        exc_info=True)
 
 
-def wake_on_commit(kind: str, run_id, channel: str = "", *, session_id=None, events=()) -> None:
+def wake_on_commit(kind: str, run_id, channel: str = "", *, session_id=None, events=(), started=None) -> None:
     """After commit: wake the executor and publish the command's events, in one hop to the event loop.
 
     The wake-up goes first: an executor waiting for it (a stop above all) should not wait for clients.
+    `started`: the run a start command just created. If this process runs the worker, the run's first model
+    request is sent before the wake-up, and the wake-up goes to this process's worker, which claims that
+    request (engine/speculation.py).
     """
+    from .engine import speculation
+    from .engine.pool import local_pool
 
     events = with_activity(session_id, list(events)) if events else events
 
-    async def deliver() -> None:
-        await send_wakeup(kind, run_id, channel)
+    async def deliver(first) -> None:
+        target = channel
+        pool = local_pool()
+        if first is not None and pool is not None and pool.offer(run_id, *first):
+            target = pool.channel_name  # this process's worker: it claims the request
+        await send_wakeup(kind, run_id, target)
         if events:
             await publish(session_id, *events)
 
-    transaction.on_commit(lambda: async_to_sync(deliver)())
+    def after_commit() -> None:
+        first = speculation.read_first_request(started) if started is not None else None
+        async_to_sync(deliver)(first)
+
+    transaction.on_commit(after_commit)

@@ -59,7 +59,7 @@ class OrchestratorConsumer(AsyncConsumer):
     def _pool(self):
         pool = get_pool()
         # Leases taken (and renewed) from now on name this channel, so stops reach this consumer directly.
-        pool.channel_name = self.channel_name
+        pool.booted(self.channel_name)
         pool.start_background()
         return pool
 

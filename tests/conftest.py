@@ -89,6 +89,10 @@ async def running_worker():
                                 channel_layer=layer)
     listener = asyncio.ensure_future(server.handle())
     pool = pool_module.get_pool()
+    deadline = asyncio.get_running_loop().time() + 10
+    while pool_module.local_pool() is None:  # booted, as `serve`'s worker is before it takes any command
+        assert asyncio.get_running_loop().time() < deadline, "the worker did not boot"
+        await asyncio.sleep(0.005)
     try:
         yield pool
     finally:

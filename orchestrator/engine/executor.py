@@ -30,6 +30,11 @@ _CALL_STATES = (RunState.FUNCTION_PREPARE, RunState.AWAITING_APPROVAL, RunState.
 logger = logging.getLogger(__name__)
 
 
+def _fresh(run: Run) -> bool:
+    """A run whose first model request may be sent early (speculation.py): just started, nobody stopped it."""
+    return run.state == RunState.PROVISIONING and not run.stop_requested and run.turn_count == 0
+
+
 class RunExecutor:
     def __init__(self, *, run_id: str, executor_id: str, pool=None) -> None:
         self.run_id = run_id
@@ -47,13 +52,23 @@ class RunExecutor:
 
     async def drive(self) -> None:
         tools = get_registry()
-        taken = await engine_db(self._take)(self.channel, tools)
+        # The first request the start command already sent, if it did (speculation.py): no need to read it.
+        offered = self.pool.claim(self.run_id) if self.pool is not None else None
+        try:
+            taken = await engine_db(self._take)(self.channel, tools, read_ahead=offered is None)
+        except BaseException:
+            if offered is not None:
+                await asyncio.shield(offered.discard())
+            raise
         if taken is None:
+            if offered is not None:
+                await offered.discard()
             return
         run, first_request = taken
         ctx = StepContext(
             run_id=self.run_id, executor_id=self.executor_id, interrupt=self.interrupt, provider=None, tools=tools,
             checkpoints=self.pool.checkpoints if self.pool is not None else None, chain=CHAINED,
+            speculation=offered,
         )
         self.driving = True  # the pool's watcher now renews our lease and reads our stop flag
         release = True
@@ -71,6 +86,8 @@ class RunExecutor:
                 else:
                     if first_request is not None and not self.interrupt.is_set:
                         ctx.speculate(first_request)
+            if ctx.speculation is not None and (self.interrupt.is_set or not _fresh(run)):
+                await ctx.discard_speculation()  # offered for a run that was stopped (or failed) meanwhile
             if run.state in _CALL_STATES and not run.stop_requested:
                 await ctx.refresh_tools(run)  # resumed between a model's tool calls and their results
             while run is not None and run.state not in TERMINAL_STATES and not ctx.parked:
@@ -89,14 +106,14 @@ class RunExecutor:
                 # Cancelled (shutdown) or broken: let another executor take over without waiting for expiry.
                 await asyncio.shield(engine_db(lease_release)(run_id=self.run_id, executor_id=self.executor_id))
 
-    def _take(self, channel: str, tools: ToolRegistry) -> tuple[Run, ModelRequest | None] | None:
+    def _take(self, channel: str, tools: ToolRegistry, *, read_ahead: bool) -> tuple[Run, ModelRequest | None] | None:
         """Take the run's lease and read the run, in one trip to the database thread; None when another
-        executor holds it. For a fresh run, also its first model request (speculation.py)."""
+        executor holds it. For a fresh run and `read_ahead`, also its first model request (speculation.py)."""
         if not lease_acquire(run_id=self.run_id, executor_id=self.executor_id, channel=channel):
             return None
         try:
             run = Run.objects.get(pk=self.run_id)
-            return run, self._first_request(run, tools)
+            return run, self._first_request(run, tools) if read_ahead else None
         except Exception:
             lease_release(run_id=self.run_id, executor_id=self.executor_id)  # as drive() would: don't hold it
             raise
@@ -104,7 +121,7 @@ class RunExecutor:
     def _first_request(self, run: Run, tools: ToolRegistry) -> ModelRequest | None:
         """A fresh run's first model request, to send at once (speculation.py); None for any other run, or
         if it cannot be read (only an optimisation: assistant_streaming reads it again, and fails properly)."""
-        if run.state != RunState.PROVISIONING or run.stop_requested or settings.HARNESS_MCP_CONFIG:
+        if not _fresh(run) or settings.HARNESS_MCP_CONFIG:
             return None
         try:
             return replace(build_model_request(run=run, tools=tools), turn=run.turn_count + 1)

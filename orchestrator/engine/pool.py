@@ -19,10 +19,13 @@ import uuid
 from django.conf import settings
 from django.db import DatabaseError
 
+from ..providers.base import ModelRequest, Provider
 from .checkpoints import StreamCheckpoints
+from .context import model_stream
 from .dbthread import engine_db
 from .executor import RunExecutor
 from .lease import heartbeat_beat, leases_watch, runs_without_executor
+from .speculation import EARLY_CLAIM_SECONDS, Speculation
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +40,42 @@ class ExecutorPool:
         self._background: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
         self.checkpoints = StreamCheckpoints(self.executor_id)
+        self.loop: asyncio.AbstractEventLoop | None = None  # the worker's, once it has booted in this process
+        self._discarding: set[asyncio.Task] = set()
+        self._offered: dict[str, tuple[Speculation, asyncio.TimerHandle]] = {}  # first requests (speculation.py)
+
+    def booted(self, channel_name: str) -> None:
+        """The worker consumer runs in this process, on this loop, and receives on `channel_name`."""
+        self.channel_name = channel_name
+        self.loop = asyncio.get_running_loop()
+
+    def offer(self, run_id: str, provider: Provider, request: ModelRequest) -> bool:
+        """Send a run's first model request now, for its executor here to claim (speculation.py). False when
+        this is not the worker's loop (a command run outside it): nothing was sent."""
+        run_id = str(run_id)
+        if self.loop is not asyncio.get_running_loop() or run_id in self._offered or run_id in self.tasks:
+            return False
+        speculation = Speculation.start(request, model_stream(provider, request))
+        expiry = self.loop.call_later(EARLY_CLAIM_SECONDS, self._unclaimed, run_id)
+        self._offered[run_id] = (speculation, expiry)
+        return True
+
+    def claim(self, run_id: str) -> Speculation | None:
+        """The first request offered for this run, if any: the caller owns it now."""
+        offered = self._offered.pop(str(run_id), None)
+        if offered is None:
+            return None
+        speculation, expiry = offered
+        expiry.cancel()
+        return speculation
+
+    def _unclaimed(self, run_id: str) -> None:
+        speculation = self.claim(run_id)
+        if speculation is not None:
+            logger.info("run %s: its first model request was not claimed; discarding it", run_id)
+            task = self.loop.create_task(speculation.discard())
+            self._discarding.add(task)
+            task.add_done_callback(self._discarding.discard)
 
     def ensure_driving(self, run_id: str) -> None:
         run_id = str(run_id)
@@ -129,6 +168,9 @@ class ExecutorPool:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        offered = [self.claim(run_id) for run_id in list(self._offered)]
+        await asyncio.gather(*(s.discard() for s in offered if s is not None), *self._discarding,
+                             return_exceptions=True)
         from ..mcp.manager import mcp_shutdown
 
         await mcp_shutdown()
@@ -142,6 +184,11 @@ def get_pool() -> ExecutorPool:
     if _pool is None:
         _pool = ExecutorPool()
     return _pool
+
+
+def local_pool() -> ExecutorPool | None:
+    """This process's pool if a worker runs in this process (its consumer has booted), else None."""
+    return _pool if _pool is not None and _pool.loop is not None else None
 
 
 def reset_pool() -> None:

@@ -11,6 +11,14 @@ committed (assistant_streaming takes the stream over), and a stop that lands fir
 burnt, no answer is opened and the stream is closed (`discard`) as soon as the step that saw the stop has
 committed. What a stop in those first milliseconds costs is a request the model server already received.
 
+Earlier still, when the process that took the start command also runs a worker (`manage.py serve`, or a
+worker process that serves HTTP): the start command reads the first request once its transaction has committed
+(`read_first_request`, on the command's thread) and sends it before it wakes the worker (`ExecutorPool.offer`),
+and the wake-up goes to this process's own worker, whose executor claims the stream when it takes the lease
+(`ExecutorPool.claim`). The request is then on the wire while the lease is taken and the first transaction
+commits. An offer nobody claims within EARLY_CLAIM_SECONDS (the wake-up was lost, another executor drives
+the run) is discarded; the run is driven as it would have been.
+
 Only the first turn of a run that nobody asked to stop, without MCP servers (their tools are listed after the
 lease is taken), is speculated; every other model call is made by assistant_streaming as before.
 """
@@ -23,9 +31,12 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
-from ..providers.base import ModelRequest, ProviderEvent
+from ..providers.base import ModelRequest, Provider, ProviderEvent
 
 logger = logging.getLogger(__name__)
+
+# How long a first request sent by the start command waits for its run's executor before it is discarded.
+EARLY_CLAIM_SECONDS = 10.0
 
 _ENDED = object()  # the stream ended before its first event
 
@@ -73,3 +84,32 @@ class Speculation:
             self.first.exception()  # retrieved: an error of a request nobody uses is not logged as lost
         with contextlib.suppress(RuntimeError):  # already closed, or closed by its own end
             await self.stream.aclose()
+
+
+def read_first_request(run) -> tuple[Provider, ModelRequest] | None:
+    """A run just started (its transaction committed): its provider and first model request, to send before
+    the worker is woken, if this process runs the worker that will drive it. None otherwise, or when the run
+    is not one to speculate (see the module's docstring). Only an optimisation: any failure here is logged and
+    the executor reads the request itself."""
+    from dataclasses import replace
+
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+    from django.db import DatabaseError
+
+    from ..models import RunState
+    from ..providers.registry import provider_for
+    from ..tools.registry import get_registry
+    from .pool import local_pool
+    from .transcript import build_model_request
+
+    if local_pool() is None or settings.HARNESS_MCP_CONFIG or run.state != RunState.PROVISIONING:
+        return None
+    try:
+        provider = provider_for(run.model or settings.HARNESS_MODEL)
+        return provider, replace(build_model_request(run=run, tools=get_registry()), turn=run.turn_count + 1)
+    except (ImproperlyConfigured, DatabaseError):
+        return None  # the executor meets (and reports) the same problem
+    except Exception:
+        logger.exception("run %s: its first model request could not be read ahead", run.pk)
+        return None

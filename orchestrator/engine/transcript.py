@@ -36,10 +36,14 @@ def build_model_request(*, run: Run, tools: ToolRegistry) -> ModelRequest:
         .select_related("function_call")
         .order_by("id")
     )
+    # The calls and the earlier runs are read only when the transcript has something they belong to: a run's
+    # first turn in a new session (the path to the first token) is then one query.
     calls_by_message: dict[int, list[FunctionCall]] = {}
-    for call in FunctionCall.objects.filter(run__session_id=run.session_id).order_by("created_at", "position"):
-        calls_by_message.setdefault(call.message_id, []).append(call)
-    earlier_runs = {r.id: r for r in Run.objects.filter(session_id=run.session_id).exclude(pk=run.pk)}
+    if any(message.role == MessageRole.ASSISTANT for message in messages):
+        for call in FunctionCall.objects.filter(run__session_id=run.session_id).order_by("created_at", "position"):
+            calls_by_message.setdefault(call.message_id, []).append(call)
+    earlier_ids = {message.run_id for message in messages} - {run.pk, None}
+    earlier_runs = {r.id: r for r in Run.objects.filter(pk__in=earlier_ids)} if earlier_ids else {}
 
     # The next message that belongs to a run (notes belong to none), to find where each run's messages end.
     next_in_a_run: list[Message | None] = [None] * len(messages)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from .. import events, permissions
@@ -97,7 +98,7 @@ def run_start(*, session_id, user: AbstractBaseUser, text: str | None, replace_f
             fields.append("title")
         session.save(update_fields=fields)
         wake_on_commit(
-            RUN_START, run.id, session_id=session.id,
+            RUN_START, run.id, session_id=session.id, started=run,
             events=[
                 *([events.messages_superseded(message_ids=superseded, run_id=run.id)] if superseded else []),
                 events.session_updated(session=session),
@@ -138,13 +139,16 @@ def _supersede_from(message: Message, *, run: Run, now) -> list[int]:
 def _within_user_limits(user: AbstractBaseUser) -> None:
     """One user cannot take the deployment's workers for themselves: at most HARNESS_MAX_LIVE_RUNS_PER_USER
     live runs, and HARNESS_MAX_RUN_STARTS_PER_MINUTE starts a minute (429 `too_many_runs`)."""
-    runs = Run.objects.filter(started_by=user)
+    counts = Run.objects.filter(started_by=user).aggregate(  # both in one query
+        live=Count("pk", filter=~Q(state__in=TERMINAL_STATES)),
+        last_minute=Count("pk", filter=Q(created_at__gte=timezone.now() - timedelta(minutes=1))),
+    )
     live_limit = settings.HARNESS_MAX_LIVE_RUNS_PER_USER
-    if runs.exclude(state__in=TERMINAL_STATES).count() >= live_limit:
+    if counts["live"] >= live_limit:
         raise TooManyRequests("too_many_runs", f"you already have {live_limit} runs in progress: stop one or "
                                                "wait for one to finish")
     rate_limit = settings.HARNESS_MAX_RUN_STARTS_PER_MINUTE
-    if runs.filter(created_at__gte=timezone.now() - timedelta(minutes=1)).count() >= rate_limit:
+    if counts["last_minute"] >= rate_limit:
         raise TooManyRequests("too_many_runs", f"you started {rate_limit} runs in the last minute: wait a moment")
 
 
