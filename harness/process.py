@@ -14,9 +14,14 @@ import sys
 SWITCH_INTERVAL_SECONDS = 0.001
 
 
-def configure_server_process() -> None:
-    """Call once, after start-up imports (the application loaded), before serving."""
+def configure_server_process(*, drives_runs: bool = False) -> None:
+    """Call once, after start-up imports (the application loaded), before serving. `drives_runs`: the process
+    runs the worker, so it will call models: their SDKs are loaded now, to be frozen with the rest."""
     keep_request_bodies_raw()
+    if drives_runs:
+        from orchestrator.providers.registry import load_sdks
+
+        load_sdks()
     # Everything loaded at start-up lives as long as the process: freeze it out of the garbage collector, so
     # a full collection no longer rescans ~90k start-up objects (a 50 ms pause every few seconds under load).
     gc.collect()

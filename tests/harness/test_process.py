@@ -4,6 +4,7 @@ interpreter, so what it reads is what the import did)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +13,10 @@ ROOT = Path(__file__).resolve().parents[2]
 READ_STATE = "import gc, json, sys; print(json.dumps([sys.getswitchinterval(), gc.get_freeze_count()]))"
 
 
-def interpreter_state_after(statement: str) -> tuple[float, int]:
+def interpreter_state_after(statement: str, **env: str) -> tuple[float, int]:
     code = f"import os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'harness.settings'); {statement}; {READ_STATE}"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          check=True)
+                          check=True, env={**os.environ, **env})
     interval, frozen = json.loads(done.stdout.strip().splitlines()[-1])
     return interval, frozen
 
@@ -33,3 +34,14 @@ def test_configure_server_process():
     interval, frozen = interpreter_state_after(
         "from harness.process import configure_server_process; configure_server_process()")
     assert interval == 0.001 and frozen > 0
+
+
+def test_a_process_that_drives_runs_freezes_its_models_sdk_too():
+    """The SDK of a configured model loads before the freeze, not at the first model call (where its ~50k
+    objects would stay in the collector's oldest generation, rescanned by every full collection)."""
+    openai_model = {"HARNESS_MODEL": "openai:gpt-4.1-mini", "OPENAI_API_KEY": "test-key"}
+    configure = ("import django, sys; django.setup(); from harness.process import configure_server_process; "
+                 "configure_server_process({}); assert ('openai' in sys.modules) is {}")
+    _, web_only = interpreter_state_after(configure.format("", False), **openai_model)
+    _, driving = interpreter_state_after(configure.format("drives_runs=True", True), **openai_model)
+    assert driving > web_only + 10_000

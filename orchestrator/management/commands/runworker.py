@@ -17,7 +17,7 @@ class Command(ChannelsRunworker):
 
     def handle(self, *args, **options):
         get_default_application()  # loaded (and cached) before the start-up heap is frozen
-        configure_server_process()
+        configure_server_process(drives_runs=True)
         if settings.HARNESS_METRICS_PORT:  # scraped per worker instance (docs/operations.md)
             start_http_server(settings.HARNESS_METRICS_PORT, addr=settings.HARNESS_METRICS_ADDR)
         return super().handle(*args, **options)

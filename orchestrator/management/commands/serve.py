@@ -68,7 +68,7 @@ class Command(BaseCommand):
             websocket_max_frame_size=WEBSOCKET_MAX_MESSAGE_BYTES,
             verbosity=options["verbosity"],
         )
-        configure_server_process()
+        configure_server_process(drives_runs=True)
         server.run()
 
 
