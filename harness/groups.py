@@ -27,7 +27,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from orchestrator import metrics, permissions
-from orchestrator.events import CHANNEL_MESSAGE_TYPE
+from orchestrator.events import ACTIVITY_MESSAGE_TYPE, CHANNEL_MESSAGE_TYPE
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +115,14 @@ class SessionGroupMember:
     metrics_kind = "ws"  # the `kind` label of harness_ws_connections
 
     async def dispatch(self, message: dict) -> None:
+        # Group messages skip Channels' per-message `aclose_old_connections()` (a trip to the database thread
+        # before every handler): they come by the thousand, and their handlers reach the database through
+        # `database_sync_to_async`, which closes stale connections itself.
         if message.get("type") == CHANNEL_MESSAGE_TYPE:
             await self.session_event(message)
+            return
+        if message.get("type") == ACTIVITY_MESSAGE_TYPE and hasattr(self, "sessions_activity"):
+            await self.sessions_activity(message)
             return
         await super().dispatch(message)
 

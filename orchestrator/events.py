@@ -8,6 +8,7 @@ layer is logged and the database stays the truth.
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -159,9 +160,10 @@ async def publish(session_id: Any, *events: Event) -> None:
     try:
         for event in events:
             if event["type"] == ACTIVITY_MESSAGE_TYPE:  # (`with_activity`) to its users' groups only
+                # One id per announcement: a user's sockets in one process render it once between them.
+                message = {"type": ACTIVITY_MESSAGE_TYPE, "session_id": event["session_id"], "id": uuid.uuid4().hex}
                 for user_id in event["users"]:
-                    await layer.group_send(user_group(user_id),
-                                           {"type": ACTIVITY_MESSAGE_TYPE, "session_id": event["session_id"]})
+                    await layer.group_send(user_group(user_id), message)
                 continue
             await layer.group_send(session_group(session_id), {"type": CHANNEL_MESSAGE_TYPE, "event": event})
     except Exception:  # the layer is an optimisation; never let it fail a run

@@ -11,6 +11,11 @@ afresh for its user.
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.loader import render_to_string
@@ -175,12 +180,31 @@ def sidebar_delete(request: HttpRequest, session_id) -> HttpResponse:
 
 
 # --- the socket -----------------------------------------------------------------------------------------------
+# An announcement reaches every socket of each user it names (a tab per open page): the first of a user's
+# sockets in this process to handle it renders the fragment, the others await that same render. Without this, N
+# tabs of one user each hearing N runs start cost N² renders on the one request thread (bench/stream_fanout.py,
+# 200 tabs: the web's database thread saturated and every stream slowed to a fifth of its pace).
+_RENDERS: OrderedDict[tuple[int, str], tuple[float, asyncio.Future]] = OrderedDict()
+RENDER_SHARED_SECONDS = 30.0  # how long a render is kept for late sockets (a backlog) before it is dropped
+
+
+def _shared_render(user, message: dict) -> asyncio.Future:
+    now = time.monotonic()
+    while _RENDERS and next(iter(_RENDERS.values()))[0] < now - RENDER_SHARED_SECONDS:
+        _RENDERS.popitem(last=False)
+    key = (user.pk, message.get("id") or uuid.uuid4().hex)  # (an announcement without an id: its own render)
+    shared = _RENDERS.get(key)
+    if shared is None or shared[1].get_loop() is not asyncio.get_running_loop():
+        render = asyncio.ensure_future(database_sync_to_async(activity_html)(user, message["session_id"]))
+        shared = _RENDERS[key] = (now, render)
+    return shared[1]
+
+
 class SidebarListener:
     """Mixed into a portal consumer that joined `events.user_group(user)` (`join_group(also=…)`)."""
 
     async def sessions_activity(self, message: dict) -> None:
-        user = self.scope["user"]
-        html = await database_sync_to_async(activity_html)(user, message["session_id"])
+        html = await asyncio.shield(_shared_render(self.scope["user"], message))
         try:
             await self.send(text_data=html)
         except Exception:  # noqa: BLE001 - a closed socket; its disconnect cleans up

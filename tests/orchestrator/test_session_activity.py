@@ -4,6 +4,8 @@ session's group (JSON clients do not see it)."""
 
 from __future__ import annotations
 
+from unittest.mock import ANY
+
 import pytest
 from channels.layers import get_channel_layer
 
@@ -59,7 +61,7 @@ async def test_publish_sends_the_announcement_to_the_users_groups_only():
     change = state("", "provisioning")
     await events.publish("s", change, {"type": events.ACTIVITY_MESSAGE_TYPE, "session_id": "s", "users": [7]})
     assert await layer.receive(session_channel) == {"type": events.CHANNEL_MESSAGE_TYPE, "event": change}
-    assert await layer.receive(user_channel) == {"type": events.ACTIVITY_MESSAGE_TYPE, "session_id": "s"}
+    assert await layer.receive(user_channel) == {"type": events.ACTIVITY_MESSAGE_TYPE, "session_id": "s", "id": ANY}
     # Nothing else reached the session's group (an event sent after it arrives next, not the announcement).
     await events.publish("s", state("provisioning", "awaiting_assistant"))
     assert (await layer.receive(session_channel))["event"]["state"] == "awaiting_assistant"
@@ -77,4 +79,5 @@ async def test_a_new_member_hears_of_the_session_once_the_grant_commits(make_use
     channel = await layer.new_channel()
     await layer.group_add(events.user_group(newcomer.pk), channel)
     await db(session_member_set, session_id=session.id, user=owner, kind="user", name="nina", role="viewer")
-    assert await layer.receive(channel) == {"type": events.ACTIVITY_MESSAGE_TYPE, "session_id": str(session.id)}
+    assert await layer.receive(channel) == {"type": events.ACTIVITY_MESSAGE_TYPE, "session_id": str(session.id),
+                                            "id": ANY}

@@ -8,6 +8,8 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from harness.asgi import application
+from harness.portal import sidebar
+from orchestrator import events
 from orchestrator.services.runs import run_stop
 from orchestrator.services.sessions import session_create, session_update
 from tests.factories import shared_world
@@ -70,4 +72,25 @@ async def test_a_run_in_another_session_moves_the_badges_of_its_members_pages(wo
     assert str(shared) not in received
     await wait_terminal(stranger_run.id)
     for tab in (viewer_tab, teammate_home, stranger_tab):
+        await tab.disconnect()
+
+
+async def test_one_announcement_is_rendered_once_for_all_of_a_users_sockets(monkeypatch):
+    """Many tabs of one user hear the same announcement: one render between them (in one process), each tab
+    still gets the fragment, and the next announcement is rendered afresh."""
+    world = await db(shared_world, live=False)
+    owner = world.users["owner"]
+    renders = []
+
+    def counted(user, session_id):
+        renders.append(session_id)
+        return f"<b>{len(renders)}</b>"
+
+    monkeypatch.setattr(sidebar, "activity_html", counted)
+    tabs = [await connect_sidebar(owner) for _ in range(3)]
+    for round_number in (1, 2):
+        await events.publish(world.session.id, await db(events._activity, world.session.id))  # `with_activity`
+        assert [await tab.receive_from(timeout=5) for tab in tabs] == [f"<b>{round_number}</b>"] * 3
+    assert renders == [str(world.session.id)] * 2
+    for tab in tabs:
         await tab.disconnect()
