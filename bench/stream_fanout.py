@@ -339,6 +339,27 @@ class Server(Serve):
         self.api = KeepAliveClient("127.0.0.1", self.port, self.token, timeout=60)
         return super().start(READY_DEADLINE_S)
 
+    def watcher_cookies(self, session_ids: list[str]) -> list[str]:
+        """For each session, a new user made its viewer and logged in: their `sessionid` cookies, in order. A
+        portal tab per run is then one person watching their run (as a team would), not one user holding every
+        tab, who would hear every run's start in every tab (N² sidebar badges)."""
+        code = (
+            "import json; from importlib import import_module; from django.conf import settings; "
+            "from django.contrib.auth import get_user_model, login; from django.test import RequestFactory; "
+            "from orchestrator.models import SessionMember; "
+            "Store = import_module(settings.SESSION_ENGINE).SessionStore; keys = []\n"
+            f"for sid in {json.dumps(session_ids)}:\n"
+            "    user, _ = get_user_model().objects.get_or_create(username='watcher-' + sid)\n"
+            "    SessionMember.objects.get_or_create(session_id=sid, user=user, defaults={'role': 'viewer'})\n"
+            "    request = RequestFactory().get('/'); request.session = Store()\n"
+            "    login(request, user, backend='django.contrib.auth.backends.ModelBackend'); request.session.save()\n"
+            "    keys.append(request.session.session_key)\n"
+            "print(json.dumps(keys))"
+        )
+        keys = json.loads(self.manage("shell", "-c", code).strip().splitlines()[-1])
+        assert len(keys) == len(session_ids)
+        return keys
+
     def stop(self) -> None:  # type: ignore[override]
         if self.api is not None:
             self.api.close()
@@ -376,11 +397,13 @@ def finish_profiler(profiler: tuple) -> str:
 async def streaming_window(server: Server, *, runs: int, text: str, warmup_s: float, window_s: float,
                            stagger_s: float, label: str, profile: Path | None = None, tabs: bool = False) -> dict:
     """`runs` sessions, one watching client each, each keeping a run streaming `text`; measure one window.
-    With `tabs`, each session is also open in a portal tab (Markdown rendered for it)."""
+    With `tabs`, each session is also open in a portal tab (Markdown rendered for it) of a user of its own, a
+    viewer of that session (`watcher_cookies`)."""
     phase = Phase()
     sessions = await asyncio.to_thread(create_sessions, server.api, runs, label)
     watchers = [Watcher(i, server.ws_url(sid), server.token, phase) for i, sid in enumerate(sessions)]
-    portal = [PortalTab(server.portal_ws_url(sid), server.cookie, server.base_url) for sid in sessions] if tabs else []
+    cookies = await asyncio.to_thread(server.watcher_cookies, sessions) if tabs else []
+    portal = [PortalTab(server.portal_ws_url(sid), cookie, server.base_url) for sid, cookie in zip(sessions, cookies)]
     result: dict = {"runs": runs, "script": text, "warmup_s": warmup_s, "window_s": window_s,
                     "portal_tabs": len(portal)}
     try:
