@@ -13,6 +13,14 @@ import sys
 # over (request thread → loop → request thread). 1 ms keeps those hand-offs short.
 SWITCH_INTERVAL_SECONDS = 0.001
 
+# The collector's thresholds (CPython's default: 700, 10, 10). A serving process allocates fast and keeps
+# what it builds (sockets, consumers, streams): with the defaults a full collection — every tracked object,
+# 55–105 ms with 400 sockets open — ran every few seconds and stalled every stream each time (the p99 of
+# bench/stream_fanout.py with Markdown tabs: 402 ms at 200 runs). Collecting young objects every 20,000
+# allocations instead of 700 makes full collections rare (two in a 300-run ramp); garbage cycles wait a little
+# longer to be freed. Measured in docs/performance.md.
+GC_THRESHOLDS = (20_000, 20, 20)
+
 
 def configure_server_process(*, drives_runs: bool = False) -> None:
     """Call once, after start-up imports (the application loaded), before serving. `drives_runs`: the process
@@ -26,6 +34,7 @@ def configure_server_process(*, drives_runs: bool = False) -> None:
     # a full collection no longer rescans ~90k start-up objects (a 50 ms pause every few seconds under load).
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
 
 

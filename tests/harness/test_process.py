@@ -10,24 +10,30 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-READ_STATE = "import gc, json, sys; print(json.dumps([sys.getswitchinterval(), gc.get_freeze_count()]))"
+gc_thresholds: dict[str, tuple[int, int, int]] = {}
+READ_STATE = ("import gc, json, sys; "
+              "print(json.dumps([sys.getswitchinterval(), gc.get_freeze_count(), gc.get_threshold()]))")
 
 
 def interpreter_state_after(statement: str, **env: str) -> tuple[float, int]:
+    """The switch interval and the number of frozen objects after `statement` (`gc_thresholds`: the collector's)."""
     code = f"import os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'harness.settings'); {statement}; {READ_STATE}"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           check=True, env={**os.environ, **env})
-    interval, frozen = json.loads(done.stdout.strip().splitlines()[-1])
+    interval, frozen, thresholds = json.loads(done.stdout.strip().splitlines()[-1])
+    gc_thresholds[statement] = tuple(thresholds)
     return interval, frozen
 
 
 def test_importing_the_asgi_application_changes_nothing_process_wide():
     assert interpreter_state_after("import harness.asgi") == (0.005, 0)
+    assert gc_thresholds["import harness.asgi"] == (700, 10, 10)
 
 
 def test_the_daphne_entry_point_tunes_the_process():
     interval, frozen = interpreter_state_after("import harness.asgi_server")
     assert interval == 0.001 and frozen > 10_000  # the start-up heap, frozen out of the collector
+    assert gc_thresholds["import harness.asgi_server"] == (20_000, 20, 20)  # full collections made rare
 
 
 def test_configure_server_process():

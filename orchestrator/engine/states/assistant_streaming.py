@@ -39,7 +39,11 @@ class StreamBuffer:
 
     @property
     def text(self) -> str:
-        return "".join(self.parts)
+        # Joined into one part as it is read (each delta, each checkpoint): joining the whole answer's thousands
+        # of pieces every time made a long answer's publishing quadratic in Python calls.
+        if len(self.parts) > 1:
+            self.parts[:] = ["".join(self.parts)]
+        return self.parts[0] if self.parts else ""
 
     def append(self, text: str) -> None:
         self.parts.append(text)
