@@ -13,14 +13,6 @@ import sys
 # over (request thread → loop → request thread). 1 ms keeps those hand-offs short.
 SWITCH_INTERVAL_SECONDS = 0.001
 
-# The collector's thresholds (CPython's default: 700, 10, 10). A serving process allocates fast and keeps
-# what it builds (sockets, consumers, streams): with the defaults a full collection — every tracked object,
-# 55–105 ms with 400 sockets open — ran every few seconds and stalled every stream each time (the p99 of
-# bench/stream_fanout.py with Markdown tabs: 402 ms at 200 runs). Collecting young objects every 20,000
-# allocations instead of 700 makes full collections rare (two in a 300-run ramp); garbage cycles wait a little
-# longer to be freed. Measured in docs/performance.md.
-GC_THRESHOLDS = (20_000, 20, 20)
-
 
 def configure_server_process(*, drives_runs: bool = False) -> None:
     """Call once, after start-up imports (the application loaded), before serving. `drives_runs`: the process
@@ -34,7 +26,10 @@ def configure_server_process(*, drives_runs: bool = False) -> None:
     # a full collection no longer rescans ~90k start-up objects (a 50 ms pause every few seconds under load).
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    # (The collector's thresholds stay CPython's. Raised to (20000, 20, 20) they took the 200-run Markdown fan-out's
+    # p99 from ~400 to ~35 ms, but in a soak RSS and open descriptors kept climbing — 520 MiB and 1,600 fds at
+    # 12 minutes against a flat 250 MiB and ~400: sockets and files held by cycles waited too long. See
+    # docs/performance.md.)
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
 
 
