@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -22,17 +21,12 @@ from ..tools.registry import ToolRegistry, get_registry
 from .context import Interrupt, LeaseLost, StepContext
 from .dbthread import engine_db
 from .lease import lease_acquire, lease_release
+from .speculation import first_request, fresh
 from .step import CHAINED, HANDLERS, fail_write, force_fail
-from .transcript import build_model_request
 
 _CALL_STATES = (RunState.FUNCTION_PREPARE, RunState.AWAITING_APPROVAL, RunState.FUNCTION_EXECUTE)
 
 logger = logging.getLogger(__name__)
-
-
-def _fresh(run: Run) -> bool:
-    """A run whose first model request may be sent early (speculation.py): just started, nobody stopped it."""
-    return run.state == RunState.PROVISIONING and not run.stop_requested and run.turn_count == 0
 
 
 class RunExecutor:
@@ -86,7 +80,7 @@ class RunExecutor:
                 else:
                     if first_request is not None and not self.interrupt.is_set:
                         ctx.speculate(first_request)
-            if ctx.speculation is not None and (self.interrupt.is_set or not _fresh(run)):
+            if ctx.speculation is not None and (self.interrupt.is_set or not fresh(run)):
                 await ctx.discard_speculation()  # offered for a run that was stopped (or failed) meanwhile
             if run.state in _CALL_STATES and not run.stop_requested:
                 await ctx.refresh_tools(run)  # resumed between a model's tool calls and their results
@@ -113,23 +107,10 @@ class RunExecutor:
             return None
         try:
             run = Run.objects.get(pk=self.run_id)
-            return run, self._first_request(run, tools) if read_ahead else None
+            return run, first_request(run, tools) if read_ahead else None
         except Exception:
             lease_release(run_id=self.run_id, executor_id=self.executor_id)  # as drive() would: don't hold it
             raise
-
-    def _first_request(self, run: Run, tools: ToolRegistry) -> ModelRequest | None:
-        """A fresh run's first model request, to send at once (speculation.py); None for any other run, or
-        if it cannot be read (only an optimisation: assistant_streaming reads it again, and fails properly)."""
-        if not _fresh(run) or settings.HARNESS_MCP_CONFIG:
-            return None
-        try:
-            return replace(build_model_request(run=run, tools=tools), turn=run.turn_count + 1)
-        except DatabaseError:
-            raise
-        except Exception:
-            logger.exception("run %s: its first model request could not be read ahead", self.run_id)
-            return None
 
     async def _give_up(self, ctx: StepContext, run: Run) -> Run | None:
         error = f"the run was interrupted {run.resume_count} times (its worker kept stopping); not resuming it again"

@@ -86,30 +86,51 @@ class Speculation:
             await self.stream.aclose()
 
 
-def read_first_request(run) -> tuple[Provider, ModelRequest] | None:
-    """A run just started (its transaction committed): its provider and first model request, to send before
-    the worker is woken, if this process runs the worker that will drive it. None otherwise, or when the run
-    is not one to speculate (see the module's docstring). Only an optimisation: any failure here is logged and
-    the executor reads the request itself."""
+def fresh(run) -> bool:
+    """A run whose first model request may be sent early: just started, and nobody asked to stop it."""
+    from ..models import RunState
+
+    return run.state == RunState.PROVISIONING and not run.stop_requested and run.turn_count == 0
+
+
+def first_request(run, tools) -> ModelRequest | None:
+    """A fresh run's first model request (None for any other run, with MCP servers configured, or if it cannot
+    be read: only an optimisation, assistant_streaming reads it again and fails properly). Database errors
+    propagate."""
     from dataclasses import replace
 
+    from django.conf import settings
+    from django.db import DatabaseError
+
+    from .transcript import build_model_request
+
+    if not fresh(run) or settings.HARNESS_MCP_CONFIG:
+        return None
+    try:
+        return replace(build_model_request(run=run, tools=tools), turn=run.turn_count + 1)
+    except DatabaseError:
+        raise
+    except Exception:
+        logger.exception("run %s: its first model request could not be read ahead", run.pk)
+        return None
+
+
+def read_first_request(run) -> tuple[Provider, ModelRequest] | None:
+    """A run just started (its transaction committed): its provider and first model request, to send before
+    the worker is woken, if this process runs the worker that will drive it (`first_request`). None otherwise;
+    any failure here leaves the executor to read the request itself."""
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
     from django.db import DatabaseError
 
-    from ..models import RunState
     from ..providers.registry import provider_for
     from ..tools.registry import get_registry
     from .pool import local_pool
-    from .transcript import build_model_request
 
-    if local_pool() is None or settings.HARNESS_MCP_CONFIG or run.state != RunState.PROVISIONING:
+    if local_pool() is None:
         return None
     try:
-        provider = provider_for(run.model or settings.HARNESS_MODEL)
-        return provider, replace(build_model_request(run=run, tools=get_registry()), turn=run.turn_count + 1)
+        request = first_request(run, get_registry())
+        return (provider_for(run.model or settings.HARNESS_MODEL), request) if request is not None else None
     except (ImproperlyConfigured, DatabaseError):
         return None  # the executor meets (and reports) the same problem
-    except Exception:
-        logger.exception("run %s: its first model request could not be read ahead", run.pk)
-        return None
